@@ -1,0 +1,142 @@
+package alias
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:
+//
+//	alias [<alias>] {
+//	    provider <name> [<provider options...>]
+//	    zone     <alias zone...>
+//	    alias    <name or template>
+//	    follow
+//	    resolvers <ip[:port]...>
+//	    max_hops <n>
+//	    rule <domain or *.suffix...> {
+//	        alias    <name or template>
+//	        follow
+//	        zone     <alias zone...>
+//	        provider <name> [<provider options...>]
+//	    }
+//	}
+func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume provider name
+	if d.NextArg() {
+		p.Alias = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "provider":
+			raw, err := unmarshalInner(d)
+			if err != nil {
+				return err
+			}
+			p.ProviderRaw = raw
+		case "zone", "zones":
+			zones, err := atLeastOneArg(d)
+			if err != nil {
+				return err
+			}
+			p.Zones = append(p.Zones, zones...)
+		case "alias":
+			if !d.AllArgs(&p.Alias) {
+				return d.ArgErr()
+			}
+		case "follow":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.Follow = true
+		case "resolvers":
+			resolvers, err := atLeastOneArg(d)
+			if err != nil {
+				return err
+			}
+			p.Resolvers = append(p.Resolvers, resolvers...)
+		case "max_hops":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return d.Errf("max_hops: %v", err)
+			}
+			p.MaxHops = n
+		case "rule":
+			rule, err := unmarshalRule(d)
+			if err != nil {
+				return err
+			}
+			p.Rules = append(p.Rules, rule)
+		default:
+			return d.Errf("unrecognized subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalRule(d *caddyfile.Dispenser) (*Rule, error) {
+	rule := new(Rule)
+	var err error
+	if rule.Match, err = atLeastOneArg(d); err != nil {
+		return nil, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "alias":
+			if !d.AllArgs(&rule.Alias) {
+				return nil, d.ArgErr()
+			}
+		case "follow":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			rule.Follow = true
+		case "zone", "zones":
+			zones, err := atLeastOneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			rule.Zones = append(rule.Zones, zones...)
+		case "provider":
+			if rule.ProviderRaw, err = unmarshalInner(d); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("unrecognized rule subdirective '%s'", d.Val())
+		}
+	}
+	return rule, nil
+}
+
+// unmarshalInner parses `provider <name> ...` the way Caddy's own dns
+// directives load a dns.providers module.
+func unmarshalInner(d *caddyfile.Dispenser) ([]byte, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "dns.providers."+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "name", name, nil), nil
+}
+
+func atLeastOneArg(d *caddyfile.Dispenser) ([]string, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	return args, nil
+}
+
+var _ caddyfile.Unmarshaler = (*Provider)(nil)

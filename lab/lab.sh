@@ -1,0 +1,677 @@
+#!/usr/bin/env bash
+# The project's DNS/ACME lab, loopback only. See lab/README.md.
+#
+#   lab/lab.sh up            start everything that is not running (idempotent)
+#   lab/lab.sh down          stop everything, remove the loopback addresses we added
+#   lab/lab.sh down --purge  same, and delete $LAB_DIR (keys included)
+#   lab/lab.sh status        what runs
+#
+# Knobs (environment): LAB_DIR (/tmp/caddy-dns-alias-lab), UNBOUND_PORT (15353),
+# PEBBLE_PORT (14000), PEBBLE_MGMT_PORT (15000), PEBBLE_RETRY_AFTER (unset:
+# Pebble's sample config, authz 3 s / order 5 s; 0 for fast),
+# PEBBLE_CERT_VALIDITY (seconds; unset: Pebble's default 90 days),
+# LAB_NO_INSTALL=1 (do not run lab/install.sh when a tool is missing).
+set -euo pipefail
+
+LAB_DIR="${LAB_DIR:-/tmp/caddy-dns-alias-lab}"
+UNBOUND_PORT="${UNBOUND_PORT:-15353}"
+PEBBLE_PORT="${PEBBLE_PORT:-14000}"
+PEBBLE_MGMT_PORT="${PEBBLE_MGMT_PORT:-15000}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+
+ADDR_A=127.0.0.2
+ADDR_B=127.0.0.3
+ALIAS_ZONE=validation.example.org
+ALIAS_ZONE2=alias2.example
+# Zones served by each authoritative server. drift.example is on both.
+ZONES_A=(example.com example.net example.org hop.example notours.example validation.example.org drift.example)
+ZONES_B=(alias2.example drift.example)
+# Zones the caddy keys may write (TXT only).
+declare -A ALIAS_KEY=([validation.example.org]=caddy-key [alias2.example]=caddy-key-2)
+
+log() { echo "lab.sh: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+# ---------------------------------------------------------------------------
+# helpers
+
+# pid_running PIDFILE COMM: true if the pid in PIDFILE is alive and is COMM
+pid_running() {
+	local f=$1 comm=$2 pid
+	[ -s "$f" ] || return 1
+	pid=$(tr -dc '0-9' <"$f")
+	[ -n "$pid" ] || return 1
+	[ -r "/proc/$pid/comm" ] || return 1
+	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]
+}
+
+# stop_pid PIDFILE COMM NAME
+stop_pid() {
+	local f=$1 comm=$2 name=$3 pid i
+	if ! pid_running "$f" "$comm"; then
+		rm -f "$f"
+		return 0
+	fi
+	pid=$(tr -dc '0-9' <"$f")
+	log "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 100); do
+		[ -d "/proc/$pid" ] || break
+		# a zombie child of ours counts as gone
+		if grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	if [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+		log "$name did not stop in 10 s, killing"
+		kill -KILL "$pid" 2>/dev/null || true
+		sleep 0.2
+	fi
+	rm -f "$f"
+}
+
+# wait_for DESCRIPTION SECONDS CMD...
+wait_for() {
+	local what=$1 secs=$2 i
+	shift 2
+	for i in $(seq 1 $((secs * 5))); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.2
+	done
+	log "timed out waiting for $what"
+	return 1
+}
+
+tail_log() {
+	local f=$1
+	if [ -f "$f" ]; then
+		echo "----- tail of $f -----" >&2
+		tail -n 40 "$f" >&2
+		echo "-----" >&2
+	fi
+}
+
+find_pebble() {
+	local p
+	p=$(command -v pebble 2>/dev/null || true)
+	if [ -z "$p" ] && command -v go >/dev/null 2>&1; then
+		local gobin
+		gobin=$(go env GOBIN 2>/dev/null || true)
+		[ -n "$gobin" ] || gobin="$(go env GOPATH 2>/dev/null)/bin"
+		[ -x "$gobin/pebble" ] && p="$gobin/pebble"
+	fi
+	[ -z "$p" ] && [ -x "$HOME/go/bin/pebble" ] && p="$HOME/go/bin/pebble"
+	[ -z "$p" ] && [ -x /root/go/bin/pebble ] && p=/root/go/bin/pebble
+	echo "$p"
+}
+
+tools_present() {
+	local b
+	for b in named named-checkconf dig nsupdate unbound unbound-checkconf openssl ip curl flock; do
+		command -v "$b" >/dev/null 2>&1 || return 1
+	done
+	[ -n "$(find_pebble)" ]
+}
+
+has_addr() { ip -4 -o addr show dev lo | grep -q " inet $1/"; }
+
+# ---------------------------------------------------------------------------
+# keys
+
+# make_key NAME: $LAB_DIR/keys/NAME.key (named.conf syntax, usable by nsupdate -k)
+make_key() (
+	name=$1
+	f="$LAB_DIR/keys/$1.key"
+	[ -s "$f" ] && exit 0
+	secret=$(openssl rand -base64 32)
+	umask 077
+	cat >"$f.tmp" <<EOF
+key "$name" {
+	algorithm hmac-sha256;
+	secret "$secret";
+};
+EOF
+	mv "$f.tmp" "$f"
+)
+
+key_secret() { sed -n 's/^[[:space:]]*secret "\(.*\)";/\1/p' "$LAB_DIR/keys/$1.key"; }
+
+# ---------------------------------------------------------------------------
+# zones
+
+# write_zone FILE ZONE NS_SPEC... where NS_SPEC is label=addr (in-zone NS with glue)
+write_zone() {
+	local file=$1 zone=$2
+	shift 2
+	local first=${1%%=*}
+	{
+		echo "\$ORIGIN $zone."
+		echo "\$TTL 60"
+		# serial refresh retry expire minimum(negative TTL)
+		echo "@ IN SOA $first.$zone. hostmaster.$zone. ( 1 30 10 3600 1 )"
+		local spec
+		for spec in "$@"; do echo "@ IN NS ${spec%%=*}"; done
+		for spec in "$@"; do echo "${spec%%=*} IN A ${spec#*=}"; done
+		echo "@ IN A 127.0.0.1"
+		echo "www IN A 127.0.0.1"
+		if [ "$zone" = example.org ]; then
+			# delegation of the alias zone, with glue
+			echo "validation IN NS ns1.validation"
+			echo "ns1.validation IN A $ADDR_A"
+		fi
+	} >"$file"
+}
+
+zone_ns_specs() { # ZONE -> NS specs
+	case $1 in
+	drift.example) echo "ns1=$ADDR_A ns2=$ADDR_B" ;;
+	alias2.example) echo "ns1=$ADDR_B" ;;
+	*) echo "ns1=$ADDR_A" ;;
+	esac
+}
+
+# write_named INSTANCE ADDR ZONES...
+write_named() {
+	local inst=$1 addr=$2 d="$LAB_DIR/$1"
+	shift 2
+	mkdir -p "$d/zones"
+	rm -f "$d"/zones/* "$d"/named.log
+	local z
+	{
+		cat <<EOF
+// generated by lab/lab.sh; regenerated (with fresh zones) whenever this instance starts
+include "$LAB_DIR/keys/caddy-key.key";
+include "$LAB_DIR/keys/caddy-key-2.key";
+include "$LAB_DIR/keys/lab-admin.key";
+
+options {
+	directory "$d";
+	pid-file "$d/named.pid";
+	session-keyfile "$d/session.key";
+	managed-keys-directory "$d";
+	listen-on port 53 { $addr; };
+	listen-on-v6 { none; };
+	recursion no;
+	allow-recursion { none; };
+	allow-query { 127.0.0.0/8; };
+	allow-transfer { 127.0.0.0/8; };
+	notify no;
+	dnssec-validation no;
+	minimal-responses no;
+	max-journal-size 10M;
+};
+
+// no rndc channel (the default would read /etc/bind/rndc.key and take 127.0.0.1:953)
+controls { };
+
+logging {
+	channel lab_file {
+		file "$d/named.log";
+		severity info;
+		print-time yes;
+		print-category yes;
+		print-severity yes;
+	};
+	category default { lab_file; };
+	category update { lab_file; };
+	category update-security { lab_file; };
+	category security { lab_file; };
+	category xfer-out { lab_file; };
+	category lame-servers { null; };
+};
+EOF
+		for z in "$@"; do
+			# shellcheck disable=SC2046
+			write_zone "$d/zones/$z.zone" "$z" $(zone_ns_specs "$z")
+			echo
+			echo "zone \"$z\" {"
+			echo "	type primary;"
+			echo "	file \"$d/zones/$z.zone\";"
+			echo "	journal \"$d/zones/$z.zone.jnl\";"
+			echo "	update-policy {"
+			if [ -n "${ALIAS_KEY[$z]:-}" ]; then
+				echo "		grant ${ALIAS_KEY[$z]} zonesub TXT;"
+			fi
+			echo "		grant lab-admin zonesub ANY;"
+			echo "	};"
+			echo "};"
+		done
+	} >"$d/named.conf"
+}
+
+start_named() { # INSTANCE ADDR ZONES...
+	local inst=$1 addr=$2 d="$LAB_DIR/$1"
+	if pid_running "$d/named.pid" named; then
+		return 0
+	fi
+	write_named "$@"
+	if ! named-checkconf -z "$d/named.conf" >"$d/checkconf.out" 2>&1; then
+		cat "$d/checkconf.out" >&2
+		die "named-checkconf failed for instance $inst"
+	fi
+	log "starting named $inst on $addr:53"
+	if ! named -4 -c "$d/named.conf" >"$d/named.stderr" 2>&1; then
+		cat "$d/named.stderr" >&2
+		tail_log "$d/named.log"
+		die "named $inst failed to start"
+	fi
+	if ! wait_for "named $inst pid file" 10 pid_running "$d/named.pid" named; then
+		cat "$d/named.stderr" >&2
+		tail_log "$d/named.log"
+		die "named $inst did not come up"
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# unbound
+
+write_unbound() {
+	local d="$LAB_DIR/unbound" z
+	mkdir -p "$d"
+	{
+		cat <<EOF
+# generated by lab/lab.sh
+server:
+	interface: 127.0.0.1@$UNBOUND_PORT
+	port: $UNBOUND_PORT
+	do-ip4: yes
+	do-ip6: no
+	do-udp: yes
+	do-tcp: yes
+	access-control: 127.0.0.0/8 allow
+	do-not-query-localhost: no
+	do-daemonize: yes
+	chroot: ""
+	username: ""
+	directory: "$d"
+	pidfile: "$d/unbound.pid"
+	use-syslog: no
+	logfile: "$d/unbound.log"
+	log-time-ascii: no
+	verbosity: 1
+	log-queries: yes
+	log-replies: yes
+	log-servfail: yes
+	num-threads: 1
+	module-config: "iterator"
+	cache-min-ttl: 0
+	cache-max-ttl: 5
+	cache-max-negative-ttl: 1
+	infra-host-ttl: 5
+	prefetch: no
+	minimal-responses: no
+	qname-minimisation: no
+	harden-referral-path: no
+	val-log-level: 0
+
+remote-control:
+	control-enable: yes
+	control-interface: "$d/control.sock"
+EOF
+		# stub-zone for every lab zone (longest first is not required by unbound)
+		local all=("${ZONES_A[@]}" "${ZONES_B[@]}")
+		local seen=" "
+		for z in "${all[@]}"; do
+			case $seen in *" $z "*) continue ;; esac
+			seen="$seen$z "
+			echo
+			echo "stub-zone:"
+			echo "	name: \"$z\""
+			case " ${ZONES_A[*]} " in *" $z "*) echo "	stub-addr: $ADDR_A@53" ;; esac
+			case " ${ZONES_B[*]} " in *" $z "*) echo "	stub-addr: $ADDR_B@53" ;; esac
+			echo "	stub-prime: no"
+			echo "	stub-first: no"
+		done
+	} >"$d/unbound.conf"
+}
+
+start_unbound() {
+	local d="$LAB_DIR/unbound"
+	if pid_running "$d/unbound.pid" unbound; then
+		return 0
+	fi
+	write_unbound
+	if ! unbound-checkconf "$d/unbound.conf" >"$d/checkconf.out" 2>&1; then
+		cat "$d/checkconf.out" >&2
+		die "unbound-checkconf failed"
+	fi
+	: >"$d/unbound.log"
+	log "starting unbound on 127.0.0.1:$UNBOUND_PORT"
+	if ! unbound -c "$d/unbound.conf" >"$d/unbound.stderr" 2>&1; then
+		cat "$d/unbound.stderr" >&2
+		tail_log "$d/unbound.log"
+		die "unbound failed to start"
+	fi
+	if ! wait_for "unbound pid file" 10 pid_running "$d/unbound.pid" unbound; then
+		cat "$d/unbound.stderr" >&2
+		tail_log "$d/unbound.log"
+		die "unbound did not come up"
+	fi
+}
+
+# ---------------------------------------------------------------------------
+# pebble
+
+make_pebble_certs() {
+	local d="$LAB_DIR/pebble"
+	mkdir -p "$d"
+	[ -s "$d/ca.pem" ] && [ -s "$d/cert.pem" ] && [ -s "$d/key.pem" ] && return 0
+	log "generating the CA and certificate for Pebble's HTTPS"
+	(
+		cd "$d"
+		umask 077
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout ca.key -out ca.pem -days 3650 -subj "/CN=caddy-dns-alias lab CA" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout key.pem -out cert.csr -subj "/CN=localhost" 2>/dev/null
+		printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+			"keyUsage=critical,digitalSignature" \
+			"extendedKeyUsage=serverAuth" \
+			"subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" >cert.ext
+		openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+			-out cert.pem -days 3650 -extfile cert.ext 2>/dev/null
+		rm -f cert.csr cert.ext
+		chmod 644 ca.pem cert.pem
+	)
+}
+
+# desired knob value: explicitly set in the environment, or what runs now, or the default
+pebble_knobs() {
+	local d="$LAB_DIR/pebble" ra cv
+	local cur_ra="" cur_cv=""
+	if [ -s "$d/knobs" ]; then
+		cur_ra=$(sed -n 's/^RETRY_AFTER=//p' "$d/knobs")
+		cur_cv=$(sed -n 's/^CERT_VALIDITY=//p' "$d/knobs")
+	fi
+	if [ -n "${PEBBLE_RETRY_AFTER+x}" ]; then ra=$PEBBLE_RETRY_AFTER; else ra=${cur_ra:-default}; fi
+	if [ -n "${PEBBLE_CERT_VALIDITY+x}" ]; then cv=$PEBBLE_CERT_VALIDITY; else cv=${cur_cv:-default}; fi
+	[ -n "$ra" ] || ra=default
+	[ -n "$cv" ] || cv=default
+	printf 'RETRY_AFTER=%s\nCERT_VALIDITY=%s\nPORT=%s\nMGMT_PORT=%s\nDNS=127.0.0.1:%s\n' \
+		"$ra" "$cv" "$PEBBLE_PORT" "$PEBBLE_MGMT_PORT" "$UNBOUND_PORT"
+}
+
+write_pebble_config() {
+	local d="$LAB_DIR/pebble" ra=$1 cv=$2 authz order profile
+	if [ "$ra" = default ]; then
+		# the values of Pebble's own sample config (test/config/pebble-config.json)
+		authz=3
+		order=5
+	else
+		case $ra in *[!0-9]*) die "PEBBLE_RETRY_AFTER must be a number of seconds" ;; esac
+		authz=$ra
+		order=$ra
+	fi
+	if [ "$cv" = default ]; then
+		profile='"default": { "description": "lab default profile", "validityPeriod": 0 }'
+	else
+		case $cv in *[!0-9]*) die "PEBBLE_CERT_VALIDITY must be a number of seconds" ;; esac
+		profile="\"default\": { \"description\": \"lab default profile\", \"validityPeriod\": $cv }"
+	fi
+	# pebble v2.10.3 cmd/pebble config struct; certificateValidityPeriod is
+	# deprecated and ignored there, profiles.*.validityPeriod is what counts
+	# (0 = the CA default, 7776000 s).
+	cat >"$d/pebble-config.json" <<EOF
+{
+  "pebble": {
+    "listenAddress": "127.0.0.1:$PEBBLE_PORT",
+    "managementListenAddress": "127.0.0.1:$PEBBLE_MGMT_PORT",
+    "certificate": "$d/cert.pem",
+    "privateKey": "$d/key.pem",
+    "httpPort": 5002,
+    "tlsPort": 5001,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false,
+    "domainBlocklist": ["blocked-domain.example"],
+    "retryAfter": { "authz": $authz, "order": $order },
+    "keyAlgorithm": "ecdsa",
+    "profiles": { $profile }
+  }
+}
+EOF
+}
+
+start_pebble() {
+	local d="$LAB_DIR/pebble" bin want
+	mkdir -p "$d"
+	want=$(pebble_knobs)
+	if pid_running "$d/pebble.pid" pebble; then
+		if [ "$want" = "$(cat "$d/knobs" 2>/dev/null)" ]; then
+			return 0
+		fi
+		log "pebble settings changed, restarting pebble"
+		stop_pid "$d/pebble.pid" pebble pebble
+	fi
+	bin=$(find_pebble)
+	[ -n "$bin" ] || die "pebble not found (run lab/install.sh)"
+	make_pebble_certs
+	local ra cv
+	ra=$(echo "$want" | sed -n 's/^RETRY_AFTER=//p')
+	cv=$(echo "$want" | sed -n 's/^CERT_VALIDITY=//p')
+	write_pebble_config "$ra" "$cv"
+	log "starting pebble on 127.0.0.1:$PEBBLE_PORT (management :$PEBBLE_MGMT_PORT), retryAfter=$ra, validity=$cv"
+	# start in its own session so it survives the caller; PEBBLE_VA_ALWAYS_VALID
+	# must not leak in from the caller's environment
+	(
+		unset PEBBLE_VA_ALWAYS_VALID
+		cd "$d"
+		PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+			setsid "$bin" -config "$d/pebble-config.json" -dnsserver "127.0.0.1:$UNBOUND_PORT" \
+			</dev/null >>"$d/pebble.log" 2>&1 &
+		echo $! >"$d/pebble.pid"
+	)
+	echo "$want" >"$d/knobs"
+}
+
+# ---------------------------------------------------------------------------
+# lab.env
+
+write_env() {
+	local f="$LAB_DIR/lab.env"
+	local zb zall
+	zb=$(
+		IFS=,
+		echo "${ZONES_B[*]}"
+	)
+	zall=$(
+		IFS=,
+		echo "${ZONES_A[*]}"
+	)
+	umask 077
+	cat >"$f.tmp" <<EOF
+# generated by lab/lab.sh up; KEY=value, no quoting needed
+LAB_DIR=$LAB_DIR
+AUTH_A=$ADDR_A:53
+AUTH_B=$ADDR_B:53
+ZONES_A=$zall
+ZONES_B=$zb
+RESOLVER=127.0.0.1:$UNBOUND_PORT
+UNBOUND_CONF=$LAB_DIR/unbound/unbound.conf
+UNBOUND_LOG=$LAB_DIR/unbound/unbound.log
+NAMED_A_LOG=$LAB_DIR/a/named.log
+NAMED_B_LOG=$LAB_DIR/b/named.log
+PEBBLE_DIR=https://127.0.0.1:$PEBBLE_PORT/dir
+PEBBLE_MGMT=https://127.0.0.1:$PEBBLE_MGMT_PORT
+PEBBLE_CA_PEM=$LAB_DIR/pebble/ca.pem
+PEBBLE_LOG=$LAB_DIR/pebble/pebble.log
+ALIAS_ZONE=$ALIAS_ZONE
+ALIAS_ZONE2=$ALIAS_ZONE2
+CADDY_KEY_NAME=caddy-key
+CADDY_KEY_SECRET=$(key_secret caddy-key)
+CADDY_KEY_ALG=hmac-sha256.
+CADDY_KEY_FILE=$LAB_DIR/keys/caddy-key.key
+CADDY_KEY2_NAME=caddy-key-2
+CADDY_KEY2_SECRET=$(key_secret caddy-key-2)
+CADDY_KEY2_ALG=hmac-sha256.
+CADDY_KEY2_FILE=$LAB_DIR/keys/caddy-key-2.key
+ADMIN_KEY_NAME=lab-admin
+ADMIN_KEY_SECRET=$(key_secret lab-admin)
+ADMIN_KEY_ALG=hmac-sha256.
+ADMIN_KEY_FILE=$LAB_DIR/keys/lab-admin.key
+EOF
+	mv "$f.tmp" "$f"
+	chmod 600 "$f"
+}
+
+# ---------------------------------------------------------------------------
+# commands
+
+check_all() { # quiet health check; prints what fails
+	local ok=0
+	dig +time=1 +tries=1 +norec @"$ADDR_A" -p 53 SOA example.com | grep -q 'status: NOERROR' || {
+		echo "named A ($ADDR_A:53) does not answer SOA example.com"
+		ok=1
+	}
+	dig +time=1 +tries=1 +norec @"$ADDR_B" -p 53 SOA alias2.example | grep -q 'status: NOERROR' || {
+		echo "named B ($ADDR_B:53) does not answer SOA alias2.example"
+		ok=1
+	}
+	dig +time=2 +tries=1 @127.0.0.1 -p "$UNBOUND_PORT" SOA "$ALIAS_ZONE" | grep -q 'status: NOERROR' || {
+		echo "unbound (127.0.0.1:$UNBOUND_PORT) does not resolve SOA $ALIAS_ZONE"
+		ok=1
+	}
+	if [ -s "$LAB_DIR/pebble/ca.pem" ]; then
+		curl -fsS --max-time 2 --cacert "$LAB_DIR/pebble/ca.pem" "https://127.0.0.1:$PEBBLE_PORT/dir" >/dev/null 2>&1 || {
+			echo "pebble (https://127.0.0.1:$PEBBLE_PORT/dir) does not answer"
+			ok=1
+		}
+	else
+		echo "pebble CA missing"
+		ok=1
+	fi
+	return $ok
+}
+
+cmd_up() {
+	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3, adds loopback addresses)"
+	if ! tools_present; then
+		if [ "${LAB_NO_INSTALL:-}" = 1 ]; then
+			die "tools missing; run lab/install.sh"
+		fi
+		log "tools missing, running lab/install.sh"
+		bash "$HERE/install.sh" >&2
+	fi
+	mkdir -p "$LAB_DIR"/{keys,a,b,unbound,pebble,state}
+	chmod 700 "$LAB_DIR/keys"
+	exec 9>"$LAB_DIR/.lock"
+	flock -w 300 9 || die "could not lock $LAB_DIR/.lock"
+
+	# loopback addresses
+	local a
+	for a in "$ADDR_A" "$ADDR_B"; do
+		if ! has_addr "$a"; then
+			log "adding $a/32 to lo"
+			ip addr add "$a/32" dev lo
+			grep -qx "$a" "$LAB_DIR/state/added-addrs" 2>/dev/null || echo "$a" >>"$LAB_DIR/state/added-addrs"
+		fi
+	done
+
+	make_key caddy-key
+	make_key caddy-key-2
+	make_key lab-admin
+
+	start_named a "$ADDR_A" "${ZONES_A[@]}"
+	start_named b "$ADDR_B" "${ZONES_B[@]}"
+	start_unbound
+	start_pebble
+	write_env
+
+	# wait for every server to answer
+	if ! wait_for "named A" 15 sh -c "dig +time=1 +tries=1 +norec @$ADDR_A SOA example.com | grep -q 'status: NOERROR'"; then
+		tail_log "$LAB_DIR/a/named.log"
+		die "named A does not answer"
+	fi
+	if ! wait_for "named B" 15 sh -c "dig +time=1 +tries=1 +norec @$ADDR_B SOA alias2.example | grep -q 'status: NOERROR'"; then
+		tail_log "$LAB_DIR/b/named.log"
+		die "named B does not answer"
+	fi
+	if ! wait_for "unbound" 15 sh -c "dig +time=1 +tries=1 @127.0.0.1 -p $UNBOUND_PORT SOA $ALIAS_ZONE | grep -q 'status: NOERROR'"; then
+		tail_log "$LAB_DIR/unbound/unbound.log"
+		die "unbound does not resolve $ALIAS_ZONE"
+	fi
+	if ! wait_for "pebble" 20 curl -fsS --max-time 1 --cacert "$LAB_DIR/pebble/ca.pem" "https://127.0.0.1:$PEBBLE_PORT/dir"; then
+		tail_log "$LAB_DIR/pebble/pebble.log"
+		die "pebble does not answer"
+	fi
+	if ! wait_for "pebble management" 10 curl -fsS --max-time 1 --cacert "$LAB_DIR/pebble/ca.pem" "https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0"; then
+		tail_log "$LAB_DIR/pebble/pebble.log"
+		die "pebble management interface does not answer"
+	fi
+	log "up; environment in $LAB_DIR/lab.env"
+}
+
+cmd_down() {
+	local purge=0
+	[ "${1:-}" = --purge ] && purge=1
+	if [ -d "$LAB_DIR" ]; then
+		exec 9>"$LAB_DIR/.lock"
+		flock -w 300 9 || die "could not lock $LAB_DIR/.lock"
+		stop_pid "$LAB_DIR/pebble/pebble.pid" pebble pebble
+		stop_pid "$LAB_DIR/unbound/unbound.pid" unbound unbound
+		stop_pid "$LAB_DIR/b/named.pid" named "named B"
+		stop_pid "$LAB_DIR/a/named.pid" named "named A"
+		local a
+		if [ -s "$LAB_DIR/state/added-addrs" ]; then
+			while read -r a; do
+				[ -n "$a" ] || continue
+				if has_addr "$a"; then
+					log "removing $a/32 from lo"
+					ip addr del "$a/32" dev lo || true
+				fi
+			done <"$LAB_DIR/state/added-addrs"
+			rm -f "$LAB_DIR/state/added-addrs"
+		fi
+		rm -f "$LAB_DIR/lab.env"
+		if [ $purge = 1 ]; then
+			log "deleting $LAB_DIR"
+			rm -rf "$LAB_DIR"
+		fi
+	fi
+	log "down"
+}
+
+cmd_status() {
+	local rc=0 line
+	st() { # NAME PIDFILE COMM
+		if pid_running "$2" "$3"; then
+			printf '%-10s running (pid %s)\n' "$1" "$(tr -dc '0-9' <"$2")"
+		else
+			printf '%-10s stopped\n' "$1"
+			rc=1
+		fi
+	}
+	st "named A" "$LAB_DIR/a/named.pid" named
+	st "named B" "$LAB_DIR/b/named.pid" named
+	st unbound "$LAB_DIR/unbound/unbound.pid" unbound
+	st pebble "$LAB_DIR/pebble/pebble.pid" pebble
+	local a
+	for a in "$ADDR_A" "$ADDR_B"; do
+		if has_addr "$a"; then printf '%-10s on lo\n' "$a"; else printf '%-10s absent\n' "$a"; fi
+	done
+	if [ $rc = 0 ]; then
+		while IFS= read -r line; do
+			[ -n "$line" ] && printf 'check      %s\n' "$line"
+		done < <(check_all || true)
+		check_all >/dev/null || rc=1
+	fi
+	echo "LAB_DIR    $LAB_DIR"
+	return $rc
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+down)
+	shift
+	cmd_down "$@"
+	;;
+status) cmd_status ;;
+*)
+	echo "usage: $0 up | down [--purge] | status" >&2
+	exit 2
+	;;
+esac

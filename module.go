@@ -1,0 +1,181 @@
+// Package alias is the Caddy glue of caddy-dns-alias: the dns.providers.alias
+// module, which moves ACME DNS-01 challenge records onto a CNAME-delegated
+// alias zone written through another dns.providers module.
+package alias
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"github.com/libdns/libdns"
+
+	"github.com/acme-alias/caddy-dns-alias/providers"
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+func init() {
+	caddy.RegisterModule(Provider{})
+}
+
+// Provider wraps another DNS provider module and writes every ACME challenge
+// record at an alias name in a validation zone instead of the production zone.
+// Exactly one of Alias and Follow sets the default mapping; Rules override it
+// per domain.
+type Provider struct {
+	// The inner DNS provider that writes into the alias zone.
+	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=dns.providers inline_key=name"`
+
+	// The alias zones. Every write must lie inside one of them. Optional
+	// for a static or template alias (the zone is then found by an SOA
+	// lookup of the alias), required for follow mode.
+	Zones []string `json:"zones,omitempty"`
+
+	// A static alias name (e.g. "_acme-challenge.validation.example.org")
+	// or a template with {domain} or {domain_hash} (e.g.
+	// "_acme-challenge.{domain}.validation.example.org").
+	Alias string `json:"alias,omitempty"`
+
+	// Follow the CNAME chain of _acme-challenge.<domain> and write where it
+	// ends, provided that lies inside one of Zones.
+	Follow bool `json:"follow,omitempty"`
+
+	// Per-domain rules, each with its own alias and optionally its own
+	// provider. The most specific match wins.
+	Rules []*Rule `json:"rules,omitempty"`
+
+	// DNS resolvers (IP or IP:port) for CNAME and SOA lookups. Default: the
+	// system's resolvers.
+	Resolvers []string `json:"resolvers,omitempty"`
+
+	// The longest CNAME chain followed. Default: 8.
+	MaxHops int `json:"max_hops,omitempty"`
+
+	*solver.Provider `json:"-"`
+}
+
+// Rule maps matching domains onto their own alias, optionally written by
+// their own provider into their own zones.
+type Rule struct {
+	// Domains ("example.com", which covers *.example.com too) and patterns
+	// ("*.example.com": every name below example.com).
+	Match []string `json:"match,omitempty"`
+
+	// Static alias or template, as in Provider.
+	Alias string `json:"alias,omitempty"`
+
+	// Follow the CNAME chain, as in Provider.
+	Follow bool `json:"follow,omitempty"`
+
+	// Alias zones of this rule. A rule without its own provider inherits
+	// the provider's zones along with its inner provider.
+	Zones []string `json:"zones,omitempty"`
+
+	// The inner provider of this rule. Default: the provider's.
+	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=dns.providers inline_key=name"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Provider) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "dns.providers.alias",
+		New: func() caddy.Module { return new(Provider) },
+	}
+}
+
+// Provision loads the inner providers, expands placeholders and validates
+// the mapping, so that bad config fails at `caddy validate`.
+func (p *Provider) Provision(ctx caddy.Context) error {
+	repl := caddy.NewReplacer()
+	expand := func(ss []string) []string {
+		out := make([]string, len(ss))
+		for i, s := range ss {
+			out[i] = repl.ReplaceKnown(s, "")
+		}
+		return out
+	}
+
+	var writer solver.Writer
+	var writerName string
+	if p.ProviderRaw != nil {
+		mod, err := ctx.LoadModule(p, "ProviderRaw")
+		if err != nil {
+			return fmt.Errorf("provider: loading inner DNS provider: %w", err)
+		}
+		if writer, writerName, err = providers.Writer(mod); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+	}
+
+	resolver, err := solver.NewResolver(expand(p.Resolvers), 0)
+	if err != nil {
+		return fmt.Errorf("resolvers: %w", err)
+	}
+	mapper := &solver.Mapper{Resolver: resolver, MaxHops: p.MaxHops}
+	if p.MaxHops < 0 {
+		return fmt.Errorf("max_hops: must not be negative, got %d", p.MaxHops)
+	}
+
+	zones := expand(p.Zones)
+	if p.Alias != "" || p.Follow {
+		rule, err := newRule(nil, repl.ReplaceKnown(p.Alias, ""), p.Follow, zones, writer, writerName)
+		if err != nil {
+			return err
+		}
+		mapper.Default = rule
+	} else if len(p.Rules) == 0 {
+		return fmt.Errorf("alias: no alias, follow or rules configured")
+	}
+
+	for i, r := range p.Rules {
+		ruleWriter, ruleWriterName, ruleZones := writer, writerName, expand(r.Zones)
+		if r.ProviderRaw != nil {
+			mod, err := ctx.LoadModule(r, "ProviderRaw")
+			if err != nil {
+				return fmt.Errorf("rules[%d].provider: loading inner DNS provider: %w", i, err)
+			}
+			if ruleWriter, ruleWriterName, err = providers.Writer(mod); err != nil {
+				return fmt.Errorf("rules[%d].provider: %w", i, err)
+			}
+		} else if len(ruleZones) == 0 {
+			ruleZones = zones
+		}
+		if len(r.Match) == 0 {
+			return fmt.Errorf("rules[%d].match: a rule needs at least one domain or *.suffix pattern", i)
+		}
+		rule, err := newRule(expand(r.Match), repl.ReplaceKnown(r.Alias, ""), r.Follow, ruleZones, ruleWriter, ruleWriterName)
+		if err != nil {
+			return fmt.Errorf("rules[%d].%w", i, err)
+		}
+		mapper.Rules = append(mapper.Rules, rule)
+	}
+
+	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger()}
+	return nil
+}
+
+// newRule builds and validates one solver rule. Errors start with the name
+// of the offending field.
+func newRule(match []string, alias string, follow bool, zones []string, w solver.Writer, wName string) (*solver.Rule, error) {
+	rule := &solver.Rule{Match: match, Follow: follow, Zones: zones, Writer: w, WriterName: wName}
+	if alias != "" {
+		t, err := solver.ParseTemplate(alias)
+		if err != nil {
+			return nil, fmt.Errorf("alias: %w", err)
+		}
+		rule.Alias = t
+	}
+	if err := rule.Validate(); err != nil {
+		return nil, err
+	}
+	return rule, nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner     = (*Provider)(nil)
+	_ certmagic.DNSProvider = (*Provider)(nil)
+	_ libdns.RecordGetter   = (*Provider)(nil)
+	_ libdns.RecordSetter   = (*Provider)(nil)
+)

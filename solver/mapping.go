@@ -1,0 +1,171 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/libdns/libdns"
+)
+
+// Writer is what the wrapper needs from an inner libdns provider.
+type Writer interface {
+	libdns.RecordAppender
+	libdns.RecordDeleter
+}
+
+// ErrNoDelegation means a domain's challenge name has no CNAME at all.
+var ErrNoDelegation = errors.New("no CNAME delegation")
+
+// Rule maps the domains it matches onto an alias, written by its Writer.
+type Rule struct {
+	// Match holds exact domains ("example.com", which also covers
+	// "*.example.com" since both share one challenge name) and patterns
+	// ("*.example.com": any name below example.com). Empty for the default.
+	Match []string
+	// Alias is a static name or a template; zero in follow mode.
+	Alias Template
+	// Follow writes where the CNAME chain of the challenge name ends,
+	// provided that lies inside one of Zones.
+	Follow bool
+	// Zones confine every write of this rule. Empty means: the zone found
+	// by an SOA walk on the alias (static and template only).
+	Zones []string
+	// Writer writes into the alias zone; WriterName names it in messages.
+	Writer     Writer
+	WriterName string
+}
+
+// Validate checks a rule before use, naming the offending field.
+func (r *Rule) Validate() error {
+	for i, z := range r.Zones {
+		if err := ValidName(z); err != nil {
+			return fmt.Errorf("zones[%d]: %w", i, err)
+		}
+		r.Zones[i] = Normalize(z)
+	}
+	for i, m := range r.Match {
+		if err := ValidName(strings.TrimPrefix(m, "*.")); err != nil {
+			return fmt.Errorf("match[%d]: %w", i, err)
+		}
+		r.Match[i] = Normalize(m)
+	}
+	if r.Writer == nil {
+		return fmt.Errorf("provider: no inner DNS provider configured")
+	}
+	switch {
+	case r.Follow && r.Alias.String() != "":
+		return fmt.Errorf("alias and follow: choose one (follow writes where the CNAME chain ends)")
+	case r.Follow && len(r.Zones) == 0:
+		return fmt.Errorf("zones: follow mode needs at least one configured alias zone, so that a DNS record cannot decide where this server writes")
+	case !r.Follow && r.Alias.String() == "":
+		return fmt.Errorf("alias: no alias name or template, and follow is off")
+	case !r.Follow && len(r.Zones) > 0 && r.zoneOf(r.Alias.Suffix()) == "":
+		return fmt.Errorf("alias: %q is outside the configured zones %v", r.Alias, r.Zones)
+	}
+	return nil
+}
+
+// zoneOf returns the longest configured zone that contains name, or "".
+func (r *Rule) zoneOf(name string) string {
+	best := ""
+	for _, z := range r.Zones {
+		if InZone(name, z) && len(z) > len(best) {
+			best = z
+		}
+	}
+	return best
+}
+
+// matches returns how specifically the rule matches domain: 0 for no match,
+// more for a longer pattern, and the most for an exact name.
+func (r *Rule) matches(domain string) int {
+	best := 0
+	for _, m := range r.Match {
+		if suffix, ok := strings.CutPrefix(m, "*."); ok {
+			if strings.HasSuffix(domain, "."+suffix) {
+				best = max(best, len(suffix))
+			}
+		} else if m == domain {
+			return maxNameLen + 1
+		}
+	}
+	return best
+}
+
+// Target is where the challenge record of one domain is written.
+type Target struct {
+	Domain string // the domain being validated, without "*."
+	Name   string // the alias name the TXT record is written at
+	Zone   string // the alias zone that contains Name
+	Rule   *Rule  // the rule that produced the mapping
+	Chain  *Chain // follow mode: the chain that led to Name
+}
+
+// Mapper maps domains onto alias targets.
+type Mapper struct {
+	// Rules are tried most specific first; Default, if set, takes the rest.
+	Rules    []*Rule
+	Default  *Rule
+	Resolver *Resolver
+	MaxHops  int
+}
+
+// Rule returns the rule responsible for domain.
+func (m *Mapper) Rule(domain string) (*Rule, error) {
+	var best *Rule
+	score := 0
+	for _, r := range m.Rules {
+		if s := r.matches(domain); s > score {
+			best, score = r, s
+		}
+	}
+	if best == nil {
+		best = m.Default
+	}
+	if best == nil {
+		return nil, fmt.Errorf("no rule matches %s and no default alias is configured", domain)
+	}
+	return best, nil
+}
+
+// Map computes where the challenge record of domain goes. It never returns a
+// target outside the rule's zones (or, without zones, outside the zone the
+// alias lies in).
+func (m *Mapper) Map(ctx context.Context, domain string) (Target, error) {
+	d := strings.TrimPrefix(Normalize(domain), "*.")
+	rule, err := m.Rule(d)
+	if err != nil {
+		return Target{}, err
+	}
+	t := Target{Domain: d, Rule: rule}
+	if rule.Follow {
+		chain, err := m.Resolver.Follow(ctx, ChallengeName(d), m.MaxHops)
+		if err != nil {
+			return t, fmt.Errorf("following the CNAME chain of %s: %w", ChallengeName(d), err)
+		}
+		t.Chain = &chain
+		if len(chain.Hops) == 0 {
+			return t, fmt.Errorf("%w: %s has no CNAME; publish: %s", ErrNoDelegation, chain.Start,
+				CNAMERecord(chain.Start, ChallengeName(d)+"."+rule.Zones[0]))
+		}
+		t.Name = chain.End
+	} else if t.Name, err = rule.Alias.Expand(d); err != nil {
+		return t, err
+	}
+	if len(rule.Zones) > 0 {
+		t.Zone = rule.zoneOf(t.Name)
+	} else if t.Zone, err = m.Resolver.FindZone(ctx, t.Name); err != nil {
+		return t, err
+	}
+	if t.Zone == "" {
+		return t, fmt.Errorf("the CNAME chain of %s ends at %s, outside the alias zones %v; nothing was written", ChallengeName(d), t.Name, rule.Zones)
+	}
+	return t, nil
+}
+
+// CNAMERecord is the zone-file line that delegates owner's challenge to target.
+func CNAMERecord(owner, target string) string {
+	return fmt.Sprintf("%s 300 IN CNAME %s", FQDN(owner), FQDN(target))
+}

@@ -1,0 +1,278 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libdns/libdns"
+	"go.uber.org/zap"
+)
+
+// Provider is a libdns provider that moves ACME challenge records onto alias
+// names. certmagic hands it _acme-challenge records in the production zone;
+// it writes them at the mapped alias through the rule's Writer and returns
+// them under their absolute alias name (with a trailing dot, which libdns'
+// AbsoluteName keeps as it is) so that certmagic's propagation check looks at
+// the alias directly, however many CNAME hops lead there.
+type Provider struct {
+	Mapper *Mapper
+	Logger *zap.Logger
+
+	mu        sync.Mutex
+	presented map[presentedKey]*presentation
+	now       func() time.Time
+}
+
+type presentedKey struct{ name, value string }
+
+// presentation is one challenge value this process wrote. Deleting uses the
+// name recorded here, never a fresh resolution of the chain: a CNAME that
+// changed meanwhile must not send the delete elsewhere.
+type presentation struct {
+	target   Target
+	original string          // challenge name in the production zone
+	written  []libdns.Record // as the inner provider returned them
+	refs     int
+	since    time.Time
+}
+
+// Presented describes a challenge record currently presented. It carries no
+// record value: listings of it are shown to operators.
+type Presented struct {
+	Domain string    `json:"domain"`
+	Name   string    `json:"name"`
+	Zone   string    `json:"zone"`
+	Since  time.Time `json:"since"`
+}
+
+func (p *Provider) logger() *zap.Logger {
+	if p.Logger == nil {
+		return zap.NewNop()
+	}
+	return p.Logger
+}
+
+func (p *Provider) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// AppendRecords writes each challenge TXT record at its alias. Anything that
+// is not a TXT record at an _acme-challenge name is refused before anything
+// is written; if a later record of the batch fails, the earlier ones are
+// removed again.
+func (p *Provider) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	var out []libdns.Record
+	for _, rec := range records {
+		rr := rec.RR()
+		stored, err := p.present(ctx, zone, rr)
+		if err != nil {
+			if _, rbErr := p.DeleteRecords(ctx, zone, out); rbErr != nil {
+				err = errors.Join(err, rbErr)
+			}
+			return nil, err
+		}
+		out = append(out, stored)
+	}
+	return out, nil
+}
+
+func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libdns.Record, error) {
+	original := Normalize(libdns.AbsoluteName(rr.Name, zone))
+	if rr.Type != "TXT" {
+		return nil, fmt.Errorf("refusing to write %s record %s: the alias provider writes only ACME challenge TXT records", rr.Type, original)
+	}
+	domain, err := ChallengeDomain(original)
+	if err != nil {
+		return nil, fmt.Errorf("refusing to write TXT %s: %w", original, err)
+	}
+	target, err := p.Mapper.Map(ctx, domain)
+	if err != nil {
+		return nil, fmt.Errorf("mapping the challenge of %s onto its alias: %w", domain, err)
+	}
+	if !InZone(target.Name, target.Zone) {
+		return nil, fmt.Errorf("refusing to write TXT %s for %s: outside alias zone %s", target.Name, domain, target.Zone)
+	}
+	key := presentedKey{target.Name, rr.Data}
+
+	p.mu.Lock()
+	if pr, ok := p.presented[key]; ok {
+		pr.refs++
+		p.mu.Unlock()
+		return aliasRecord(target.Name, rr), nil
+	}
+	p.mu.Unlock()
+
+	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
+	written, err := target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
+	if err != nil {
+		return nil, fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
+	}
+	if len(written) == 0 {
+		written = []libdns.Record{inner}
+	}
+
+	p.mu.Lock()
+	if p.presented == nil {
+		p.presented = make(map[presentedKey]*presentation)
+	}
+	if pr, ok := p.presented[key]; ok {
+		// A concurrent call presented the same value meanwhile; both writes
+		// stand for one record that goes when the last user deletes it.
+		pr.refs++
+	} else {
+		p.presented[key] = &presentation{target: target, original: original, written: written, refs: 1, since: p.clock()}
+	}
+	p.mu.Unlock()
+
+	p.logger().Info("presented challenge on alias",
+		zap.String("domain", domain),
+		zap.String("alias", target.Name),
+		zap.String("zone", target.Zone),
+		zap.String("provider", target.Rule.WriterName))
+	return aliasRecord(target.Name, rr), nil
+}
+
+func aliasRecord(name string, rr libdns.RR) libdns.Record {
+	return libdns.TXT{Name: FQDN(name), TTL: rr.TTL, Text: rr.Data}
+}
+
+// DeleteRecords removes challenge records this process presented: only the
+// exact value, only at the alias name it was written at. Other values at the
+// same name (the wildcard's, another domain's) stay.
+func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	var deleted []libdns.Record
+	var errs []error
+	for _, rec := range records {
+		rr := rec.RR()
+		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
+		key, pr := p.take(name, rr.Data)
+		if pr == nil {
+			errs = append(errs, fmt.Errorf("TXT %s was not presented by this server; nothing deleted", name))
+			continue
+		}
+		if pr.refs > 0 {
+			deleted = append(deleted, rec)
+			continue
+		}
+		t := pr.target
+		if _, err := t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), pr.written); err != nil {
+			p.restore(key, pr)
+			errs = append(errs, fmt.Errorf("deleting TXT %s in alias zone %s for %s through %s (remove it by hand if this persists): %w",
+				t.Name, t.Zone, t.Domain, t.Rule.WriterName, err))
+			continue
+		}
+		p.logger().Debug("deleted challenge from alias",
+			zap.String("domain", t.Domain),
+			zap.String("alias", t.Name),
+			zap.String("zone", t.Zone))
+		deleted = append(deleted, rec)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// take drops one reference to the presentation of value at name, which is
+// either the alias name or the original challenge name. The presentation is
+// removed from the table once no reference is left.
+func (p *Provider) take(name, value string) (presentedKey, *presentation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := presentedKey{name, value}
+	pr, ok := p.presented[key]
+	if !ok {
+		for k, candidate := range p.presented {
+			if candidate.original == name && k.value == value {
+				key, pr, ok = k, candidate, true
+				break
+			}
+		}
+	}
+	if !ok {
+		return key, nil
+	}
+	pr.refs--
+	if pr.refs == 0 {
+		delete(p.presented, key)
+	}
+	return key, pr
+}
+
+func (p *Provider) restore(key presentedKey, pr *presentation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr.refs++
+	p.presented[key] = pr
+}
+
+// GetRecords lists the challenge records this process presents for domains in
+// zone, under their alias names. It reads nothing from the alias zone: the
+// wrapper answers only for what it wrote.
+func (p *Provider) GetRecords(_ context.Context, zone string) ([]libdns.Record, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []libdns.Record
+	for k, pr := range p.presented {
+		if InZone(pr.original, zone) {
+			out = append(out, libdns.TXT{Name: FQDN(k.name), Text: k.value})
+		}
+	}
+	return out, nil
+}
+
+// SetRecords presents the given challenge records that are not presented yet.
+// Unlike a plain libdns SetRecords it never replaces the TXT set at a name:
+// other challenges' values there must survive.
+func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	var missing []libdns.Record
+	for _, rec := range records {
+		rr := rec.RR()
+		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
+		if !p.isPresented(name, rr.Data) {
+			missing = append(missing, rec)
+		}
+	}
+	if _, err := p.AppendRecords(ctx, zone, missing); err != nil {
+		return nil, err
+	}
+	return records, nil
+}
+
+func (p *Provider) isPresented(name, value string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.presented[presentedKey{name, value}]; ok {
+		return true
+	}
+	for k, pr := range p.presented {
+		if pr.original == name && k.value == value {
+			return true
+		}
+	}
+	return false
+}
+
+// Presented lists the challenge records currently presented, oldest first.
+func (p *Provider) Presented() []Presented {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Presented, 0, len(p.presented))
+	for _, pr := range p.presented {
+		out = append(out, Presented{Domain: pr.target.Domain, Name: pr.target.Name, Zone: pr.target.Zone, Since: pr.since})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
+}
+
+// Interface guards: Caddy's global dns option demands all four.
+var (
+	_ libdns.RecordAppender = (*Provider)(nil)
+	_ libdns.RecordDeleter  = (*Provider)(nil)
+	_ libdns.RecordGetter   = (*Provider)(nil)
+	_ libdns.RecordSetter   = (*Provider)(nil)
+)
