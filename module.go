@@ -151,7 +151,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		mapper.Rules = append(mapper.Rules, rule)
 	}
 
-	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger()}
+	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger(), VerifyDelegation: true}
 	return nil
 }
 

@@ -139,18 +139,28 @@ func (m *Mapper) Map(ctx context.Context, domain string) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
-	t := Target{Domain: d, Rule: rule}
+	var chain *Chain
 	if rule.Follow {
-		chain, err := m.Resolver.Follow(ctx, ChallengeName(d), m.MaxHops)
+		c, err := m.Resolver.Follow(ctx, ChallengeName(d), m.MaxHops)
 		if err != nil {
-			return t, fmt.Errorf("following the CNAME chain of %s: %w", ChallengeName(d), err)
+			return Target{Domain: d, Rule: rule}, fmt.Errorf("following the CNAME chain of %s: %w", ChallengeName(d), err)
 		}
-		t.Chain = &chain
-		if len(chain.Hops) == 0 {
-			return t, fmt.Errorf("%w: %s has no CNAME; publish: %s", ErrNoDelegation, chain.Start,
-				CNAMERecord(chain.Start, ChallengeName(d)+"."+rule.Zones[0]))
+		if len(c.Hops) == 0 {
+			return Target{Domain: d, Rule: rule}, fmt.Errorf("%w: %s has no CNAME; publish: %s", ErrNoDelegation, c.Start,
+				CNAMERecord(c.Start, ChallengeName(d)+"."+rule.Zones[0]))
 		}
-		t.Name = chain.End
+		chain = &c
+	}
+	return m.target(ctx, d, rule, chain)
+}
+
+// target places the alias of domain under rule in its zone. In follow mode
+// the alias is where chain ends.
+func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain) (Target, error) {
+	t := Target{Domain: d, Rule: rule}
+	var err error
+	if rule.Follow {
+		t.Chain, t.Name = chain, chain.End
 	} else if t.Name, err = rule.Alias.Expand(d); err != nil {
 		return t, err
 	}

@@ -21,6 +21,10 @@ import (
 type Provider struct {
 	Mapper *Mapper
 	Logger *zap.Logger
+	// VerifyDelegation checks the domain's CNAME chain before anything is
+	// written: a broken delegation fails the challenge at once, with the
+	// record to publish, instead of at the CA minutes later.
+	VerifyDelegation bool
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
@@ -92,9 +96,9 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	if err != nil {
 		return nil, fmt.Errorf("refusing to write TXT %s: %w", original, err)
 	}
-	target, err := p.Mapper.Map(ctx, domain)
+	target, err := p.mapDomain(ctx, domain)
 	if err != nil {
-		return nil, fmt.Errorf("mapping the challenge of %s onto its alias: %w", domain, err)
+		return nil, err
 	}
 	if !InZone(target.Name, target.Zone) {
 		return nil, fmt.Errorf("refusing to write TXT %s for %s: outside alias zone %s", target.Name, domain, target.Zone)
@@ -137,6 +141,18 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		zap.String("zone", target.Zone),
 		zap.String("provider", target.Rule.WriterName))
 	return aliasRecord(target.Name, rr), nil
+}
+
+func (p *Provider) mapDomain(ctx context.Context, domain string) (Target, error) {
+	if p.VerifyDelegation {
+		target, rep := (&Checker{Mapper: p.Mapper}).CheckChain(ctx, domain)
+		return target, rep.Err()
+	}
+	target, err := p.Mapper.Map(ctx, domain)
+	if err != nil {
+		return target, fmt.Errorf("mapping the challenge of %s onto its alias: %w", domain, err)
+	}
+	return target, nil
 }
 
 func aliasRecord(name string, rr libdns.RR) libdns.Record {
