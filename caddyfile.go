@@ -16,6 +16,7 @@ import (
 //	    follow
 //	    resolvers <ip[:port]...>
 //	    max_hops <n>
+//	    caa_identities <ca domain...>
 //	    rule <domain or *.suffix...> {
 //	        alias    <name or template>
 //	        follow
@@ -70,6 +71,12 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_hops: %v", err)
 			}
 			p.MaxHops = n
+		case "caa_identities":
+			ids, err := atLeastOneArg(d)
+			if err != nil {
+				return err
+			}
+			p.CAAIdentities = append(p.CAAIdentities, ids...)
 		case "rule":
 			rule, err := unmarshalRule(d)
 			if err != nil {

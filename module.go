@@ -52,6 +52,11 @@ type Provider struct {
 	// The longest CNAME chain followed. Default: 8.
 	MaxHops int `json:"max_hops,omitempty"`
 
+	// CAA issuer domains of the CAs in use, for the delegation check's CAA
+	// verdict. Default: letsencrypt.org and sectigo.com (ZeroSSL), Caddy's
+	// default issuers.
+	CAAIdentities []string `json:"caa_identities,omitempty"`
+
 	*solver.Provider `json:"-"`
 }
 
@@ -151,7 +156,12 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		mapper.Rules = append(mapper.Rules, rule)
 	}
 
+	p.CAAIdentities = expand(p.CAAIdentities)
+	if len(p.CAAIdentities) == 0 {
+		p.CAAIdentities = []string{"letsencrypt.org", "sectigo.com"}
+	}
 	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger(), VerifyDelegation: true}
+	register(p)
 	return nil
 }
 

@@ -283,7 +283,9 @@ func (c *Checker) askAuthoritative(ctx context.Context, name, addr, owner string
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	msg, err := exchange(ctx, req, addr, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	msg, err := c.Mapper.Resolver.exchange(ctx, req, addr)
 	switch {
 	case err != nil:
 		ans.Error = err.Error()
