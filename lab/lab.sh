@@ -46,7 +46,9 @@ pid_running() {
 	pid=$(tr -dc '0-9' <"$f")
 	[ -n "$pid" ] || return 1
 	[ -r "/proc/$pid/comm" ] || return 1
-	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]
+	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] || return 1
+	# a zombie (exited, not yet reaped) does not count
+	! grep -q '^State:[[:space:]]*[ZX]' "/proc/$pid/status" 2>/dev/null
 }
 
 # stop_pid PIDFILE COMM NAME
@@ -253,7 +255,7 @@ start_named() { # INSTANCE ADDR ZONES...
 		die "named-checkconf failed for instance $inst"
 	fi
 	log "starting named $inst on $addr:53"
-	if ! named -4 -c "$d/named.conf" >"$d/named.stderr" 2>&1; then
+	if ! named -4 -c "$d/named.conf" >"$d/named.stderr" 2>&1 9>&-; then
 		cat "$d/named.stderr" >&2
 		tail_log "$d/named.log"
 		die "named $inst failed to start"
@@ -340,7 +342,7 @@ start_unbound() {
 	fi
 	: >"$d/unbound.log"
 	log "starting unbound on 127.0.0.1:$UNBOUND_PORT"
-	if ! unbound -c "$d/unbound.conf" >"$d/unbound.stderr" 2>&1; then
+	if ! unbound -c "$d/unbound.conf" >"$d/unbound.stderr" 2>&1 9>&-; then
 		cat "$d/unbound.stderr" >&2
 		tail_log "$d/unbound.log"
 		die "unbound failed to start"
@@ -384,7 +386,7 @@ make_pebble_certs() {
 pebble_knobs() {
 	local d="$LAB_DIR/pebble" ra cv
 	local cur_ra="" cur_cv=""
-	if [ -s "$d/knobs" ]; then
+	if [ -s "$d/knobs" ] && pid_running "$d/pebble.pid" pebble; then
 		cur_ra=$(sed -n 's/^RETRY_AFTER=//p' "$d/knobs")
 		cur_cv=$(sed -n 's/^CERT_VALIDITY=//p' "$d/knobs")
 	fi
@@ -462,7 +464,7 @@ start_pebble() {
 		cd "$d"
 		PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
 			setsid "$bin" -config "$d/pebble-config.json" -dnsserver "127.0.0.1:$UNBOUND_PORT" \
-			</dev/null >>"$d/pebble.log" 2>&1 &
+			</dev/null >>"$d/pebble.log" 2>&1 9>&- &
 		echo $! >"$d/pebble.pid"
 	)
 	echo "$want" >"$d/knobs"
@@ -612,6 +614,7 @@ cmd_down() {
 		exec 9>"$LAB_DIR/.lock"
 		flock -w 300 9 || die "could not lock $LAB_DIR/.lock"
 		stop_pid "$LAB_DIR/pebble/pebble.pid" pebble pebble
+		rm -f "$LAB_DIR/pebble/knobs"
 		stop_pid "$LAB_DIR/unbound/unbound.pid" unbound unbound
 		stop_pid "$LAB_DIR/b/named.pid" named "named B"
 		stop_pid "$LAB_DIR/a/named.pid" named "named A"
@@ -654,10 +657,15 @@ cmd_status() {
 		if has_addr "$a"; then printf '%-10s on lo\n' "$a"; else printf '%-10s absent\n' "$a"; fi
 	done
 	if [ $rc = 0 ]; then
-		while IFS= read -r line; do
-			[ -n "$line" ] && printf 'check      %s\n' "$line"
-		done < <(check_all || true)
-		check_all >/dev/null || rc=1
+		local out
+		if out=$(check_all); then
+			printf '%-10s every server answers\n' checks
+		else
+			while IFS= read -r line; do
+				[ -n "$line" ] && printf '%-10s %s\n' check "$line"
+			done <<<"$out"
+			rc=1
+		fi
 	fi
 	echo "LAB_DIR    $LAB_DIR"
 	return $rc
