@@ -119,6 +119,16 @@ tools_present() {
 }
 
 has_addr() { ip -4 -o addr show dev lo | grep -q " inet $1/"; }
+# Addresses the lab adds carry this label, so down removes exactly those.
+ADDR_LABEL=lo:cdalab
+our_addr() { ip -4 -o addr show dev lo label "$ADDR_LABEL" | grep -q " inet $1/32 "; }
+
+# The lock lives beside $LAB_DIR so that down --purge does not delete it
+# under a waiting lab.sh.
+lock() {
+	exec 9>"${LAB_DIR%/}.lock"
+	flock -w 300 9 || die "could not lock ${LAB_DIR%/}.lock"
+}
 
 # ---------------------------------------------------------------------------
 # keys
@@ -558,18 +568,16 @@ cmd_up() {
 		log "tools missing, running lab/install.sh"
 		bash "$HERE/install.sh" >&2
 	fi
-	mkdir -p "$LAB_DIR"/{keys,a,b,unbound,pebble,state}
+	lock
+	mkdir -p "$LAB_DIR"/{keys,a,b,unbound,pebble}
 	chmod 700 "$LAB_DIR/keys"
-	exec 9>"$LAB_DIR/.lock"
-	flock -w 300 9 || die "could not lock $LAB_DIR/.lock"
 
-	# loopback addresses
+	# loopback addresses (labelled, see our_addr)
 	local a
 	for a in "$ADDR_A" "$ADDR_B"; do
 		if ! has_addr "$a"; then
 			log "adding $a/32 to lo"
-			ip addr add "$a/32" dev lo
-			grep -qx "$a" "$LAB_DIR/state/added-addrs" 2>/dev/null || echo "$a" >>"$LAB_DIR/state/added-addrs"
+			ip addr add "$a/32" dev lo label "$ADDR_LABEL"
 		fi
 	done
 
@@ -610,31 +618,28 @@ cmd_up() {
 cmd_down() {
 	local purge=0
 	[ "${1:-}" = --purge ] && purge=1
+	lock
 	if [ -d "$LAB_DIR" ]; then
-		exec 9>"$LAB_DIR/.lock"
-		flock -w 300 9 || die "could not lock $LAB_DIR/.lock"
 		stop_pid "$LAB_DIR/pebble/pebble.pid" pebble pebble
 		rm -f "$LAB_DIR/pebble/knobs"
 		stop_pid "$LAB_DIR/unbound/unbound.pid" unbound unbound
 		stop_pid "$LAB_DIR/b/named.pid" named "named B"
 		stop_pid "$LAB_DIR/a/named.pid" named "named A"
-		local a
-		if [ -s "$LAB_DIR/state/added-addrs" ]; then
-			while read -r a; do
-				[ -n "$a" ] || continue
-				if has_addr "$a"; then
-					log "removing $a/32 from lo"
-					ip addr del "$a/32" dev lo || true
-				fi
-			done <"$LAB_DIR/state/added-addrs"
-			rm -f "$LAB_DIR/state/added-addrs"
-		fi
 		rm -f "$LAB_DIR/lab.env"
 		if [ $purge = 1 ]; then
 			log "deleting $LAB_DIR"
 			rm -rf "$LAB_DIR"
 		fi
 	fi
+	local a
+	for a in "$ADDR_A" "$ADDR_B"; do
+		if our_addr "$a"; then
+			log "removing $a/32 from lo"
+			ip addr del "$a/32" dev lo || true
+		elif has_addr "$a"; then
+			log "leaving $a on lo: the lab did not add it (no label $ADDR_LABEL)"
+		fi
+	done
 	log "down"
 }
 
@@ -654,7 +659,13 @@ cmd_status() {
 	st pebble "$LAB_DIR/pebble/pebble.pid" pebble
 	local a
 	for a in "$ADDR_A" "$ADDR_B"; do
-		if has_addr "$a"; then printf '%-10s on lo\n' "$a"; else printf '%-10s absent\n' "$a"; fi
+		if our_addr "$a"; then
+			printf '%-10s on lo (added by the lab)\n' "$a"
+		elif has_addr "$a"; then
+			printf '%-10s on lo (not added by the lab)\n' "$a"
+		else
+			printf '%-10s absent\n' "$a"
+		fi
 	done
 	if [ $rc = 0 ]; then
 		local out

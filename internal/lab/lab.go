@@ -1,0 +1,244 @@
+// Package lab is test support for the project's DNS/ACME lab: two BIND
+// authoritative servers on 127.0.0.2:53 and 127.0.0.3:53, Unbound on
+// 127.0.0.1:15353 and Pebble on 127.0.0.1:14000, all started by lab/lab.sh
+// (see lab/README.md). It is imported by tests only.
+//
+// A test gets the lab with Require (or EnsureUp), then publishes records
+// with the lab-admin key (Publish, Remove), looks at what the servers hold
+// (Query, TXTRecords, Serial), resolves through Unbound (Resolve) and counts
+// what Unbound was asked (CountResolverQueries, from Unbound's query log).
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// DefaultDir is the lab's state directory when LAB_DIR is not set.
+const DefaultDir = "/tmp/caddy-dns-alias-lab"
+
+// Key is a TSIG key as the lab's servers know it.
+type Key struct {
+	Name   string // e.g. "caddy-key" (no trailing dot)
+	Secret string // base64
+	Alg    string // "hmac-sha256." (the form libdns/rfc2136 and miekg/dns use)
+	File   string // the key in named.conf syntax, usable with nsupdate -k
+}
+
+// Lab describes a running lab, as read from $LAB_DIR/lab.env.
+type Lab struct {
+	Dir         string
+	AuthA       string   // "127.0.0.2:53"
+	AuthB       string   // "127.0.0.3:53"
+	ZonesA      []string // zones served by AuthA, without trailing dots
+	ZonesB      []string // zones served by AuthB
+	Resolver    string   // Unbound, "127.0.0.1:15353"
+	UnboundConf string
+	UnboundLog  string
+	PebbleDir   string // ACME directory URL
+	PebbleMgmt  string // management API base URL
+	PebbleCAPEM string // file: the CA of Pebble's HTTPS certificate (not of the certificates it issues)
+	PebbleLog   string
+	AliasZone   string // validation.example.org, writable by CaddyKey (TXT only)
+	AliasZone2  string // alias2.example, writable by CaddyKey2 (TXT only)
+	CaddyKey    Key
+	CaddyKey2   Key
+	AdminKey    Key // lab-admin: may update every zone
+	// Env holds every line of lab.env.
+	Env map[string]string
+}
+
+// Dir returns the lab's state directory: $LAB_DIR or DefaultDir.
+func Dir() string {
+	if d := os.Getenv("LAB_DIR"); d != "" {
+		return d
+	}
+	return DefaultDir
+}
+
+// Load reads $LAB_DIR/lab.env, written by lab/lab.sh up. It does not check
+// that the servers run (see Healthy).
+func Load() (*Lab, error) {
+	return LoadFile(filepath.Join(Dir(), "lab.env"))
+}
+
+// LoadFile reads a lab.env file.
+func LoadFile(path string) (*Lab, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w (is the lab up? lab/lab.sh up)", err)
+	}
+	env, err := parseEnv(data)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %s: %w", path, err)
+	}
+	l := &Lab{
+		Dir:         env["LAB_DIR"],
+		AuthA:       env["AUTH_A"],
+		AuthB:       env["AUTH_B"],
+		ZonesA:      splitList(env["ZONES_A"]),
+		ZonesB:      splitList(env["ZONES_B"]),
+		Resolver:    env["RESOLVER"],
+		UnboundConf: env["UNBOUND_CONF"],
+		UnboundLog:  env["UNBOUND_LOG"],
+		PebbleDir:   env["PEBBLE_DIR"],
+		PebbleMgmt:  env["PEBBLE_MGMT"],
+		PebbleCAPEM: env["PEBBLE_CA_PEM"],
+		PebbleLog:   env["PEBBLE_LOG"],
+		AliasZone:   env["ALIAS_ZONE"],
+		AliasZone2:  env["ALIAS_ZONE2"],
+		CaddyKey:    Key{env["CADDY_KEY_NAME"], env["CADDY_KEY_SECRET"], env["CADDY_KEY_ALG"], env["CADDY_KEY_FILE"]},
+		CaddyKey2:   Key{env["CADDY_KEY2_NAME"], env["CADDY_KEY2_SECRET"], env["CADDY_KEY2_ALG"], env["CADDY_KEY2_FILE"]},
+		AdminKey:    Key{env["ADMIN_KEY_NAME"], env["ADMIN_KEY_SECRET"], env["ADMIN_KEY_ALG"], env["ADMIN_KEY_FILE"]},
+		Env:         env,
+	}
+	for _, k := range []string{"LAB_DIR", "AUTH_A", "AUTH_B", "RESOLVER", "PEBBLE_DIR", "PEBBLE_MGMT",
+		"PEBBLE_CA_PEM", "ALIAS_ZONE", "ALIAS_ZONE2", "CADDY_KEY_SECRET", "CADDY_KEY2_SECRET", "ADMIN_KEY_SECRET"} {
+		if env[k] == "" {
+			return nil, fmt.Errorf("lab: %s: %s missing", path, k)
+		}
+	}
+	return l, nil
+}
+
+// parseEnv reads KEY=value lines; blank lines and # comments are skipped, one
+// level of matching single or double quotes around a value is removed.
+func parseEnv(data []byte) (map[string]string, error) {
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("line %d: not KEY=value", n)
+		}
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		env[k] = v
+	}
+	return env, sc.Err()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, normZone(f))
+	}
+	return out
+}
+
+func normZone(z string) string { return strings.ToLower(strings.TrimSuffix(z, ".")) }
+
+// RepoRoot returns the repository's root directory (the one holding
+// lab/lab.sh), found from this source file's location or else from the
+// current directory upwards.
+func RepoRoot() (string, error) {
+	var candidates []string
+	if _, file, _, ok := runtime.Caller(0); ok {
+		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", ".."))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			candidates = append(candidates, d)
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	for _, c := range candidates {
+		if _, err := os.Stat(filepath.Join(c, "lab", "lab.sh")); err == nil {
+			return filepath.Abs(c)
+		}
+	}
+	return "", errors.New("lab: cannot find lab/lab.sh from the package or the working directory")
+}
+
+var upMu sync.Mutex
+
+// Up runs lab/lab.sh up (a no-op when the lab already runs) and loads the
+// result. It needs root. Settings pass through the environment (LAB_DIR,
+// UNBOUND_PORT, PEBBLE_PORT, PEBBLE_MGMT_PORT, PEBBLE_RETRY_AFTER,
+// PEBBLE_CERT_VALIDITY); a PEBBLE_* setting that differs from the running
+// Pebble's restarts Pebble.
+func Up(ctx context.Context) (*Lab, error) {
+	upMu.Lock()
+	defer upMu.Unlock()
+	return up(ctx)
+}
+
+func up(ctx context.Context) (*Lab, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "lab.sh"), "up")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("lab: lab/lab.sh up: %w\n%s", err, out)
+	}
+	return Load()
+}
+
+// EnsureUp returns the running lab when lab.env is there and every server
+// answers, and otherwise runs Up.
+func EnsureUp(ctx context.Context) (*Lab, error) {
+	upMu.Lock()
+	defer upMu.Unlock()
+	if l, err := Load(); err == nil {
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = l.Healthy(hctx)
+		cancel()
+		if err == nil && !pebbleKnobsSet() {
+			return l, nil
+		}
+	}
+	return up(ctx)
+}
+
+// pebbleKnobsSet reports whether the caller asked for particular Pebble
+// settings; lab.sh then checks them against the running Pebble.
+func pebbleKnobsSet() bool {
+	_, a := os.LookupEnv("PEBBLE_RETRY_AFTER")
+	_, b := os.LookupEnv("PEBBLE_CERT_VALIDITY")
+	return a || b
+}
+
+// Require returns the lab for a test, bringing it up if needed. When the lab
+// cannot be had (not root, tools missing, a server that does not start) the
+// test is skipped, or fails when CI=true.
+func Require(t testing.TB) *Lab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l, err := EnsureUp(ctx)
+	if err != nil {
+		why := err.Error()
+		if os.Geteuid() != 0 {
+			why = "not root (the lab binds port 53 on 127.0.0.2/3): " + why
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("lab unavailable under CI: %s", why)
+		}
+		t.Skipf("lab unavailable (run lab/install.sh and lab/lab.sh up as root): %s", why)
+	}
+	return l
+}
