@@ -161,6 +161,13 @@ func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain)
 	var err error
 	if rule.Follow {
 		t.Chain, t.Name = chain, chain.End
+		// A DNS record chose this name: escapes ("a\.zone"), '*' and the
+		// like would let a name that only looks inside a zone through. The
+		// name is normalized already: the added dot keeps ValidName from
+		// normalizing away a second trailing dot ("x.zone..").
+		if err = ValidName(t.Name + "."); err != nil {
+			return t, fmt.Errorf("the CNAME chain of %s ends at %s, where no challenge record can be written: %w; nothing was written", ChallengeName(d), t.Name, err)
+		}
 	} else if t.Name, err = rule.Alias.Expand(d); err != nil {
 		return t, err
 	}

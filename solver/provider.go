@@ -72,6 +72,11 @@ func (p *Provider) clock() time.Time {
 // is written; if a later record of the batch fails, the earlier ones are
 // removed again.
 func (p *Provider) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	for _, rec := range records {
+		if _, err := challengeDomain(zone, rec.RR()); err != nil {
+			return nil, err
+		}
+	}
 	var out []libdns.Record
 	for _, rec := range records {
 		rr := rec.RR()
@@ -87,14 +92,25 @@ func (p *Provider) AppendRecords(ctx context.Context, zone string, records []lib
 	return out, nil
 }
 
-func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libdns.Record, error) {
+// challengeDomain returns the domain whose challenge rr is, or an error naming
+// rr if it is not a TXT record at an _acme-challenge name.
+func challengeDomain(zone string, rr libdns.RR) (string, error) {
 	original := Normalize(libdns.AbsoluteName(rr.Name, zone))
 	if rr.Type != "TXT" {
-		return nil, fmt.Errorf("refusing to write %s record %s: the alias provider writes only ACME challenge TXT records", rr.Type, original)
+		return "", fmt.Errorf("refusing to write %s record %s: the alias provider writes only ACME challenge TXT records", rr.Type, original)
 	}
 	domain, err := ChallengeDomain(original)
 	if err != nil {
-		return nil, fmt.Errorf("refusing to write TXT %s: %w", original, err)
+		return "", fmt.Errorf("refusing to write TXT %s: %w", original, err)
+	}
+	return domain, nil
+}
+
+func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libdns.Record, error) {
+	original := Normalize(libdns.AbsoluteName(rr.Name, zone))
+	domain, err := challengeDomain(zone, rr)
+	if err != nil {
+		return nil, err
 	}
 	target, err := p.mapDomain(ctx, domain)
 	if err != nil {
@@ -168,12 +184,12 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 	for _, rec := range records {
 		rr := rec.RR()
 		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
-		key, pr := p.take(name, rr.Data)
+		key, pr, last := p.take(name, rr.Data)
 		if pr == nil {
 			errs = append(errs, fmt.Errorf("TXT %s was not presented by this server; nothing deleted", name))
 			continue
 		}
-		if pr.refs > 0 {
+		if !last {
 			deleted = append(deleted, rec)
 			continue
 		}
@@ -195,8 +211,9 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 
 // take drops one reference to the presentation of value at name, which is
 // either the alias name or the original challenge name. The presentation is
-// removed from the table once no reference is left.
-func (p *Provider) take(name, value string) (presentedKey, *presentation) {
+// removed from the table once no reference is left; last reports that, so
+// that exactly one caller deletes the record (decided under the lock).
+func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	key := presentedKey{name, value}
@@ -210,13 +227,13 @@ func (p *Provider) take(name, value string) (presentedKey, *presentation) {
 		}
 	}
 	if !ok {
-		return key, nil
+		return key, nil, false
 	}
 	pr.refs--
 	if pr.refs == 0 {
 		delete(p.presented, key)
 	}
-	return key, pr
+	return key, pr, pr.refs == 0
 }
 
 func (p *Provider) restore(key presentedKey, pr *presentation) {

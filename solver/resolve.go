@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -285,7 +286,8 @@ func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("finding the zone of %s: %w", Normalize(name), err)
 		}
-		for _, rr := range append(msg.Answer, msg.Ns...) {
+		// slices.Concat, not append: msg is shared through the cache.
+		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
 			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
 				return Normalize(soa.Hdr.Name), nil
 			}

@@ -74,7 +74,12 @@ func (t Template) String() string { return t.raw }
 // static alias): every expansion lies at or below it.
 func (t Template) Suffix() string {
 	i := strings.LastIndexByte(t.raw, '}')
-	return strings.TrimPrefix(t.raw[i+1:], ".")
+	if i < 0 {
+		return t.raw
+	}
+	// Up to the next dot: in "{domain}x.zone" the label "<domain>x" varies.
+	_, s, _ := strings.Cut(t.raw[i+1:], ".")
+	return s
 }
 
 // Expand returns the alias name for domain. When inserting the domain would
