@@ -229,7 +229,11 @@ func Require(t testing.TB) *Lab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, err := EnsureUp(ctx)
+	err := Hold()
+	var l *Lab
+	if err == nil {
+		l, err = EnsureUp(ctx)
+	}
 	if err != nil {
 		why := err.Error()
 		if os.Geteuid() != 0 {
