@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds Caddy with this plugin, starts the local DNS + ACME lab (BIND,
+# Unbound, Pebble on loopback), publishes one CNAME delegation the way a
+# domain owner would, and serves a page over a certificate Caddy just
+# obtained through it. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
+
+bash lab/install.sh
+bash lab/lab.sh up
+# shellcheck disable=SC1091
+. "${LAB_DIR:-/tmp/caddy-dns-alias-lab}/lab.env"
+
+demo="$LAB_DIR/demo"
+mkdir -p "$demo"
+if [ -f "$demo/caddy.pid" ] && kill -0 "$(cat "$demo/caddy.pid")" 2>/dev/null; then
+	kill "$(cat "$demo/caddy.pid")"
+	sleep 1
+fi
+rm -rf "$demo/storage"
+
+if [ -n "${CADDY_BIN:-}" ]; then
+	cp "$CADDY_BIN" "$demo/caddy" # a binary lab/build-caddy.sh made from this tree
+else
+	echo "== building Caddy with xcaddy (a few minutes)"
+	bash lab/build-caddy.sh "$demo/caddy"
+fi
+
+domain=demo.example.com
+record="_acme-challenge.$domain. 60 IN CNAME _acme-challenge.$domain.$ALIAS_ZONE."
+echo "== publishing the delegation in the production zone example.com:"
+echo "   $record"
+printf 'server %s %s\nzone example.com\nupdate add %s\nsend\n' "${AUTH_A%:*}" "${AUTH_A#*:}" "$record" |
+	nsupdate -k "$ADMIN_KEY_FILE"
+
+sed -e "s|@STORAGE@|$demo/storage|" -e "s|@PEBBLE_DIR@|$PEBBLE_DIR|" -e "s|@PEBBLE_CA@|$PEBBLE_CA_PEM|" \
+	-e "s|@DOMAIN@|$domain|" -e "s|@ZONE@|$ALIAS_ZONE|g" -e "s|@KEY_NAME@|$CADDY_KEY_NAME|" \
+	-e "s|@SERVER@|$AUTH_A|" -e "s|@RESOLVER@|$RESOLVER|g" >"$demo/Caddyfile" <<'CADDYFILE'
+{
+	admin 127.0.0.1:12019
+	storage file_system @STORAGE@
+	email demo@example.com
+	acme_ca @PEBBLE_DIR@
+	acme_ca_root @PEBBLE_CA@
+	http_port 18080
+	https_port 18443
+}
+
+@DOMAIN@ {
+	tls {
+		dns alias _acme-challenge.{domain}.@ZONE@ {
+			provider rfc2136 {
+				key_name @KEY_NAME@
+				key {env.TSIG_SECRET}
+				key_alg hmac-sha256
+				server @SERVER@
+			}
+			zone @ZONE@
+			resolvers @RESOLVER@
+		}
+		resolvers @RESOLVER@
+	}
+	respond "Hello from Caddy: this certificate came through CNAME delegation to @ZONE@"
+}
+CADDYFILE
+
+echo "== starting Caddy (config: $demo/Caddyfile, log: $demo/caddy.log)"
+TSIG_SECRET="$CADDY_KEY_SECRET" nohup "$demo/caddy" run --config "$demo/Caddyfile" >"$demo/caddy.log" 2>&1 &
+echo $! >"$demo/caddy.pid"
+
+# Pebble signs with a root that changes at every Pebble start: fetch it.
+curl -fsS --cacert "$PEBBLE_CA_PEM" "$PEBBLE_MGMT/roots/0" >"$demo/pebble-root.pem"
+curl_cmd=(curl -sS --resolve "$domain:18443:127.0.0.1" --cacert "$demo/pebble-root.pem" "https://$domain:18443/")
+for _ in $(seq 1 120); do
+	if out=$("${curl_cmd[@]}" 2>/dev/null); then
+		echo "== $domain is served over a certificate issued through the delegation:"
+		echo "   \$ ${curl_cmd[*]}"
+		echo "   $out"
+		echo
+		echo "Caddy keeps running (pid $(cat "$demo/caddy.pid")). Stop it and the lab with:"
+		echo "   kill \$(cat $demo/caddy.pid); bash lab/lab.sh down"
+		exit 0
+	fi
+	sleep 0.5
+done
+echo "no certificate after 60 s; Caddy's log:" >&2
+tail -n 30 "$demo/caddy.log" >&2
+exit 1
