@@ -3,6 +3,7 @@ package alias
 import (
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -16,6 +17,7 @@ import (
 //	    follow
 //	    resolvers <ip[:port]...>
 //	    max_hops <n>
+//	    authoritative_wait <duration | -1>
 //	    caa_identities <ca domain...>
 //	    rule <domain or *.suffix...> {
 //	        alias    <name or template>
@@ -71,6 +73,20 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_hops: %v", err)
 			}
 			p.MaxHops = n
+		case "authoritative_wait":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			if s == "-1" {
+				p.AuthoritativeWait = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil {
+				return d.Errf("authoritative_wait: %v", err)
+			}
+			p.AuthoritativeWait = caddy.Duration(dur)
 		case "caa_identities":
 			ids, err := atLeastOneArg(d)
 			if err != nil {

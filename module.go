@@ -6,6 +6,7 @@ package alias
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -51,6 +52,13 @@ type Provider struct {
 
 	// The longest CNAME chain followed. Default: 8.
 	MaxHops int `json:"max_hops,omitempty"`
+
+	// How long a write waits for every authoritative server of the alias
+	// zone to serve the new record before it fails. Once it returns, the
+	// record is served, so the ACME issuer's own propagation check can be
+	// turned off (propagation_timeout -1) to save its fixed 2 s sleep.
+	// -1 disables the wait. Default: 2 minutes.
+	AuthoritativeWait caddy.Duration `json:"authoritative_wait,omitempty"`
 
 	// CAA issuer domains of the CAs in use, for the delegation check's CAA
 	// verdict. Default: letsencrypt.org and sectigo.com (ZeroSSL), Caddy's
@@ -160,7 +168,14 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if len(p.CAAIdentities) == 0 {
 		p.CAAIdentities = []string{"letsencrypt.org", "sectigo.com"}
 	}
-	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger(), VerifyDelegation: true}
+	wait := time.Duration(p.AuthoritativeWait)
+	switch {
+	case wait == 0:
+		wait = 2 * time.Minute
+	case wait < 0:
+		wait = 0
+	}
+	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger(), VerifyDelegation: true, AuthoritativeWait: wait}
 	register(p)
 	return nil
 }

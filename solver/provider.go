@@ -25,6 +25,12 @@ type Provider struct {
 	// written: a broken delegation fails the challenge at once, with the
 	// record to publish, instead of at the CA minutes later.
 	VerifyDelegation bool
+	// AuthoritativeWait, if positive, makes each write wait, up to this
+	// long, until every authoritative server of the alias zone serves the
+	// value; a write that does not get there is removed again and fails.
+	// With it, certmagic's own propagation check (a fixed 2 s sleep, then
+	// polling) adds nothing and can be switched off.
+	AuthoritativeWait time.Duration
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
@@ -136,6 +142,20 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	}
 	if len(written) == 0 {
 		written = []libdns.Record{inner}
+	}
+	if p.AuthoritativeWait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, p.AuthoritativeWait)
+		err := p.Mapper.Resolver.WaitServed(wctx, target.Zone, target.Name, rr.Data)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if _, delErr := target.Rule.Writer.DeleteRecords(dctx, FQDN(target.Zone), written); delErr != nil {
+				err = errors.Join(err, fmt.Errorf("removing TXT %s from %s again (remove it by hand): %w", target.Name, target.Zone, delErr))
+			}
+			return nil, err
+		}
 	}
 
 	p.mu.Lock()
