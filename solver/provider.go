@@ -31,6 +31,9 @@ type Provider struct {
 	// With it, certmagic's own propagation check (a fixed 2 s sleep, then
 	// polling) adds nothing and can be switched off.
 	AuthoritativeWait time.Duration
+	// Journal, if set, records every write before it happens and forgets it
+	// after the delete, so that Sweep can remove what a crash left behind.
+	Journal Journal
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
@@ -43,11 +46,12 @@ type presentedKey struct{ name, value string }
 // name recorded here, never a fresh resolution of the chain: a CNAME that
 // changed meanwhile must not send the delete elsewhere.
 type presentation struct {
-	target   Target
-	original string          // challenge name in the production zone
-	written  []libdns.Record // as the inner provider returned them
-	refs     int
-	since    time.Time
+	target    Target
+	original  string          // challenge name in the production zone
+	written   []libdns.Record // as the inner provider returned them
+	refs      int
+	since     time.Time
+	journalID string
 }
 
 // Presented describes a challenge record currently presented. It carries no
@@ -135,10 +139,22 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	}
 	p.mu.Unlock()
 
+	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Value: rr.Data, Writer: target.Rule.WriterName, Written: p.clock()}
+	if p.Journal != nil {
+		if err := p.Journal.Put(ctx, entry); err != nil {
+			return nil, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
+		}
+	}
 	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
-	written, err := target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
+	var written []libdns.Record
+	err = retry(ctx, func(ctx context.Context) error {
+		written, err = target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
+		// The write may have happened even though it reported failure.
+		err = fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
+		return nil, p.undo(ctx, target, entry, []libdns.Record{inner}, err)
 	}
 	if len(written) == 0 {
 		written = []libdns.Record{inner}
@@ -149,12 +165,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if _, delErr := target.Rule.Writer.DeleteRecords(dctx, FQDN(target.Zone), written); delErr != nil {
-				err = errors.Join(err, fmt.Errorf("removing TXT %s from %s again (remove it by hand): %w", target.Name, target.Zone, delErr))
-			}
-			return nil, err
+			return nil, p.undo(ctx, target, entry, written, err)
 		}
 	}
 
@@ -167,7 +178,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		// stand for one record that goes when the last user deletes it.
 		pr.refs++
 	} else {
-		p.presented[key] = &presentation{target: target, original: original, written: written, refs: 1, since: p.clock()}
+		p.presented[key] = &presentation{target: target, original: original, written: written, refs: 1, since: p.clock(), journalID: entry.ID}
 	}
 	p.mu.Unlock()
 
@@ -214,12 +225,16 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 			continue
 		}
 		t := pr.target
-		if _, err := t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), pr.written); err != nil {
+		if err := p.deleteWritten(ctx, t, pr.written); err != nil {
 			p.restore(key, pr)
+			p.logger().Error("could not delete challenge record; remove it by hand if this persists",
+				zap.String("domain", t.Domain), zap.String("name", t.Name), zap.String("zone", t.Zone),
+				zap.String("value", rr.Data), zap.Error(err))
 			errs = append(errs, fmt.Errorf("deleting TXT %s in alias zone %s for %s through %s (remove it by hand if this persists): %w",
 				t.Name, t.Zone, t.Domain, t.Rule.WriterName, err))
 			continue
 		}
+		p.forget(ctx, pr.journalID)
 		p.logger().Debug("deleted challenge from alias",
 			zap.String("domain", t.Domain),
 			zap.String("alias", t.Name),
@@ -227,6 +242,38 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 		deleted = append(deleted, rec)
 	}
 	return deleted, errors.Join(errs...)
+}
+
+// deleteWritten deletes records through the target's writer, retrying
+// transient failures.
+func (p *Provider) deleteWritten(ctx context.Context, t Target, written []libdns.Record) error {
+	return retry(ctx, func(ctx context.Context) error {
+		_, err := t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), written)
+		return err
+	})
+}
+
+// undo removes a write that failed or did not propagate, on a context of
+// its own (the challenge's may be what ended), and returns cause with any
+// failure to remove it.
+func (p *Provider) undo(ctx context.Context, t Target, entry JournalEntry, written []libdns.Record, cause error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := p.deleteWritten(ctx, t, written); err != nil {
+		return errors.Join(cause, fmt.Errorf("removing TXT %s %q from %s again failed (remove it by hand): %w", t.Name, entry.Value, t.Zone, err))
+	}
+	p.forget(ctx, entry.ID)
+	return cause
+}
+
+// forget drops a journal entry once its record is gone.
+func (p *Provider) forget(ctx context.Context, id string) {
+	if p.Journal == nil || id == "" {
+		return
+	}
+	if err := p.Journal.Delete(context.WithoutCancel(ctx), id); err != nil {
+		p.logger().Warn("could not drop a challenge journal entry; a later sweep will", zap.String("id", id), zap.Error(err))
+	}
 }
 
 // take drops one reference to the presentation of value at name, which is

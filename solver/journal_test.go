@@ -1,0 +1,192 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/libdns/libdns"
+)
+
+// memJournal is an in-memory Journal; the storage-backed one is glue.
+type memJournal struct {
+	mu      sync.Mutex
+	entries map[string]JournalEntry
+}
+
+func (j *memJournal) Put(_ context.Context, e JournalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.entries == nil {
+		j.entries = map[string]JournalEntry{}
+	}
+	j.entries[e.ID] = e
+	return nil
+}
+
+func (j *memJournal) Delete(_ context.Context, id string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.entries, id)
+	return nil
+}
+
+func (j *memJournal) List(context.Context) ([]JournalEntry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []JournalEntry
+	for _, e := range j.entries {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (j *memJournal) len() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.entries)
+}
+
+// TestJournalRecordsAndForgets: a write is journalled before it happens and
+// forgotten after its delete.
+func TestJournalRecordsAndForgets(t *testing.T) {
+	w := &fakeWriter{}
+	j := &memJournal{}
+	p := staticProvider(t, w)
+	p.Journal = j
+	var seenBeforeWrite bool
+	w.setFailures(func(string, libdns.RR) error {
+		seenBeforeWrite = j.len() == 1
+		return nil
+	}, nil)
+	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", "v1"))
+	if !seenBeforeWrite {
+		t.Error("the journal entry was not written before the record")
+	}
+	es, _ := j.List(context.Background())
+	if len(es) != 1 || es[0].Name != testStaticAlias || es[0].Zone != testAliasZone || es[0].Value != "v1" || es[0].Writer != "fake" || es[0].Domain != "example.com" {
+		t.Fatalf("journal = %+v", es)
+	}
+	mustDelete(t, p, "example.com.", recs...)
+	if j.len() != 0 {
+		t.Errorf("journal still holds %d entries after cleanup", j.len())
+	}
+}
+
+// TestSweepAfterCrash: a process dies between present and cleanup; the next
+// one sweeps the orphan once it is older than the challenge lifetime, and
+// leaves younger entries (another instance's challenges in flight) alone.
+func TestSweepAfterCrash(t *testing.T) {
+	w := &fakeWriter{}
+	j := &memJournal{}
+	clock := newFakeClock()
+	crashed := staticProvider(t, w)
+	crashed.Journal, crashed.now = j, clock.Now
+	mustAppend(t, crashed, "example.com.", txt("_acme-challenge", "orphan"))
+
+	clock.Advance(10 * time.Minute)
+	other := staticProvider(t, w)
+	other.Journal, other.now = j, clock.Now
+	mustAppend(t, other, "example.net.", txt("_acme-challenge", "in-flight"))
+
+	restarted := staticProvider(t, w)
+	restarted.Journal, restarted.now = j, clock.Now
+	n, err := restarted.Sweep(context.Background(), 5*time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1 removed", n, err)
+	}
+	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"in-flight"}) {
+		t.Errorf("alias holds %v after the sweep, want only the in-flight value", got)
+	}
+	if j.len() != 1 {
+		t.Errorf("journal holds %d entries, want the in-flight one", j.len())
+	}
+
+	// The in-flight challenge, now old, is still presented by its process:
+	// that process's own sweep leaves it.
+	clock.Advance(time.Hour)
+	if n, _ := other.Sweep(context.Background(), 5*time.Minute); n != 0 {
+		t.Errorf("a process swept its own live challenge")
+	}
+}
+
+func TestSweepKeepsEntriesWithoutWriter(t *testing.T) {
+	w := &fakeWriter{}
+	j := &memJournal{}
+	j.Put(context.Background(), JournalEntry{ID: "x", Zone: "gone.example", Name: "_acme-challenge.gone.example", Value: "v", Writer: "fake", Written: time.Unix(0, 0)})
+	p := staticProvider(t, w)
+	p.Journal = j
+	if n, err := p.Sweep(context.Background(), time.Minute); n != 0 || err != nil {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
+	if j.len() != 1 || len(w.getCalls()) != 0 {
+		t.Error("an entry whose zone no writer covers was touched")
+	}
+}
+
+func TestTransient(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{errors.New(`dns response error code "REFUSED" (5)`), false},
+		{errors.New(`dns response error code "NOTAUTH" (9)`), false},
+		{errors.New(`dns response error code "SERVFAIL" (2)`), true},
+		{fmt.Errorf("read udp 127.0.0.1:1->127.0.0.2:53: %w", syscall.ECONNREFUSED), true},
+		{errors.New("i/o timeout"), true},
+		{errors.New("HTTP status 503"), true},
+		{errors.New("HTTP status 403: invalid token"), false},
+		{context.DeadlineExceeded, false},
+		{context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := Transient(tt.err); got != tt.want {
+			t.Errorf("Transient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestRetry(t *testing.T) {
+	tests := []struct {
+		name      string
+		errs      []error // returned by successive attempts; nil after
+		deadline  time.Duration
+		wantCalls int
+		wantErr   bool
+	}{
+		{"success at once", nil, time.Second, 1, false},
+		{"transient then success", []error{syscall.ECONNREFUSED, syscall.ECONNREFUSED}, 5 * time.Second, 3, false},
+		{"permanent fails at once", []error{errors.New(`dns response error code "REFUSED" (5)`)}, 5 * time.Second, 1, true},
+		{"transient until attempts run out", slices.Repeat([]error{syscall.ECONNREFUSED}, 10), 30 * time.Second, retryAttempts, true},
+		{"transient until the deadline", slices.Repeat([]error{syscall.ECONNREFUSED}, 10), 150 * time.Millisecond, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
+			defer cancel()
+			calls := 0
+			start := time.Now()
+			err := retry(ctx, func(context.Context) error {
+				calls++
+				if calls <= len(tt.errs) {
+					return tt.errs[calls-1]
+				}
+				return nil
+			})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("retry = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantCalls > 0 && calls != tt.wantCalls {
+				t.Errorf("%d attempts, want %d", calls, tt.wantCalls)
+			}
+			if time.Since(start) > tt.deadline+100*time.Millisecond {
+				t.Errorf("retry ran %s past its %s deadline", time.Since(start), tt.deadline)
+			}
+		})
+	}
+}
