@@ -18,6 +18,8 @@ import (
 //	    resolvers <ip[:port]...>
 //	    max_hops <n>
 //	    authoritative_wait <duration | -1>
+//	    sweep_after <duration>
+//	    sweep_interval <duration>
 //	    caa_identities <ca domain...>
 //	    rule <domain or *.suffix...> {
 //	        alias    <name or template>
@@ -87,6 +89,21 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("authoritative_wait: %v", err)
 			}
 			p.AuthoritativeWait = caddy.Duration(dur)
+		case "sweep_after", "sweep_interval":
+			field := d.Val()
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(s)
+			if err != nil {
+				return d.Errf("%s: %v", field, err)
+			}
+			if field == "sweep_after" {
+				p.SweepAfter = caddy.Duration(dur)
+			} else {
+				p.SweepInterval = caddy.Duration(dur)
+			}
 		case "caa_identities":
 			ids, err := atLeastOneArg(d)
 			if err != nil {

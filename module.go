@@ -60,6 +60,14 @@ type Provider struct {
 	// -1 disables the wait. Default: 2 minutes.
 	AuthoritativeWait caddy.Duration `json:"authoritative_wait,omitempty"`
 
+	// Journal entries (challenge records written and not yet deleted, kept
+	// in Caddy's storage) older than this are records a crash left behind,
+	// and are deleted. Default: 15 minutes, far longer than a challenge.
+	SweepAfter caddy.Duration `json:"sweep_after,omitempty"`
+
+	// How often the journal is swept. Default: 5 minutes.
+	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
 	// CAA issuer domains of the CAs in use, for the delegation check's CAA
 	// verdict. Default: letsencrypt.org and sectigo.com (ZeroSSL), Caddy's
 	// default issuers.
@@ -175,7 +183,26 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	case wait < 0:
 		wait = 0
 	}
-	p.Provider = &solver.Provider{Mapper: mapper, Logger: ctx.Logger(), VerifyDelegation: true, AuthoritativeWait: wait}
+	if p.SweepAfter < 0 || p.SweepInterval < 0 {
+		return fmt.Errorf("sweep_after, sweep_interval: must not be negative")
+	}
+	sweepAfter, sweepInterval := time.Duration(p.SweepAfter), time.Duration(p.SweepInterval)
+	if sweepAfter == 0 {
+		sweepAfter = 15 * time.Minute
+	}
+	if sweepInterval == 0 {
+		sweepInterval = 5 * time.Minute
+	}
+	p.Provider = &solver.Provider{
+		Mapper:            mapper,
+		Logger:            ctx.Logger(),
+		VerifyDelegation:  true,
+		AuthoritativeWait: wait,
+	}
+	if storage := configStorage(ctx); storage != nil {
+		p.Journal = storageJournal{storage: storage}
+		go p.sweepLoop(ctx, ctx.Logger(), sweepAfter, sweepInterval)
+	}
 	register(p)
 	return nil
 }
