@@ -1,0 +1,482 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libdns/libdns"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/acmednstest"
+)
+
+const (
+	testUser     = "c36f50e8-4632-44f0-83fe-e070fef28a10"
+	testPassword = "htB9mR9DYgcu9bX_afHF62erXaH2TS7bg9KW3F7Z"
+)
+
+// val returns a valid 43-character challenge value.
+func val(s string) string {
+	return (s + strings.Repeat("x", ACMEDNSValueLen))[:ACMEDNSValueLen]
+}
+
+func txtRec(name, value string) []libdns.Record {
+	return []libdns.Record{libdns.TXT{Name: name, TTL: 60, Text: value}}
+}
+
+type recorded struct {
+	path, method, user, key, contentType string
+	body                                 map[string]string
+	raw                                  string
+}
+
+// recorder is an httptest acme-dns that records every request and answers
+// with status and body.
+type recorder struct {
+	mu     sync.Mutex
+	reqs   []recorded
+	status int
+	body   string
+	srv    *httptest.Server
+}
+
+func newRecorder(t *testing.T) *recorder {
+	r := &recorder{status: http.StatusOK}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		data, _ := io.ReadAll(req.Body)
+		var body map[string]string
+		_ = json.Unmarshal(data, &body)
+		r.mu.Lock()
+		r.reqs = append(r.reqs, recorded{req.URL.Path, req.Method, req.Header.Get("X-Api-User"), req.Header.Get("X-Api-Key"),
+			req.Header.Get("Content-Type"), body, string(data)})
+		status, answer := r.status, r.body
+		r.mu.Unlock()
+		if answer == "" && status == http.StatusOK {
+			answer = fmt.Sprintf(`{"txt": %q}`, body["txt"])
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *recorder) requests() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reqs)
+}
+
+func (r *recorder) answer(status int, body string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status, r.body = status, body
+}
+
+// uniqueSub returns a fresh subdomain, so that every test has its own
+// account bookkeeping.
+func uniqueSub() string {
+	return fmt.Sprintf("%08x-aaaa-4bbb-8ccc-%012x", rand.Uint32(), rand.Uint64()&0xffffffffffff)
+}
+
+func recorderWriter(t *testing.T, r *recorder) (*ACMEDNSWriter, ACMEDNSAccount) {
+	t.Helper()
+	sub := uniqueSub()
+	acct := ACMEDNSAccount{Server: r.srv.URL + "/", Username: testUser, Password: testPassword,
+		Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example."}
+	w, err := NewACMEDNSWriter(acct, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, acct
+}
+
+func TestACMEDNSAppendSendsUpdate(t *testing.T) {
+	r := newRecorder(t)
+	w, acct := recorderWriter(t, r)
+	full := strings.TrimSuffix(acct.FullDomain, ".")
+	ctx := context.Background()
+
+	// The wrapper's form: relative "@" in the fulldomain's zone.
+	got, err := w.AppendRecords(ctx, full+".", txtRec("@", val("one")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].RR().Data != val("one") {
+		t.Errorf("returned %v", got)
+	}
+	// Absolute, upper case, without the trailing dot in the zone.
+	if _, err := w.DeleteRecords(ctx, full, got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.AppendRecords(ctx, "auth.acme-dns.example", txtRec(strings.ToUpper(full)+".", val("two"))); err != nil {
+		t.Fatal(err)
+	}
+	reqs := r.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2 (DeleteRecords sends nothing): %+v", len(reqs), reqs)
+	}
+	for i, want := range []string{val("one"), val("two")} {
+		q := reqs[i]
+		if q.method != http.MethodPost || q.path != "/update" || q.user != testUser || q.key != testPassword || q.contentType != "application/json" {
+			t.Errorf("request %d: %+v", i, q)
+		}
+		if len(q.body) != 2 || q.body["subdomain"] != acct.Subdomain || q.body["txt"] != want {
+			t.Errorf("request %d body %s, want {subdomain: %s, txt: %s}", i, q.raw, acct.Subdomain, want)
+		}
+	}
+}
+
+func TestACMEDNSRefusesBeforeSending(t *testing.T) {
+	r := newRecorder(t)
+	w, acct := recorderWriter(t, r)
+	full := strings.TrimSuffix(acct.FullDomain, ".")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		zone    string
+		records []libdns.Record
+		want    []string
+	}{
+		{"other name", "validation.example.org.", txtRec("_acme-challenge", val("a")),
+			[]string{"_acme-challenge.validation.example.org", full}},
+		{"name below the fulldomain", full + ".", txtRec("x", val("a")), []string{"x." + full, full}},
+		{"parent of the fulldomain", "auth.acme-dns.example.", txtRec("@", val("a")), []string{"auth.acme-dns.example", full}},
+		{"not TXT", full + ".", []libdns.Record{libdns.CNAME{Name: "@", Target: "x.example."}}, []string{"CNAME", full}},
+		{"42 characters", full + ".", txtRec("@", val("a")[:42]), []string{"42 characters", "43"}},
+		{"44 characters", full + ".", txtRec("@", val("a")+"x"), []string{"44 characters", "43"}},
+		{"not base64url", full + ".", txtRec("@", val("a")[:42]+"="), []string{"A-Z a-z 0-9 - _"}},
+		{"one bad record of two", full + ".", append(txtRec("@", val("a")), txtRec("other", val("b"))...), []string{"other." + full}},
+	} {
+		_, err := w.AppendRecords(ctx, tc.zone, tc.records)
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		for _, s := range append(tc.want, "nothing was sent") {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("%s: error %q does not mention %q", tc.name, err, s)
+			}
+		}
+	}
+	if n := len(r.requests()); n != 0 {
+		t.Errorf("%d requests sent for refused records", n)
+	}
+}
+
+func TestACMEDNSErrorsNameServerNeverPassword(t *testing.T) {
+	r := newRecorder(t)
+	w, acct := recorderWriter(t, r)
+	full := strings.TrimSuffix(acct.FullDomain, ".")
+	ctx := context.Background()
+
+	r.answer(http.StatusUnauthorized, `{"error": "forbidden"}`)
+	_, err := w.AppendRecords(ctx, full, txtRec("@", val("a")))
+	if err == nil {
+		t.Fatal("no error for 401")
+	}
+	for _, s := range []string{r.srv.URL, full, "401", "forbidden"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+	// A server (or proxy) that echoes the key.
+	r.answer(http.StatusBadGateway, fmt.Sprintf(`{"error": "upstream rejected key %s"}`, testPassword))
+	_, err2 := w.AppendRecords(ctx, full, txtRec("@", val("b")))
+
+	// Failed updates hold no slot: two more values go through at once.
+	r.answer(http.StatusOK, "")
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, v := range []string{val("d"), val("e")} {
+		if _, err := w.AppendRecords(tctx, full, txtRec("@", v)); err != nil {
+			t.Fatalf("after failed updates: %v", err)
+		}
+	}
+
+	// Nothing listening any more.
+	r.srv.Close()
+	w.DeleteRecords(ctx, full, txtRec("@", val("d")))
+	_, err3 := w.AppendRecords(tctx, full, txtRec("@", val("f")))
+	for i, e := range []error{err, err2, err3} {
+		if e == nil {
+			t.Errorf("error %d: nil", i)
+			continue
+		}
+		if strings.Contains(e.Error(), testPassword) {
+			t.Errorf("error %d contains the password: %v", i, e)
+		}
+		if !strings.Contains(e.Error(), full) || !strings.Contains(e.Error(), r.srv.URL) {
+			t.Errorf("error %d does not name the fulldomain and the server: %v", i, e)
+		}
+	}
+	t.Logf("errors: %v / %v / %v", err, err2, err3)
+}
+
+func TestACMEDNSAccountValidate(t *testing.T) {
+	good := ACMEDNSAccount{Server: "https://auth.acme-dns.io", Username: testUser, Password: testPassword,
+		Subdomain: "d420c923-bbd7-4056-ab64-c3ca54c9b3cf", FullDomain: "d420c923-bbd7-4056-ab64-c3ca54c9b3cf.auth.acme-dns.io"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mod  func(*ACMEDNSAccount)
+		want string
+	}{
+		{func(a *ACMEDNSAccount) { a.Server = "" }, "server: missing"},
+		{func(a *ACMEDNSAccount) { a.Username = "" }, "username: missing"},
+		{func(a *ACMEDNSAccount) { a.Password = " " }, "password: missing"},
+		{func(a *ACMEDNSAccount) { a.Subdomain = "" }, "subdomain: missing"},
+		{func(a *ACMEDNSAccount) { a.FullDomain = "" }, "fulldomain: missing"},
+		{func(a *ACMEDNSAccount) { a.Server = "auth.acme-dns.io" }, "server: \"auth.acme-dns.io\" is not an http:// or https:// URL"},
+		{func(a *ACMEDNSAccount) { a.Server = "ftp://auth.acme-dns.io" }, "server:"},
+		{func(a *ACMEDNSAccount) { a.Server = "https://u:" + testPassword + "@auth.acme-dns.io" }, "carries credentials"},
+		{func(a *ACMEDNSAccount) { a.FullDomain = "other.auth.acme-dns.io" }, "does not start with the subdomain"},
+		{func(a *ACMEDNSAccount) { a.FullDomain = "a b.example" }, "fulldomain:"},
+	} {
+		a := good
+		tc.mod(&a)
+		err := a.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", a, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), testPassword) {
+			t.Errorf("error contains the password: %v", err)
+		}
+	}
+}
+
+// standIn starts the stand-in server and a writer for a fresh account on it.
+func standIn(t *testing.T) (*acmednstest.Server, acmednstest.Account, *ACMEDNSWriter) {
+	t.Helper()
+	s, err := acmednstest.Start(acmednstest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a, err := s.Register(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, a, standInWriter(t, s, a)
+}
+
+func standInWriter(t *testing.T, s *acmednstest.Server, a acmednstest.Account) *ACMEDNSWriter {
+	t.Helper()
+	w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: s.URL(), Username: a.Username, Password: a.Password,
+		Subdomain: a.Subdomain, FullDomain: a.FullDomain}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// appendAsync runs AppendRecords in a goroutine; the channel gets its error.
+func appendAsync(ctx context.Context, w *ACMEDNSWriter, value string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", value))
+		done <- err
+	}()
+	return done
+}
+
+func mustWait(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s: did not wait (err %v)", what, err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+}
+
+func mustFinish(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: still waiting", what)
+	}
+}
+
+func TestACMEDNSThirdWaitsForTheValueItEvicts(t *testing.T) {
+	s, a, w := standIn(t)
+	ctx := context.Background()
+	A, B, C := val("A"), val("B"), val("C")
+	for _, v := range []string{A, B} {
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third := appendAsync(ctx, w, C)
+	mustWait(t, third, "third value while two are in flight")
+
+	// B's challenge ends first: writing C would still evict A.
+	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", B)); err != nil {
+		t.Fatal(err)
+	}
+	mustWait(t, third, "third value while the older one (A) is in flight")
+	if got := s.Values(a.Subdomain); !slices.Contains(got, A) {
+		t.Fatalf("A evicted while in flight: %v", got)
+	}
+
+	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", A)); err != nil {
+		t.Fatal(err)
+	}
+	mustFinish(t, third, "third value after A's delete")
+	if got := s.Values(a.Subdomain); !slices.Equal(got, []string{C, B}) {
+		t.Errorf("served values %v, want [C B]", got)
+	}
+	if n := len(s.Updates()); n != 3 {
+		t.Errorf("%d updates, want 3", n)
+	}
+}
+
+func TestACMEDNSWaitHonoursContext(t *testing.T) {
+	s, _, w := standIn(t)
+	ctx := context.Background()
+	for _, v := range []string{val("A"), val("B")} {
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("C")))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), w.FullDomain()) || time.Since(start) > 3*time.Second {
+		t.Errorf("err %v after %s", err, time.Since(start))
+	}
+	// A cancelled waiter, queued behind another, gives up its turn too.
+	waiter := appendAsync(ctx, w, val("D"))
+	mustWait(t, waiter, "D")
+	cctx2, cancel2 := context.WithCancel(ctx)
+	queued := appendAsync(cctx2, w, val("E"))
+	time.Sleep(100 * time.Millisecond)
+	cancel2()
+	if err := <-queued; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued waiter: %v, want context.Canceled", err)
+	}
+	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A"))); err != nil {
+		t.Fatal(err)
+	}
+	mustFinish(t, waiter, "D after A's delete")
+	if n := len(s.Updates()); n != 3 {
+		t.Errorf("%d updates, want 3 (A, B, D; C and E gave up)", n)
+	}
+}
+
+func TestACMEDNSReleaseNeverMoreThanAcquired(t *testing.T) {
+	s, _, w := standIn(t)
+	ctx := context.Background()
+	A, B := val("A"), val("B")
+	for _, v := range []string{A, B} {
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A deleted twice, a value never written, an empty delete.
+	for _, recs := range [][]libdns.Record{txtRec("@", A), txtRec("@", A), txtRec("@", val("never")), nil} {
+		if _, err := w.DeleteRecords(ctx, w.FullDomain(), recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
+		t.Fatal(err)
+	}
+	// B is still in flight and the older of [B, C]: D must wait.
+	cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if _, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("D"))); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("D: %v; extra deletes of A freed B's slot", err)
+	}
+	if n := len(s.Updates()); n != 3 {
+		t.Errorf("%d updates, want 3", n)
+	}
+}
+
+func TestACMEDNSAccountSharedByWriters(t *testing.T) {
+	s, a, w1 := standIn(t)
+	w2 := standInWriter(t, s, a)
+	ctx := context.Background()
+	if _, err := w1.AppendRecords(ctx, w1.FullDomain(), txtRec("@", val("A"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.AppendRecords(ctx, w2.FullDomain(), txtRec("@", val("B"))); err != nil {
+		t.Fatal(err)
+	}
+	third := appendAsync(ctx, w1, val("C"))
+	mustWait(t, third, "third value through another writer of the account")
+	if _, err := w2.DeleteRecords(ctx, w2.FullDomain(), txtRec("@", val("A"))); err != nil {
+		t.Fatal(err)
+	}
+	mustFinish(t, third, "third value")
+
+	// Another account on the same server is independent.
+	b, err := s.Register(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := standInWriter(t, s, b)
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := other.AppendRecords(tctx, other.FullDomain(), txtRec("@", val("X"))); err != nil {
+		t.Fatalf("other account: %v", err)
+	}
+}
+
+// TestACMEDNSConcurrentChallengesKeepTheirValues runs many challenges on one
+// account at once: each must see its own value served from its Append to
+// its Delete.
+func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
+	s, a, w := standIn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := val(fmt.Sprintf("value%d", i))
+			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				errs <- err
+				return
+			}
+			for range 3 {
+				if !slices.Contains(s.Values(a.Subdomain), v) {
+					errs <- fmt.Errorf("challenge %d: value no longer served while in flight: %v", i, s.Values(a.Subdomain))
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
+			}
+			if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := len(s.Updates()); n != 5 {
+		t.Errorf("%d updates, want 5", n)
+	}
+}
