@@ -6,12 +6,21 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/acme-alias/caddy-dns-alias/providers"
 )
 
 // UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:
 //
 //	alias [<alias>] {
 //	    provider <name> [<provider options...>]
+//	    acme_dns {                   # instead of provider
+//	        server     <acme-dns API URL>
+//	        username   <username>
+//	        password   <password>
+//	        subdomain  <subdomain>
+//	        fulldomain <fulldomain>
+//	    }
 //	    zone     <alias zone...>
 //	    alias    <name or template>
 //	    follow
@@ -26,6 +35,7 @@ import (
 //	        follow
 //	        zone     <alias zone...>
 //	        provider <name> [<provider options...>]
+//	        acme_dns { ... }         # instead of provider, as above
 //	    }
 //	}
 func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -110,6 +120,12 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			p.CAAIdentities = append(p.CAAIdentities, ids...)
+		case "acme_dns":
+			acct, err := unmarshalACMEDNS(d)
+			if err != nil {
+				return err
+			}
+			p.ACMEDNS = acct
 		case "rule":
 			rule, err := unmarshalRule(d)
 			if err != nil {
@@ -150,11 +166,45 @@ func unmarshalRule(d *caddyfile.Dispenser) (*Rule, error) {
 			if rule.ProviderRaw, err = unmarshalInner(d); err != nil {
 				return nil, err
 			}
+		case "acme_dns":
+			if rule.ACMEDNS, err = unmarshalACMEDNS(d); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, d.Errf("unrecognized rule subdirective '%s'", d.Val())
 		}
 	}
 	return rule, nil
+}
+
+// unmarshalACMEDNS parses an `acme_dns { server ... }` block; the fields are
+// checked at provision.
+func unmarshalACMEDNS(d *caddyfile.Dispenser) (*providers.ACMEDNSAccount, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	acct := new(providers.ACMEDNSAccount)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var field *string
+		switch d.Val() {
+		case "server":
+			field = &acct.Server
+		case "username":
+			field = &acct.Username
+		case "password":
+			field = &acct.Password
+		case "subdomain":
+			field = &acct.Subdomain
+		case "fulldomain":
+			field = &acct.FullDomain
+		default:
+			return nil, d.Errf("unrecognized acme_dns subdirective '%s'", d.Val())
+		}
+		if !d.AllArgs(field) {
+			return nil, d.ArgErr()
+		}
+	}
+	return acct, nil
 }
 
 // unmarshalInner parses `provider <name> ...` the way Caddy's own dns

@@ -6,11 +6,13 @@ package alias
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
+	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/providers"
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -45,6 +47,11 @@ type Provider struct {
 	// Per-domain rules, each with its own alias and optionally its own
 	// provider. The most specific match wins.
 	Rules []*Rule `json:"rules,omitempty"`
+
+	// An acme-dns account that writes the challenges instead of an inner
+	// provider. The alias defaults to the account's fulldomain and must
+	// equal it; the zones default to the acme-dns server's domain.
+	ACMEDNS *providers.ACMEDNSAccount `json:"acme_dns,omitempty"`
 
 	// DNS resolvers (IP or IP:port) for CNAME and SOA lookups. Default: the
 	// system's resolvers.
@@ -95,6 +102,10 @@ type Rule struct {
 
 	// The inner provider of this rule. Default: the provider's.
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=dns.providers inline_key=name"`
+
+	// An acme-dns account for this rule instead of a provider, as in
+	// Provider.
+	ACMEDNS *providers.ACMEDNSAccount `json:"acme_dns,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -119,6 +130,17 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 
 	var writer solver.Writer
 	var writerName string
+	var acme *providers.ACMEDNSWriter
+	if p.ACMEDNS != nil {
+		if p.ProviderRaw != nil {
+			return fmt.Errorf("provider and acme_dns: choose one (acme_dns writes through the acme-dns account itself)")
+		}
+		var err error
+		if acme, err = newACMEDNS(p.ACMEDNS, repl, ctx.Logger()); err != nil {
+			return fmt.Errorf("acme_dns.%w", err)
+		}
+		writer, writerName = acme, providers.ACMEDNSName
+	}
 	if p.ProviderRaw != nil {
 		mod, err := ctx.LoadModule(p, "ProviderRaw")
 		if err != nil {
@@ -139,8 +161,14 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 
 	zones := expand(p.Zones)
-	if p.Alias != "" || p.Follow {
-		rule, err := newRule(nil, repl.ReplaceKnown(p.Alias, ""), p.Follow, zones, writer, writerName)
+	alias := repl.ReplaceKnown(p.Alias, "")
+	if acme != nil {
+		if alias, zones, err = acmeDNSAlias("", alias, p.Follow, zones, acme); err != nil {
+			return err
+		}
+	}
+	if alias != "" || p.Follow {
+		rule, err := newRule(nil, alias, p.Follow, zones, writer, writerName)
 		if err != nil {
 			return err
 		}
@@ -150,8 +178,17 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 
 	for i, r := range p.Rules {
-		ruleWriter, ruleWriterName, ruleZones := writer, writerName, expand(r.Zones)
-		if r.ProviderRaw != nil {
+		ruleWriter, ruleWriterName, ruleZones, ruleACME := writer, writerName, expand(r.Zones), acme
+		if r.ACMEDNS != nil {
+			if r.ProviderRaw != nil {
+				return fmt.Errorf("rules[%d].provider and rules[%d].acme_dns: choose one (acme_dns writes through the acme-dns account itself)", i, i)
+			}
+			if ruleACME, err = newACMEDNS(r.ACMEDNS, repl, ctx.Logger()); err != nil {
+				return fmt.Errorf("rules[%d].acme_dns.%w", i, err)
+			}
+			ruleWriter, ruleWriterName = ruleACME, providers.ACMEDNSName
+		} else if r.ProviderRaw != nil {
+			ruleACME = nil
 			mod, err := ctx.LoadModule(r, "ProviderRaw")
 			if err != nil {
 				return fmt.Errorf("rules[%d].provider: loading inner DNS provider: %w", i, err)
@@ -165,7 +202,13 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		if len(r.Match) == 0 {
 			return fmt.Errorf("rules[%d].match: a rule needs at least one domain or *.suffix pattern", i)
 		}
-		rule, err := newRule(expand(r.Match), repl.ReplaceKnown(r.Alias, ""), r.Follow, ruleZones, ruleWriter, ruleWriterName)
+		ruleAlias := repl.ReplaceKnown(r.Alias, "")
+		if ruleACME != nil {
+			if ruleAlias, ruleZones, err = acmeDNSAlias(fmt.Sprintf("rules[%d].", i), ruleAlias, r.Follow, ruleZones, ruleACME); err != nil {
+				return err
+			}
+		}
+		rule, err := newRule(expand(r.Match), ruleAlias, r.Follow, ruleZones, ruleWriter, ruleWriterName)
 		if err != nil {
 			return fmt.Errorf("rules[%d].%w", i, err)
 		}
@@ -222,6 +265,41 @@ func newRule(match []string, alias string, follow bool, zones []string, w solver
 		return nil, err
 	}
 	return rule, nil
+}
+
+// newACMEDNS expands the placeholders of an acme-dns account and returns
+// its writer. Errors start with the offending field and never show the
+// password.
+func newACMEDNS(a *providers.ACMEDNSAccount, repl *caddy.Replacer, logger *zap.Logger) (*providers.ACMEDNSWriter, error) {
+	expanded := providers.ACMEDNSAccount{
+		Server:     repl.ReplaceKnown(a.Server, ""),
+		Username:   repl.ReplaceKnown(a.Username, ""),
+		Password:   repl.ReplaceKnown(a.Password, ""),
+		Subdomain:  repl.ReplaceKnown(a.Subdomain, ""),
+		FullDomain: repl.ReplaceKnown(a.FullDomain, ""),
+	}
+	return providers.NewACMEDNSWriter(expanded, nil, logger)
+}
+
+// acmeDNSAlias checks the alias and zones of a rule (prefix "rules[N]." or
+// "") written through an acme-dns account: the alias defaults to the
+// account's fulldomain and must equal it, and the zones default to the
+// acme-dns server's domain, the zone its nameserver serves.
+func acmeDNSAlias(prefix, alias string, follow bool, zones []string, w *providers.ACMEDNSWriter) (string, []string, error) {
+	full := w.FullDomain()
+	if follow {
+		return "", nil, fmt.Errorf("%sfollow: not with acme_dns: the challenge record is written at the acme-dns account's fulldomain %q", prefix, full)
+	}
+	if alias == "" {
+		alias = full
+	} else if solver.Normalize(alias) != full {
+		return "", nil, fmt.Errorf("%salias: %q must equal the acme-dns account's fulldomain %q", prefix, alias, full)
+	}
+	if len(zones) == 0 {
+		_, server, _ := strings.Cut(full, ".")
+		zones = []string{server}
+	}
+	return alias, zones, nil
 }
 
 // Interface guards.

@@ -242,7 +242,7 @@ func (w *ACMEDNSWriter) post(ctx context.Context, value string) error {
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	msg := fmt.Sprintf("acme-dns update of %s at %s: HTTP %s", w.full, redactURL(w.account.Server), resp.Status)
+	msg := fmt.Sprintf("acme-dns update of %s at %s: HTTP status %s", w.full, redactURL(w.account.Server), resp.Status)
 	var e struct {
 		Error string `json:"error"`
 	}
