@@ -22,6 +22,11 @@ export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 
 ADDR_A=127.0.0.2
 ADDR_B=127.0.0.3
+# acme-dns: no server of the lab listens here; tests start their stand-in
+# acme-dns (internal/acmednstest) on $ADDR_ACMEDNS:53, and Unbound has a stub
+# zone for $ACMEDNS_ZONE pointing at it.
+ADDR_ACMEDNS=127.0.0.4
+ACMEDNS_ZONE=acme-dns.example
 ALIAS_ZONE=validation.example.org
 ALIAS_ZONE2=alias2.example
 # Zones served by each authoritative server. drift.example is on both.
@@ -280,8 +285,10 @@ start_named() { # INSTANCE ADDR ZONES...
 # ---------------------------------------------------------------------------
 # unbound
 
+# write_unbound [FILE]: the config (default $LAB_DIR/unbound/unbound.conf)
 write_unbound() {
 	local d="$LAB_DIR/unbound" z
+	local out=${1:-$d/unbound.conf}
 	mkdir -p "$d"
 	{
 		cat <<EOF
@@ -337,13 +344,28 @@ EOF
 			echo "	stub-prime: no"
 			echo "	stub-first: no"
 		done
-	} >"$d/unbound.conf"
+		# the tests' stand-in acme-dns server (only while a test runs it)
+		echo
+		echo "stub-zone:"
+		echo "	name: \"$ACMEDNS_ZONE\""
+		echo "	stub-addr: $ADDR_ACMEDNS@53"
+		echo "	stub-prime: no"
+		echo "	stub-first: no"
+	} >"$out"
 }
 
 start_unbound() {
 	local d="$LAB_DIR/unbound"
 	if pid_running "$d/unbound.pid" unbound; then
-		return 0
+		# restart it alone when its config changed (e.g. a new stub zone)
+		write_unbound "$d/unbound.conf.new"
+		if cmp -s "$d/unbound.conf.new" "$d/unbound.conf"; then
+			rm -f "$d/unbound.conf.new"
+			return 0
+		fi
+		rm -f "$d/unbound.conf.new"
+		log "unbound.conf changed, restarting unbound"
+		stop_pid "$d/unbound.pid" unbound unbound
 	fi
 	write_unbound
 	if ! unbound-checkconf "$d/unbound.conf" >"$d/checkconf.out" 2>&1; then
@@ -513,6 +535,8 @@ PEBBLE_CA_PEM=$LAB_DIR/pebble/ca.pem
 PEBBLE_LOG=$LAB_DIR/pebble/pebble.log
 ALIAS_ZONE=$ALIAS_ZONE
 ALIAS_ZONE2=$ALIAS_ZONE2
+ACMEDNS_ADDR=$ADDR_ACMEDNS:53
+ACMEDNS_ZONE=$ACMEDNS_ZONE
 CADDY_KEY_NAME=caddy-key
 CADDY_KEY_SECRET=$(key_secret caddy-key)
 CADDY_KEY_ALG=hmac-sha256.
@@ -560,7 +584,7 @@ check_all() { # quiet health check; prints what fails
 }
 
 cmd_up() {
-	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3, adds loopback addresses)"
+	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3, adds loopback addresses 127.0.0.2-4)"
 	if ! tools_present; then
 		if [ "${LAB_NO_INSTALL:-}" = 1 ]; then
 			die "tools missing; run lab/install.sh"
@@ -574,7 +598,7 @@ cmd_up() {
 
 	# loopback addresses (labelled, see our_addr)
 	local a
-	for a in "$ADDR_A" "$ADDR_B"; do
+	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS"; do
 		if ! has_addr "$a"; then
 			log "adding $a/32 to lo"
 			ip addr add "$a/32" dev lo label "$ADDR_LABEL"
@@ -632,7 +656,7 @@ cmd_down() {
 		fi
 	fi
 	local a
-	for a in "$ADDR_A" "$ADDR_B"; do
+	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS"; do
 		if our_addr "$a"; then
 			log "removing $a/32 from lo"
 			ip addr del "$a/32" dev lo || true
@@ -658,7 +682,7 @@ cmd_status() {
 	st unbound "$LAB_DIR/unbound/unbound.pid" unbound
 	st pebble "$LAB_DIR/pebble/pebble.pid" pebble
 	local a
-	for a in "$ADDR_A" "$ADDR_B"; do
+	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS"; do
 		if our_addr "$a"; then
 			printf '%-10s on lo (added by the lab)\n' "$a"
 		elif has_addr "$a"; then
