@@ -29,11 +29,14 @@ func Exclusive() (release func(), err error) {
 var (
 	holdOnce sync.Once
 	holdErr  error
+	// holdRelease keeps the locked file reachable: an *os.File that is
+	// garbage collected is closed by its finalizer, and the lock with it.
+	holdRelease func()
 )
 
 // Hold takes Exclusive for the rest of this process's life (the lock goes
 // with the process), once however often it is called.
 func Hold() error {
-	holdOnce.Do(func() { _, holdErr = Exclusive() })
+	holdOnce.Do(func() { holdRelease, holdErr = Exclusive() })
 	return holdErr
 }
