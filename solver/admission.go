@@ -1,7 +1,10 @@
 package solver
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,6 +23,8 @@ type Admission struct {
 	NegativeTTL time.Duration
 	// MaxEntries bounds the memory. Default: 10000.
 	MaxEntries int
+	// CheckTimeout bounds one check. Default: 30 seconds.
+	CheckTimeout time.Duration
 
 	now      func() time.Time
 	mu       sync.Mutex
@@ -38,7 +43,9 @@ type admissionCall struct {
 }
 
 // Allow returns nil if name may have a certificate, and otherwise the
-// reason it may not.
+// reason it may not. A caller whose ctx ends before the answer is known gets
+// ctx's error; the check itself runs on, and its answer is remembered for
+// the next caller.
 func (a *Admission) Allow(ctx context.Context, name string) error {
 	name = Normalize(name)
 	a.mu.Lock()
@@ -46,48 +53,67 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 		a.entries = make(map[string]admissionEntry)
 		a.inflight = make(map[string]*admissionCall)
 	}
-	if e, ok := a.entries[name]; ok && a.clock().Before(e.expires) {
-		a.mu.Unlock()
-		return e.err
-	}
-	if c, ok := a.inflight[name]; ok {
-		a.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return ctx.Err()
+	if e, ok := a.entries[name]; ok {
+		if a.clock().Before(e.expires) {
+			a.mu.Unlock()
+			return e.err
 		}
+		delete(a.entries, name)
 	}
-	c := &admissionCall{done: make(chan struct{})}
-	a.inflight[name] = c
+	c, ok := a.inflight[name]
+	if !ok {
+		c = &admissionCall{done: make(chan struct{})}
+		a.inflight[name] = c
+		// The check runs on its own context: waiters with other deadlines
+		// share its result, and one cancelled handshake must neither
+		// cancel it for the others nor cache a no.
+		go a.run(context.WithoutCancel(ctx), name, c)
+	}
 	a.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return fmt.Errorf("checking %s: %w", name, ctx.Err())
+	}
+}
 
-	// The check runs on its own context: waiters with other deadlines
-	// share its result, and one cancelled handshake must not cache a no.
-	checkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	ttl, err := a.Check(checkCtx, name)
-	cancel()
+// run performs the check for name, remembers its answer and hands it to
+// every waiter. A check that panics is an error that is not remembered.
+func (a *Admission) run(ctx context.Context, name string, c *admissionCall) {
+	var (
+		ttl      time.Duration
+		err      error
+		finished bool
+	)
+	defer func() {
+		if !finished {
+			err, ttl = fmt.Errorf("checking %s: the check panicked: %v", name, recover()), 0
+		}
+		a.mu.Lock()
+		delete(a.inflight, name)
+		if ttl > 0 {
+			a.makeRoom()
+			a.entries[name] = admissionEntry{err: err, expires: a.clock().Add(ttl)}
+		}
+		a.mu.Unlock()
+		c.err = err
+		close(c.done)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(a.CheckTimeout, 30*time.Second))
+	defer cancel()
+	ttl, err = a.Check(ctx, name)
 	if err == nil {
 		ttl = min(ttl, a.maxTTL())
 	} else {
 		ttl = a.negativeTTL()
 	}
-
-	a.mu.Lock()
-	delete(a.inflight, name)
-	if ttl > 0 {
-		a.makeRoom()
-		a.entries[name] = admissionEntry{err: err, expires: a.clock().Add(ttl)}
-	}
-	a.mu.Unlock()
-	c.err = err
-	close(c.done)
-	return err
+	finished = true
 }
 
-// makeRoom drops expired entries, and if that is not enough, the ones that
-// expire soonest. Called with a.mu held.
+// makeRoom drops expired entries when the cache is full, and if that is not
+// enough, the sixteenth of them that expire soonest (refusals of a flood of
+// unknown names go before longer-lived admissions). Called with a.mu held.
 func (a *Admission) makeRoom() {
 	limit := a.MaxEntries
 	if limit <= 0 {
@@ -102,16 +128,29 @@ func (a *Admission) makeRoom() {
 			delete(a.entries, k)
 		}
 	}
-	for len(a.entries) >= limit {
-		var oldest string
-		var oldestExp time.Time
-		for k, e := range a.entries {
-			if oldest == "" || e.expires.Before(oldestExp) {
-				oldest, oldestExp = k, e.expires
-			}
-		}
-		delete(a.entries, oldest)
+	if len(a.entries) < limit {
+		return
 	}
+	type kv struct {
+		name    string
+		expires time.Time
+	}
+	all := make([]kv, 0, len(a.entries))
+	for k, e := range a.entries {
+		all = append(all, kv{k, e.expires})
+	}
+	slices.SortFunc(all, func(x, y kv) int { return x.expires.Compare(y.expires) })
+	drop := len(a.entries) - limit + max(1, limit/16)
+	for _, e := range all[:min(drop, len(all))] {
+		delete(a.entries, e.name)
+	}
+}
+
+// Len returns how many answers are remembered.
+func (a *Admission) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.entries)
 }
 
 func (a *Admission) clock() time.Time {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,12 +109,111 @@ func TestAdmissionCancelledWaiterDoesNotPoisonCache(t *testing.T) {
 	go func() { done <- a.Allow(ctx, "ok.example.com") }()
 	time.Sleep(20 * time.Millisecond)
 	cancel()
+	// The cancelled handshake leaves at once, with its own context's error,
+	// while the check runs on.
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled handshake got %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled handshake stayed blocked on the shared check")
+	}
 	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("the first handshake's check was cancelled with its context: %v", err)
+	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
+		t.Fatalf("Allow = %v after %d checks, want a yes from the check the cancelled handshake started", err, calls.Load())
 	}
 	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
 		t.Fatalf("Allow = %v after %d checks, want a cached yes after 1", err, calls.Load())
+	}
+}
+
+func TestAdmissionCheckTimeoutIsARefusal(t *testing.T) {
+	var calls atomic.Int32
+	a := &Admission{CheckTimeout: 20 * time.Millisecond, Check: func(ctx context.Context, name string) (time.Duration, error) {
+		calls.Add(1)
+		<-ctx.Done() // a resolver that never answers
+		return 0, fmt.Errorf("looking up %s: %w", name, ctx.Err())
+	}}
+	for range 3 {
+		if err := a.Allow(context.Background(), "slow.example.com"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Allow = %v, want the check's timeout", err)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("a name whose DNS hangs was checked %d times, want 1 (the timeout is remembered)", got)
+	}
+}
+
+func TestAdmissionPanickingCheck(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
+		if calls.Add(1) == 1 {
+			<-release
+			panic("boom")
+		}
+		return time.Minute, nil
+	}}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- a.Allow(context.Background(), "ok.example.com") }()
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err == nil || !strings.Contains(err.Error(), "panicked: boom") {
+				t.Fatalf("Allow = %v, want the panic as an error for both waiters", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("waiters of a panicking check hang")
+		}
+	}
+	// The panic was not remembered: the next call checks again and passes.
+	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 2 {
+		t.Fatalf("Allow after a panicking check = %v after %d checks, want a fresh yes", err, calls.Load())
+	}
+}
+
+func TestAdmissionNamesAreCaseInsensitive(t *testing.T) {
+	var calls atomic.Int32
+	a := &Admission{Check: countingCheck(time.Minute, &calls)}
+	for _, n := range []string{"ok.example.com", "OK.Example.COM", "ok.example.com."} {
+		if err := a.Allow(context.Background(), n); err != nil {
+			t.Fatalf("Allow(%s) = %v", n, err)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("one name in three spellings was checked %d times, want 1", got)
+	}
+}
+
+func TestAdmissionExpiredEntryIsRechecked(t *testing.T) {
+	clock := newFakeClock()
+	answer := error(nil)
+	var calls atomic.Int32
+	a := &Admission{now: clock.Now, MaxTTL: time.Minute, Check: func(ctx context.Context, name string) (time.Duration, error) {
+		calls.Add(1)
+		return time.Hour, answer
+	}}
+	if err := a.Allow(context.Background(), "shop.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	// The customer removes the CNAME: the cached yes holds until MaxTTL,
+	// then the next handshake is refused.
+	answer = errors.New("_acme-challenge.shop.example.com has no CNAME record")
+	clock.Advance(59 * time.Second)
+	if err := a.Allow(context.Background(), "shop.example.com"); err != nil {
+		t.Fatalf("within MaxTTL: %v, want the cached yes", err)
+	}
+	clock.Advance(time.Second)
+	if err := a.Allow(context.Background(), "shop.example.com"); err == nil {
+		t.Fatal("after MaxTTL a revoked delegation is still admitted")
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("checks = %d, want 2", got)
 	}
 }
 
@@ -133,5 +233,33 @@ func TestAdmissionBoundedSize(t *testing.T) {
 	a.Allow(context.Background(), "unknown999.example.com")
 	if calls.Load() != before {
 		t.Error("the newest refusal was evicted")
+	}
+}
+
+func TestAdmissionFloodKeepsAdmissions(t *testing.T) {
+	clock := newFakeClock()
+	var calls atomic.Int32
+	a := &Admission{Check: countingCheck(5*time.Minute, &calls), MaxEntries: 100, now: clock.Now}
+	for i := range 5 {
+		if err := a.Allow(context.Background(), fmt.Sprintf("ok%d.example.com", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A flood of unknown names, far more than the cache holds.
+	for i := range 1000 {
+		a.Allow(context.Background(), fmt.Sprintf("unknown%d.example.com", i))
+		clock.Advance(10 * time.Millisecond)
+	}
+	if n := a.Len(); n > 100 {
+		t.Fatalf("cache holds %d entries, bound is 100", n)
+	}
+	before := calls.Load()
+	for i := range 5 {
+		if err := a.Allow(context.Background(), fmt.Sprintf("ok%d.example.com", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := calls.Load() - before; got != 0 {
+		t.Errorf("the flood evicted %d of 5 admissions that expire later than its refusals", got)
 	}
 }
