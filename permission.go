@@ -57,8 +57,13 @@ func (Permission) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the cache and the optional ask endpoint.
 func (p *Permission) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	if p.NegativeTTL < 0 || p.MaxTTL < 0 || p.CacheSize < 0 {
-		return fmt.Errorf("negative_ttl, max_ttl and cache_size must not be negative")
+	switch {
+	case p.NegativeTTL < 0:
+		return fmt.Errorf("negative_ttl: must not be negative, got %s", time.Duration(p.NegativeTTL))
+	case p.MaxTTL < 0:
+		return fmt.Errorf("max_ttl: must not be negative, got %s", time.Duration(p.MaxTTL))
+	case p.CacheSize < 0:
+		return fmt.Errorf("cache_size: must not be negative, got %d", p.CacheSize)
 	}
 	if p.Ask != "" {
 		p.ask = &caddytls.PermissionByHTTP{Endpoint: p.Ask}
@@ -83,16 +88,28 @@ func (p *Permission) check(ctx context.Context, name string) (time.Duration, err
 	}
 	_, rep := prov.checker().CheckChain(ctx, name)
 	if err := rep.Err(); err != nil {
+		// Logged here, once per check, not once per handshake: a flood of
+		// handshakes for one unknown name makes one line per negative_ttl.
+		p.logger.Info("on-demand certificate refused", zap.String("name", name), zap.Error(err))
 		return 0, err
 	}
-	return rep.ChainTTL(), nil
+	ttl := rep.ChainTTL()
+	p.logger.Debug("on-demand certificate admitted", zap.String("name", name), zap.Strings("chain", chainNames(rep)), zap.Duration("cached_for", ttl))
+	return ttl, nil
+}
+
+func chainNames(rep *solver.Report) []string {
+	names := []string{rep.Chain.Start}
+	for _, h := range rep.Chain.Hops {
+		names = append(names, h.Target)
+	}
+	return names
 }
 
 // CertificateAllowed admits name if its delegation check passes (and the ask
 // endpoint, if configured, agrees).
 func (p *Permission) CertificateAllowed(ctx context.Context, name string) error {
 	if err := p.admission.Allow(ctx, name); err != nil {
-		p.logger.Info("on-demand certificate refused", zap.String("name", name), zap.Error(err))
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}
 	if p.ask != nil {
@@ -115,30 +132,36 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		// The subdirective's name: after AllArgs, d.Val() is its argument.
+		opt := d.Val()
+		switch opt {
+		case "negative_ttl", "max_ttl", "cache_size", "ask":
+		default:
+			return d.Errf("unrecognized subdirective '%s'", opt)
+		}
 		var arg string
 		if !d.AllArgs(&arg) {
 			return d.ArgErr()
 		}
-		switch d.Val() {
+		switch opt {
 		case "negative_ttl", "max_ttl":
 			dur, err := caddy.ParseDuration(arg)
 			if err != nil {
-				return d.Errf("%s: %v", d.Val(), err)
+				return d.Errf("%s: %v", opt, err)
 			}
-			if d.Val() == "negative_ttl" {
+			if opt == "negative_ttl" {
 				p.NegativeTTL = caddy.Duration(dur)
 			} else {
 				p.MaxTTL = caddy.Duration(dur)
 			}
 		case "cache_size":
-			var err error
-			if p.CacheSize, err = strconv.Atoi(arg); err != nil {
+			n, err := strconv.Atoi(arg)
+			if err != nil {
 				return d.Errf("cache_size: %v", err)
 			}
+			p.CacheSize = n
 		case "ask":
 			p.Ask = arg
-		default:
-			return d.Errf("unrecognized subdirective '%s'", d.Val())
 		}
 	}
 	return nil

@@ -1,0 +1,378 @@
+package alias
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+)
+
+// onDemandPermission returns tls.automation.on_demand.permission of an
+// adapted config, or nil.
+func onDemandPermission(t *testing.T, adapted []byte) map[string]any {
+	t.Helper()
+	var cfg struct {
+		Apps struct {
+			TLS struct {
+				Automation struct {
+					OnDemand struct {
+						Permission map[string]any `json:"permission"`
+					} `json:"on_demand"`
+				} `json:"automation"`
+			} `json:"tls"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatalf("adapted config: %v\n%s", err, adapted)
+	}
+	return cfg.Apps.TLS.Automation.OnDemand.Permission
+}
+
+func TestPermissionCaddyfileAdapt(t *testing.T) {
+	site := `
+https:// {
+	tls {
+		on_demand
+		dns alias {
+			` + rfc2136Block + `
+			zone validation.example.org
+			alias _acme-challenge.{domain}.validation.example.org
+		}
+	}
+	respond "ok"
+}`
+	tests := []struct {
+		name       string
+		permission string // the on_demand_tls block's body
+		want       string // tls.automation.on_demand.permission
+	}{
+		{
+			name:       "bare",
+			permission: "permission alias",
+			want:       `{"module":"alias"}`,
+		},
+		{
+			name:       "empty block",
+			permission: "permission alias {\n\t\t}",
+			want:       `{"module":"alias"}`,
+		},
+		{
+			name: "every option",
+			permission: `permission alias {
+			negative_ttl 30s
+			max_ttl 2m
+			cache_size 500
+			ask http://localhost:9123/customers
+		}`,
+			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"cache_size":500,"ask":"http://localhost:9123/customers"}`,
+		},
+		{
+			name:       "day durations and placeholders",
+			permission: "permission alias {\n\t\t\tmax_ttl 1d\n\t\t\task {env.ASK_URL}\n\t\t}",
+			want:       `{"module":"alias","max_ttl":86400000000000,"ask":"{env.ASK_URL}"}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := adapt(t, "{\n\ton_demand_tls {\n\t\t"+tt.permission+"\n\t}\n}\n"+site)
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			var want map[string]any
+			if err := json.Unmarshal([]byte(tt.want), &want); err != nil {
+				t.Fatalf("bad want: %v", err)
+			}
+			if got := onDemandPermission(t, out); !reflect.DeepEqual(got, want) {
+				g, _ := json.Marshal(got)
+				t.Errorf("on_demand.permission:\n got %s\nwant %s\nadapted: %s", g, tt.want, out)
+			}
+			// The site's policy is on-demand and solves with the alias
+			// provider.
+			if !strings.Contains(string(out), `"on_demand":true`) {
+				t.Errorf("no on-demand automation policy in %s", out)
+			}
+			var cfg any
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(findAliasProviders(cfg)); n != 1 {
+				t.Errorf("%d alias providers in the adapted config, want 1: %s", n, out)
+			}
+		})
+	}
+}
+
+func TestPermissionCaddyfileErrors(t *testing.T) {
+	tests := []struct {
+		name, body, wantErr string
+	}{
+		{"argument after the module name", "permission alias yes", "wrong argument count"},
+		{"unknown subdirective", "permission alias {\n bogus 1\n }", "unrecognized subdirective 'bogus'"},
+		{"unknown subdirective without argument", "permission alias {\n bogus\n }", "unrecognized subdirective 'bogus'"},
+		{"negative_ttl without value", "permission alias {\n negative_ttl\n }", "wrong argument count"},
+		{"max_ttl with two values", "permission alias {\n max_ttl 1m 2m\n }", "wrong argument count"},
+		{"negative_ttl not a duration", "permission alias {\n negative_ttl soon\n }", "negative_ttl"},
+		{"max_ttl not a duration", "permission alias {\n max_ttl 5\n }", "max_ttl"},
+		{"cache_size not a number", "permission alias {\n cache_size lots\n }", "cache_size"},
+		{"ask without url", "permission alias {\n ask\n }", "wrong argument count"},
+		{"with on_demand_tls ask", "ask http://localhost/\n permission alias", "already specified"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := adapt(t, "{\n\ton_demand_tls {\n"+tt.body+"\n\t}\n}\nexample.com\n")
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestPermissionValidate provisions the permission module the way `caddy
+// validate` does: negative values fail with the field named.
+func TestPermissionValidate(t *testing.T) {
+	tests := []struct {
+		name       string
+		permission string // the permission object's fields after "module"
+		wantErr    string // "" for a valid config
+	}{
+		{"defaults", ``, ""},
+		{"every option", `,"negative_ttl":"30s","max_ttl":"2m","cache_size":500,"ask":"http://localhost:9123/customers"`, ""},
+		{"zero values mean defaults", `,"negative_ttl":0,"max_ttl":0,"cache_size":0`, ""},
+		{"negative negative_ttl", `,"negative_ttl":"-1s"`, "negative_ttl: must not be negative"},
+		{"negative max_ttl", `,"max_ttl":"-5m"`, "max_ttl: must not be negative"},
+		{"negative cache_size", `,"cache_size":-1`, "cache_size: must not be negative"},
+		{"unparsable duration", `,"max_ttl":"soon"`, `tls.permission.alias: time: invalid duration "soon"`},
+		{"unknown field", `,"ttl":"1m"`, "unknown field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := `{"admin":{"disabled":true},"apps":{"tls":{"automation":{
+				"on_demand":{"permission":{"module":"alias"` + tt.permission + `}},
+				"policies":[{"on_demand":true,"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"alias",
+					"provider":{"name":"rfc2136","key_name":"k","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.1:53"},
+					"alias":"_acme-challenge.{domain}.validation.example.org","zones":["validation.example.org"]}}}}]}]}}}}`
+			var c caddy.Config
+			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+				if tt.wantErr != "" && strings.Contains(err.Error(), tt.wantErr) {
+					return
+				}
+				t.Fatalf("bad test config: %v", err)
+			}
+			err := caddy.Validate(&c)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// permLab is an in-process DNS server with production zones and the alias
+// zone, an alias provider (template mode) registered as Caddy registers it,
+// and the permission module.
+type permLab struct {
+	srv  *dnstest.Server
+	perm *Permission
+}
+
+func startPermLab(t *testing.T, permission string) *permLab {
+	t.Helper()
+	srv := dnstest.Start(t,
+		dnstest.Zone{Name: "validation.example.org", Updatable: true},
+		dnstest.Zone{Name: "notours.example"},
+		dnstest.Zone{Name: "example.com", Records: `
+_acme-challenge.shop 30 CNAME _acme-challenge.shop.example.com.validation.example.org.
+_acme-challenge.elsewhere CNAME _acme-challenge.elsewhere.example.com.notours.example.
+*.wild CNAME _acme-challenge.x.validation.example.org.
+`},
+	)
+	key := srv.Key()
+	provider, err := json.Marshal(map[string]any{
+		"provider":           map[string]any{"name": "rfc2136", "key_name": key.Name, "key_alg": key.Algorithm, "key": key.Secret, "server": srv.Addr()},
+		"resolvers":          []string{srv.Addr()},
+		"zones":              []string{"validation.example.org"},
+		"alias":              "_acme-challenge.{domain}.validation.example.org",
+		"authoritative_wait": -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel) // unregisters the provider
+	if _, err := ctx.LoadModuleByID("dns.providers.alias", provider); err != nil {
+		t.Fatalf("provisioning dns.providers.alias: %v", err)
+	}
+	mod, err := ctx.LoadModuleByID("tls.permission.alias", json.RawMessage(permission))
+	if err != nil {
+		t.Fatalf("provisioning tls.permission.alias: %v", err)
+	}
+	return &permLab{srv: srv, perm: mod.(*Permission)}
+}
+
+// queries counts the queries the server received for name (any type).
+func (l *permLab) queries(name string) int {
+	n := 0
+	for _, q := range l.srv.Queries() {
+		if q.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPermissionCertificateAllowed(t *testing.T) {
+	l := startPermLab(t, `{"negative_ttl":"1m"}`)
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		wantErr []string // "" for admitted
+	}{
+		{"shop.example.com", nil},
+		{"Shop.Example.COM", nil},
+		{"missing.example.com", []string{"_acme-challenge.missing.example.com has no CNAME record",
+			"_acme-challenge.missing.example.com. 300 IN CNAME _acme-challenge.missing.example.com.validation.example.org."}},
+		{"elsewhere.example.com", []string{"ends at _acme-challenge.elsewhere.example.com.notours.example, not at the alias _acme-challenge.elsewhere.example.com.validation.example.org",
+			"_acme-challenge.elsewhere.example.com. 300 IN CNAME _acme-challenge.elsewhere.example.com.validation.example.org."}},
+		{"shop.wild.example.com", []string{"wildcard", "_acme-challenge.shop.wild.example.com. 300 IN CNAME _acme-challenge.shop.wild.example.com.validation.example.org."}},
+		{"nosuchzone.test", []string{"has no CNAME record"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := l.perm.CertificateAllowed(ctx, tt.name)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("delegated name refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("admitted")
+			}
+			if !errors.Is(err, caddytls.ErrPermissionDenied) {
+				t.Errorf("refusal %v does not wrap caddytls.ErrPermissionDenied", err)
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal %q lacks %q", err, want)
+				}
+			}
+		})
+	}
+
+	// Every name above was checked once: the second round is answered from
+	// the cache, the admission of shop.example.com included (its CNAME's
+	// TTL is 30 s).
+	before := len(l.srv.Queries())
+	for range 20 {
+		for _, tt := range tests {
+			if err := l.perm.CertificateAllowed(ctx, tt.name); (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("cached answer for %s changed: %v", tt.name, err)
+			}
+		}
+	}
+	if n := len(l.srv.Queries()) - before; n != 0 {
+		t.Errorf("answering from the cache sent %d DNS queries, want 0", n)
+	}
+	if n := l.queries("_acme-challenge.missing.example.com"); n != 1 {
+		t.Errorf("_acme-challenge.missing.example.com was queried %d times for 21 rounds of handshakes, want 1", n)
+	}
+}
+
+func TestPermissionFloodSharesChecks(t *testing.T) {
+	l := startPermLab(t, `{}`)
+	const names, rounds = 50, 4
+	errs := make(chan error, names*rounds)
+	for range rounds {
+		for i := range names {
+			go func() {
+				errs <- l.perm.CertificateAllowed(context.Background(), fmt.Sprintf("unknown%02d.example.com", i))
+			}()
+		}
+	}
+	for range names * rounds {
+		if err := <-errs; err == nil {
+			t.Fatal("an unknown name was admitted")
+		}
+	}
+	n := 0
+	for _, q := range l.srv.Queries() {
+		if strings.HasPrefix(q.Name, "_acme-challenge.unknown") {
+			n++
+		}
+	}
+	if n != names {
+		t.Errorf("%d handshakes for %d unknown names sent %d queries, want %d (one check per name)", names*rounds, names, n, names)
+	}
+	if got := l.perm.admission.Len(); got != names {
+		t.Errorf("cache holds %d refusals, want %d", got, names)
+	}
+}
+
+func TestPermissionAsk(t *testing.T) {
+	var asked atomic.Int32
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		if r.URL.Query().Get("domain") != "shop.example.com" {
+			http.Error(w, "not a customer", http.StatusNotFound)
+		}
+	}))
+	defer ask.Close()
+	l := startPermLab(t, `{"ask":"`+ask.URL+`/customers"}`)
+	l.srv.Add("_acme-challenge.former.example.com. 30 IN CNAME _acme-challenge.former.example.com.validation.example.org.")
+
+	if err := l.perm.CertificateAllowed(context.Background(), "shop.example.com"); err != nil {
+		t.Errorf("delegated customer refused: %v", err)
+	}
+	// Delegated, but no longer a customer: the ask endpoint says no.
+	err := l.perm.CertificateAllowed(context.Background(), "former.example.com")
+	if err == nil || !errors.Is(err, caddytls.ErrPermissionDenied) {
+		t.Errorf("delegated non-customer: %v, want a refusal by the ask endpoint", err)
+	}
+	// Not delegated: refused before the endpoint is asked.
+	before := asked.Load()
+	if err := l.perm.CertificateAllowed(context.Background(), "missing.example.com"); err == nil {
+		t.Error("undelegated name admitted")
+	}
+	if asked.Load() != before {
+		t.Error("the ask endpoint was asked about a name whose delegation is missing")
+	}
+}
+
+func TestPermissionCacheExpiry(t *testing.T) {
+	l := startPermLab(t, `{"negative_ttl":"1s","max_ttl":"1m"}`)
+	ctx := context.Background()
+	// Revocation: the customer removes the CNAME (TTL 1 s). The admission
+	// is remembered for the CNAME's TTL (max_ttl is longer), then the name
+	// is refused with the record to publish.
+	const cname = "_acme-challenge.late.example.com. 1 IN CNAME _acme-challenge.late.example.com.validation.example.org."
+	l.srv.Add(cname)
+	if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	l.srv.Remove(cname)
+	if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
+		t.Fatalf("within the CNAME's TTL: %v, want the cached admission", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	err := l.perm.CertificateAllowed(ctx, "late.example.com")
+	if err == nil || !strings.Contains(err.Error(), "has no CNAME record") || !strings.Contains(err.Error(), cname[:len(cname)-len("1 IN CNAME _acme-challenge.late.example.com.validation.example.org.")]) {
+		t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)
+	}
+}
