@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -374,5 +376,123 @@ func TestPermissionCacheExpiry(t *testing.T) {
 	err := l.perm.CertificateAllowed(ctx, "late.example.com")
 	if err == nil || !strings.Contains(err.Error(), "has no CNAME record") || !strings.Contains(err.Error(), cname[:len(cname)-len("1 IN CNAME _acme-challenge.late.example.com.validation.example.org.")]) {
 		t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)
+	}
+}
+
+// readmeOnboarding returns the first Caddyfile and the first JSON block of
+// README.md's "Platform onboarding" section.
+func readmeOnboarding(t *testing.T) (caddyfile, jsonText string) {
+	t.Helper()
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Platform onboarding")
+	if !ok {
+		t.Fatal("README.md has no \"## Platform onboarding\" section")
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	block := func(lang string) string {
+		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
+		if !ok {
+			t.Fatalf("the onboarding section has no ```%s block", lang)
+		}
+		text, _, ok := strings.Cut(rest, "\n```\n")
+		if !ok {
+			t.Fatalf("the onboarding section's ```%s block is not closed", lang)
+		}
+		return text + "\n"
+	}
+	return block("caddyfile"), block("json")
+}
+
+// TestPermissionReadmeOnboarding: the onboarding section's Caddyfile adapts
+// to the permission module and alias provider of its JSON, and the JSON
+// provisions.
+func TestPermissionReadmeOnboarding(t *testing.T) {
+	caddyfile, jsonText := readmeOnboarding(t)
+	// reverse_proxy is not linked into this package's tests; the TLS part
+	// is what is compared.
+	caddyfile = regexp.MustCompile(`(?m)^\s*reverse_proxy .*$`).ReplaceAllString(caddyfile, "\trespond \"ok\"")
+	out, err := adapt(t, caddyfile)
+	if err != nil {
+		t.Fatalf("adapting README's onboarding Caddyfile: %v", err)
+	}
+	var readme struct {
+		Automation struct {
+			OnDemand struct {
+				Permission json.RawMessage `json:"permission"`
+			} `json:"on_demand"`
+			Policies []struct {
+				OnDemand bool `json:"on_demand"`
+			} `json:"policies"`
+		} `json:"automation"`
+	}
+	if err := json.Unmarshal([]byte(jsonText), &readme); err != nil {
+		t.Fatalf("README's onboarding JSON: %v\n%s", err, jsonText)
+	}
+
+	// The permission module: compare as the module reads it (durations are
+	// nanoseconds in adapted JSON and strings in README's).
+	permission := func(raw []byte) Permission {
+		t.Helper()
+		var p Permission
+		if err := json.Unmarshal(raw, &p); err != nil {
+			t.Fatalf("permission %s: %v", raw, err)
+		}
+		return p
+	}
+	adaptedPerm, _ := json.Marshal(onDemandPermission(t, out))
+	if got, want := permission(adaptedPerm), permission(readme.Automation.OnDemand.Permission); !reflect.DeepEqual(got, want) {
+		t.Errorf("permission: the Caddyfile makes %+v, README's JSON says %+v", got, want)
+	}
+	if !strings.Contains(string(adaptedPerm), `"module":"alias"`) {
+		t.Errorf("adapted permission is not the alias module: %s", adaptedPerm)
+	}
+	if len(readme.Automation.Policies) != 1 || !readme.Automation.Policies[0].OnDemand || !strings.Contains(string(out), `"on_demand":true`) {
+		t.Errorf("README's JSON or the adapted Caddyfile lacks an on-demand policy:\n%s", out)
+	}
+
+	// The alias provider: every one in the adapted config (one per default
+	// issuer) is README's.
+	var adaptedCfg, readmeCfg any
+	if err := json.Unmarshal(out, &adaptedCfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(jsonText), &readmeCfg); err != nil {
+		t.Fatal(err)
+	}
+	want := findAliasProviders(readmeCfg)
+	if len(want) != 1 {
+		t.Fatalf("README's onboarding JSON has %d alias providers, want 1", len(want))
+	}
+	got := findAliasProviders(adaptedCfg)
+	if len(got) == 0 {
+		t.Fatalf("the adapted onboarding Caddyfile has no alias provider:\n%s", out)
+	}
+	for _, g := range got {
+		if !reflect.DeepEqual(g, want[0]) {
+			gj, _ := json.Marshal(g)
+			wj, _ := json.Marshal(want[0])
+			t.Errorf("alias provider: the Caddyfile makes %s, README's JSON says %s", gj, wj)
+		}
+	}
+
+	// Both provision.
+	t.Setenv("TSIG_SECRET", "ZHVtbXktdHNpZy1zZWNyZXQtZm9yLXZhbGlkYXRl")
+	for _, cfg := range []string{
+		`{"admin":{"disabled":true},"apps":{"tls":` + jsonText + `}}`,
+		string(out),
+	} {
+		var c caddy.Config
+		if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+			t.Fatalf("config: %v\n%s", err, cfg)
+		}
+		c.Admin = &caddy.AdminConfig{Disabled: true}
+		if err := caddy.Validate(&c); err != nil {
+			t.Errorf("README's onboarding config does not provision: %v", err)
+		}
 	}
 }
