@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -209,4 +210,54 @@ func TestACMEDNSProvisioned(t *testing.T) {
 		t.Errorf("update sent as user %q key %q body %s", got.user, got.key, got.body)
 	}
 	p.Mapper.Default.Writer.DeleteRecords(context.Background(), "auth.acme-dns.io.", []libdns.Record{libdns.TXT{Name: acmeSub, Text: value}})
+}
+
+// TestACMEDNSReadmeExample adapts the Caddyfile of README.md's ACME-DNS
+// section and compares the provider with the JSON printed after it.
+func TestACMEDNSReadmeExample(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## ACME-DNS\n")
+	if !ok {
+		t.Fatal("README.md has no ACME-DNS section")
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	block := func(lang string) string {
+		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
+		if !ok {
+			t.Fatalf("the ACME-DNS section has no %s block", lang)
+		}
+		text, _, _ := strings.Cut(rest, "\n```\n")
+		return text
+	}
+	out, err := adapt(t, block("caddyfile"))
+	if err != nil {
+		t.Fatalf("adapting the README's Caddyfile: %v", err)
+	}
+	var cfg, want any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(block("json")), &want); err != nil {
+		t.Fatalf("the README's JSON: %v", err)
+	}
+	got := findAliasProviders(cfg)
+	if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+		g, _ := json.Marshal(got)
+		t.Errorf("README Caddyfile adapts to\n%s\nbut the README shows\n%s", g, block("json"))
+	}
+	var c caddy.Config
+	if err := json.Unmarshal(out, &c); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ACMEDNS_USERNAME", acmeUser)
+	t.Setenv("ACMEDNS_PASSWORD", acmePassword)
+	c.Admin = &caddy.AdminConfig{Disabled: true}
+	if err := caddy.Validate(&c); err != nil {
+		t.Errorf("the README's Caddyfile does not validate: %v", err)
+	}
 }

@@ -192,6 +192,10 @@ func (w *ACMEDNSWriter) write(ctx context.Context, value string) (*acmeDNSSlot, 
 		return nil, w.waitErr(err)
 	}
 	defer st.unlock()
+	if busy, n := st.busy(); busy {
+		w.logger.Debug("acme-dns account busy: waiting until the challenge of the older value it serves is over",
+			zap.String("fulldomain", w.full), zap.Int("in_flight", n))
+	}
 	if err := st.waitEvictable(ctx); err != nil {
 		return nil, w.waitErr(err)
 	}
@@ -203,13 +207,14 @@ func (w *ACMEDNSWriter) write(ctx context.Context, value string) (*acmeDNSSlot, 
 	err := w.post(ctx, value)
 	// Sent or not, the update may have reached the server: it takes the
 	// newest place either way. A failed one is not in use.
-	slot := st.push(value, err == nil)
+	slot, n := st.push(value, err == nil)
 	if err != nil {
 		return nil, err
 	}
 	w.logger.Debug("acme-dns update sent",
 		zap.String("fulldomain", w.full),
-		zap.String("server", redactURL(w.account.Server)))
+		zap.String("server", redactURL(w.account.Server)),
+		zap.Int("in_flight", n))
 	return slot, nil
 }
 
@@ -339,6 +344,23 @@ func (st *acmeDNSState) lock(ctx context.Context) error {
 
 func (st *acmeDNSState) unlock() { <-st.turn }
 
+// busy reports whether the next update must wait, and how many values of
+// the account are in use.
+func (st *acmeDNSState) busy() (bool, int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.recent[0] != nil && !st.recent[0].done, st.inUse()
+}
+
+// inUse counts the values whose challenges are not over; st.mu is held.
+func (st *acmeDNSState) inUse() int {
+	n := 0
+	for _, slots := range st.inFlight {
+		n += len(slots)
+	}
+	return n
+}
+
 // waitEvictable waits until the value the next update replaces (the older of
 // the two the server holds) is no longer in use.
 func (st *acmeDNSState) waitEvictable(ctx context.Context) error {
@@ -377,8 +399,9 @@ func (st *acmeDNSState) waitNextSecond(ctx context.Context) error {
 }
 
 // push records a value as the server's newest; inUse says whether a
-// challenge now waits for its DeleteRecords.
-func (st *acmeDNSState) push(value string, inUse bool) *acmeDNSSlot {
+// challenge now waits for its DeleteRecords. It returns the value's slot and
+// how many values of the account are now in use.
+func (st *acmeDNSState) push(value string, inUse bool) (*acmeDNSSlot, int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	s := &acmeDNSSlot{value: value, done: !inUse}
@@ -387,7 +410,7 @@ func (st *acmeDNSState) push(value string, inUse bool) *acmeDNSSlot {
 	if inUse {
 		st.inFlight[value] = append(st.inFlight[value], s)
 	}
-	return s
+	return s, st.inUse()
 }
 
 // releaseValue frees the oldest in-use write of value; false if there is

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/acmednstest"
 )
@@ -445,7 +447,13 @@ func TestACMEDNSAccountSharedByWriters(t *testing.T) {
 // account at once: each must see its own value served from its Append to
 // its Delete.
 func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
-	s, a, w := standIn(t)
+	s, a, _ := standIn(t)
+	core, logs := observer.New(zap.DebugLevel)
+	w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: s.URL(), Username: a.Username, Password: a.Password,
+		Subdomain: a.Subdomain, FullDomain: a.FullDomain}, nil, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -464,7 +472,9 @@ func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
 					errs <- fmt.Errorf("challenge %d: value no longer served while in flight: %v", i, s.Values(a.Subdomain))
 					return
 				}
-				time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
+				// Longer than the 1 s between two updates of an account,
+				// so that later challenges must wait for a slot.
+				time.Sleep(time.Duration(400+rand.IntN(300)) * time.Millisecond)
 			}
 			if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
 				errs <- err
@@ -478,5 +488,25 @@ func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
 	}
 	if n := len(s.Updates()); n != 5 {
 		t.Errorf("%d updates, want 5", n)
+	}
+	sent := logs.FilterMessage("acme-dns update sent").All()
+	if len(sent) != 5 {
+		t.Errorf("%d update logs, want 5", len(sent))
+	}
+	for _, e := range sent {
+		if n := e.ContextMap()["in_flight"].(int64); n > 2 || n < 1 {
+			t.Errorf("an update left %d values in flight", n)
+		}
+	}
+	if logs.FilterMessageSnippet("waiting").Len() == 0 {
+		t.Errorf("no challenge of five concurrent ones waited for its turn")
+	}
+	if logs.FilterMessageSnippet("has no delete").Len() != 5 {
+		t.Errorf("want one debug line per skipped delete")
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), a.Password) {
+			t.Errorf("log entry shows the password: %v", e)
+		}
 	}
 }
