@@ -196,15 +196,20 @@ func (w *ACMEDNSWriter) write(ctx context.Context, value string) (*acmeDNSSlot, 
 		w.logger.Debug("acme-dns account busy: waiting until the challenge of the older value it serves is over",
 			zap.String("fulldomain", w.full), zap.Int("in_flight", n))
 	}
-	if err := st.waitEvictable(ctx); err != nil {
+	stale, err := st.waitEvictable(ctx)
+	if err != nil {
 		return nil, w.waitErr(err)
+	}
+	if stale {
+		w.logger.Warn("an acme-dns value was in use longer than a challenge can take without its delete; writing over it",
+			zap.String("fulldomain", w.full), zap.Duration("after", st.slotTTL))
 	}
 	// acme-dns orders values by a timestamp in whole seconds: two updates in
 	// one second would make "the older one" ambiguous to the server.
 	if err := st.waitNextSecond(ctx); err != nil {
 		return nil, w.waitErr(err)
 	}
-	err := w.post(ctx, value)
+	err = w.post(ctx, value)
 	// Sent or not, the update may have reached the server: it takes the
 	// newest place either way. A failed one is not in use.
 	slot, n := st.push(value, err == nil)
@@ -294,8 +299,14 @@ func (w *ACMEDNSWriter) DeleteRecords(_ context.Context, zone string, records []
 // acmeDNSSlot is one value written to an account.
 type acmeDNSSlot struct {
 	value string
-	done  bool // its challenge no longer needs it
+	done  bool      // its challenge no longer needs it
+	since time.Time // when it was written
 }
+
+// acmeDNSSlotTTL is how long a value counts as in use at most: far longer
+// than any challenge, it only keeps a delete that never comes (a bug, a
+// lost record) from blocking the account for good.
+const acmeDNSSlotTTL = 15 * time.Minute
 
 // acmeDNSState is the process-wide bookkeeping of one acme-dns account.
 type acmeDNSState struct {
@@ -307,6 +318,7 @@ type acmeDNSState struct {
 	changed  chan struct{} // closed and replaced when a slot frees
 	lastSent time.Time
 	now      func() time.Time
+	slotTTL  time.Duration
 }
 
 var acmeDNSStates = struct {
@@ -327,6 +339,7 @@ func acmeDNSAccountState(server, subdomain string) *acmeDNSState {
 			inFlight: map[string][]*acmeDNSSlot{},
 			changed:  make(chan struct{}),
 			now:      time.Now,
+			slotTTL:  acmeDNSSlotTTL,
 		}
 		acmeDNSStates.m[key] = st
 	}
@@ -362,22 +375,33 @@ func (st *acmeDNSState) inUse() int {
 }
 
 // waitEvictable waits until the value the next update replaces (the older of
-// the two the server holds) is no longer in use.
-func (st *acmeDNSState) waitEvictable(ctx context.Context) error {
+// the two the server holds) is no longer in use. stale reports that it was
+// given up after slotTTL instead.
+func (st *acmeDNSState) waitEvictable(ctx context.Context) (stale bool, err error) {
 	for {
 		st.mu.Lock()
 		older := st.recent[0]
 		if older == nil || older.done {
 			st.mu.Unlock()
-			return nil
+			return false, nil
+		}
+		left := st.slotTTL - st.now().Sub(older.since)
+		if left <= 0 {
+			st.free(older)
+			st.mu.Unlock()
+			return true, nil
 		}
 		ch := st.changed
 		st.mu.Unlock()
+		t := time.NewTimer(left)
 		select {
 		case <-ch:
+		case <-t.C:
 		case <-ctx.Done():
-			return ctx.Err()
+			t.Stop()
+			return false, ctx.Err()
 		}
+		t.Stop()
 	}
 }
 
@@ -404,7 +428,7 @@ func (st *acmeDNSState) waitNextSecond(ctx context.Context) error {
 func (st *acmeDNSState) push(value string, inUse bool) (*acmeDNSSlot, int) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	s := &acmeDNSSlot{value: value, done: !inUse}
+	s := &acmeDNSSlot{value: value, done: !inUse, since: st.now()}
 	st.recent[0], st.recent[1] = st.recent[1], s
 	st.lastSent = st.now()
 	if inUse {

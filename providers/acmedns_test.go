@@ -510,3 +510,34 @@ func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
 		}
 	}
 }
+
+// TestACMEDNSStaleValueStopsBlocking: a value whose delete never comes
+// counts as in use for slotTTL at most, so the account cannot be blocked for
+// good.
+func TestACMEDNSStaleValueStopsBlocking(t *testing.T) {
+	s, _, w := standIn(t)
+	w.state.slotTTL = 2 * time.Second
+	core, logs := observer.New(zap.DebugLevel)
+	w.logger = zap.New(core)
+	ctx := context.Background()
+	for _, v := range []string{val("A"), val("B")} {
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond || took > 5*time.Second {
+		t.Errorf("third value written after %s, want after A's 2 s", took)
+	}
+	if logs.FilterMessageSnippet("longer than a challenge").Len() != 1 {
+		t.Errorf("no warning about the stale value")
+	}
+	// A's late delete frees nothing more.
+	w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A")))
+	if n := len(s.Updates()); n != 3 {
+		t.Errorf("%d updates, want 3", n)
+	}
+}
