@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/tabwriter"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -52,7 +53,8 @@ func activeProviders() []*Provider {
 func providerFor(ps []*Provider, domain string) *Provider {
 	for _, p := range ps {
 		if p.Provider != nil {
-			if _, err := p.Mapper.Rule(solver.Normalize(domain)); err == nil {
+			// A wildcard is mapped as its base domain: they share a challenge name.
+			if _, err := p.Mapper.Rule(strings.TrimPrefix(solver.Normalize(domain), "*.")); err == nil {
 				return p
 			}
 		}
@@ -98,80 +100,133 @@ func (AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("give at least one ?domain=")}
 	}
 	ps := activeProviders()
-	reports := make([]*solver.Report, 0, len(domains))
+	items := make([]checkItem, 0, len(domains))
 	for _, d := range domains {
 		p := providerFor(ps, d)
 		if p == nil {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no dns.providers.alias in the running config covers %s", d)}
 		}
-		reports = append(reports, p.checker().Check(r.Context(), d))
+		items = append(items, checkItem{p, d})
 	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(reports)
+	return json.NewEncoder(w).Encode(runChecks(r.Context(), items))
+}
+
+// presentedRecord is one challenge record presented now, as the admin API
+// lists it: where and since when, never its value.
+type presentedRecord struct {
+	solver.Presented
+	AgeSeconds int64 `json:"age_seconds"`
 }
 
 func (AdminAPI) handlePresented(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
-	out := []solver.Presented{}
+	out := []presentedRecord{}
+	now := time.Now()
 	for _, p := range activeProviders() {
 		if p.Provider != nil {
-			out = append(out, p.Presented()...)
+			for _, pr := range p.Presented() {
+				out = append(out, presentedRecord{pr, int64(now.Sub(pr.Since) / time.Second)})
+			}
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(out)
 }
 
-// checkAll checks every domain with the provider that covers it and writes
-// a table (or JSON) to w. It reports whether every check passed.
-func checkAll(ctx context.Context, w io.Writer, ps []*Provider, domains []string, asJSON bool) (bool, error) {
-	var reports []*solver.Report
-	for _, d := range domains {
-		p := providerFor(ps, d)
-		if p == nil {
-			return false, fmt.Errorf("no dns.providers.alias in the config covers %s", d)
-		}
-		reports = append(reports, p.checker().Check(ctx, d))
+// checkItem is one domain to check and the provider whose mapping applies.
+type checkItem struct {
+	p      *Provider
+	domain string
+}
+
+func runChecks(ctx context.Context, items []checkItem) []*solver.Report {
+	reports := make([]*solver.Report, 0, len(items))
+	for _, it := range items {
+		reports = append(reports, it.p.checker().Check(ctx, it.domain))
 	}
-	ok := !slices.ContainsFunc(reports, func(r *solver.Report) bool { return !r.OK })
+	return reports
+}
+
+// checkAll checks every domain with its provider and writes a table (or
+// JSON) to w. It returns the domains that failed.
+func checkAll(ctx context.Context, w io.Writer, items []checkItem, asJSON bool) ([]string, error) {
+	reports := runChecks(ctx, items)
+	var failed []string
+	for _, r := range reports {
+		if !r.OK {
+			failed = append(failed, r.Domain)
+		}
+	}
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return ok, enc.Encode(reports)
+		return failed, enc.Encode(reports)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tMODE\tRESULT\tCNAME CHAIN")
+	return failed, writeTable(w, reports)
+}
+
+// writeTable prints one row per domain, and under a row its findings
+// (notes marked so) and the record that fixes it. The rows' columns are aligned by hand: the
+// indented lines under them must not widen the columns.
+func writeTable(w io.Writer, reports []*solver.Report) error {
+	rows := [][]string{{"DOMAIN", "MODE", "RESULT", "CNAME CHAIN"}}
 	for _, r := range reports {
 		result := "ok"
 		if !r.OK {
 			result = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Domain, r.Mode, result, chainString(r.Chain))
-		for _, f := range r.Findings {
-			fmt.Fprintf(tw, "  %s: %s\t\t\t\n", f.Code, f.Message)
-		}
-		if r.Fix != "" {
-			fmt.Fprintf(tw, "  fix: %s\t\t\t\n", r.Fix)
+		rows = append(rows, []string{r.Domain, r.Mode, result, chainString(r)})
+	}
+	width := make([]int, 3)
+	for _, row := range rows {
+		for i := range width {
+			width[i] = max(width[i], len(row[i]))
 		}
 	}
-	return ok, tw.Flush()
+	var b strings.Builder
+	for i, row := range rows {
+		fmt.Fprintf(&b, "%-*s  %-*s  %-*s  %s\n", width[0], row[0], width[1], row[1], width[2], row[2], row[3])
+		if i == 0 {
+			continue
+		}
+		r := reports[i-1]
+		for _, f := range r.Findings {
+			if f.Fatal {
+				fmt.Fprintf(&b, "  %s: %s\n", f.Code, f.Message)
+			} else {
+				fmt.Fprintf(&b, "  %s (note): %s\n", f.Code, f.Message)
+			}
+		}
+		if r.Fix != "" {
+			fmt.Fprintf(&b, "  fix: %s\n", r.Fix)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
-func chainString(c solver.Chain) string {
-	parts := []string{c.Start}
+// chainString shows the chain as far as it was resolved: "(no CNAME)" when
+// the challenge name has none, "(?)" where resolving it stopped on an error.
+func chainString(r *solver.Report) string {
+	c := r.Chain
+	parts := []string{cmp.Or(c.Start, r.ChallengeName)}
 	for _, h := range c.Hops {
 		parts = append(parts, h.Target)
 	}
 	s := strings.Join(parts, " -> ")
-	if len(c.Hops) == 0 {
+	switch {
+	case c.End == "":
+		s += " (?)"
+	case len(c.Hops) == 0:
 		s += " (no CNAME)"
 	}
 	return s
 }
 
 var (
-	_ caddy.AdminRouter = (*AdminAPI)(nil)
+	_ caddy.AdminRouter  = (*AdminAPI)(nil)
 	_ caddy.CleanerUpper = (*Provider)(nil)
 )

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -52,55 +54,84 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	uses, err := aliasUses(cfg)
+	pols, hostNames, err := tlsPolicies(cfg)
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if len(uses) == 0 {
+	if !slices.ContainsFunc(pols, func(p policy) bool { return p.provider != nil }) {
 		return caddy.ExitCodeFailedStartup, errors.New("the config uses no dns.providers.alias")
+	}
+
+	var domains []string
+	if args := fl.Args(); len(args) > 0 {
+		domains = checkableDomains(args)
+	} else {
+		domains = configDomains(pols, hostNames)
+	}
+	if len(domains) == 0 {
+		return caddy.ExitCodeFailedStartup, errors.New("no domains to check: the config names none; give them as arguments")
 	}
 
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	var ps []*Provider
-	var domains []string
-	for i, u := range uses {
-		mod, err := ctx.LoadModuleByID("dns.providers.alias", u.provider)
-		if err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("alias provider %d of the config: %w", i, err)
+	loaded := map[string]*Provider{}
+	var items []checkItem
+	for _, d := range domains {
+		pol := policyFor(pols, d)
+		if pol == nil || pol.provider == nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("%s: the TLS automation policy of the config that covers it does not use dns.providers.alias", d)
 		}
-		ps = append(ps, mod.(*Provider))
-		domains = append(domains, u.domains...)
+		p := loaded[string(pol.provider)]
+		if p == nil {
+			if p, err = loadProvider(ctx, pol.provider); err != nil {
+				return caddy.ExitCodeFailedStartup, err
+			}
+			loaded[string(pol.provider)] = p
+		}
+		items = append(items, checkItem{p, d})
 	}
-	if args := fl.Args(); len(args) > 0 {
-		domains = args
-	}
-	domains = checkableDomains(domains)
-	if len(domains) == 0 {
-		return caddy.ExitCodeFailedStartup, errors.New("no domains to check: the config names none; give them as arguments")
-	}
-	ok, err := checkAll(ctx, os.Stdout, ps, domains, fl.Bool("json"))
+	failed, err := checkAll(ctx, os.Stdout, items, fl.Bool("json"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	if !ok {
-		return 1, nil
+	if len(failed) > 0 {
+		// Caddy exits 0 for a status of 1 without an error.
+		return 1, fmt.Errorf("delegation check failed for %d of %d domains: %s", len(failed), len(items), strings.Join(failed, ", "))
 	}
 	return 0, nil
 }
 
-// aliasUse is one place of a config that uses the alias provider, with the
-// domains it obtains certificates for.
-type aliasUse struct {
-	provider json.RawMessage
-	domains  []string
+// loadProvider provisions an alias provider from its JSON as it stands in a
+// config, with the module's name as inline key.
+func loadProvider(ctx caddy.Context, raw json.RawMessage) (*Provider, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("decoding the alias provider's config: %w", err)
+	}
+	delete(fields, "name")
+	stripped, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := ctx.LoadModuleByID("dns.providers.alias", stripped)
+	if err != nil {
+		return nil, fmt.Errorf("loading the alias provider of the config: %w", err)
+	}
+	return mod.(*Provider), nil
 }
 
-// aliasUses finds the alias providers of a JSON config: in TLS automation
-// policies' ACME issuers, and the global tls.dns provider where an issuer's
-// DNS challenge has no provider of its own. A policy without subjects covers
-// the hosts of the config's HTTP routes.
-func aliasUses(cfg []byte) ([]aliasUse, error) {
+// policy is one TLS automation policy of a config: its subjects (none: it
+// covers every name that reaches it) and, if one of its issuers solves the
+// DNS challenge with the alias provider, that provider's JSON.
+type policy struct {
+	subjects []string
+	provider json.RawMessage
+}
+
+// tlsPolicies reads a JSON config's TLS automation policies, in order, and
+// the host names of its HTTP routes. An issuer's DNS challenge without a
+// provider of its own uses the TLS app's global dns provider.
+func tlsPolicies(cfg []byte) ([]policy, []string, error) {
 	var c struct {
 		Apps struct {
 			TLS struct {
@@ -122,10 +153,11 @@ func aliasUses(cfg []byte) ([]aliasUse, error) {
 		} `json:"apps"`
 	}
 	if err := json.Unmarshal(cfg, &c); err != nil {
-		return nil, fmt.Errorf("decoding config: %w", err)
+		return nil, nil, fmt.Errorf("decoding config: %w", err)
 	}
-	var uses []aliasUse
+	var pols []policy
 	for _, pol := range c.Apps.TLS.Automation.Policies {
+		p := policy{subjects: pol.Subjects}
 		for _, iss := range pol.Issuers {
 			dns := iss.Challenges.DNS
 			if dns == nil {
@@ -135,17 +167,49 @@ func aliasUses(cfg []byte) ([]aliasUse, error) {
 			if raw == nil {
 				raw = c.Apps.TLS.DNS
 			}
-			if !isAlias(raw) {
-				continue
+			if isAlias(raw) {
+				p.provider = raw
+				break
 			}
-			domains := pol.Subjects
-			if len(domains) == 0 {
-				domains = hosts(c.Apps.HTTP)
+		}
+		pols = append(pols, p)
+	}
+	return pols, hosts(c.Apps.HTTP), nil
+}
+
+// policyFor returns the policy that Caddy's TLS app uses for name: the first
+// one without subjects or with a subject that matches name.
+func policyFor(pols []policy, name string) *policy {
+	for i, p := range pols {
+		if len(p.subjects) == 0 {
+			return &pols[i]
+		}
+		for _, s := range p.subjects {
+			if certmagic.MatchWildcard(name, solver.Normalize(s)) {
+				return &pols[i]
 			}
-			uses = append(uses, aliasUse{provider: raw, domains: domains})
 		}
 	}
-	return uses, nil
+	return nil
+}
+
+// configDomains lists the names the config obtains certificates for through
+// the alias provider: the subjects of its policies and the hosts of its
+// HTTP routes, each kept if the policy that covers it uses the provider and
+// it qualifies for a publicly trusted certificate.
+func configDomains(pols []policy, hostNames []string) []string {
+	var names []string
+	for _, p := range pols {
+		names = append(names, p.subjects...)
+	}
+	names = append(names, hostNames...)
+	var out []string
+	for _, d := range checkableDomains(names) {
+		if pol := policyFor(pols, d); pol != nil && pol.provider != nil && certmagic.SubjectQualifiesForPublicCert(d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func isAlias(raw json.RawMessage) bool {
@@ -160,7 +224,8 @@ func hosts(v any) []string {
 	var out []string
 	switch x := v.(type) {
 	case map[string]any:
-		for k, child := range x {
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			child := x[k]
 			if list, ok := child.([]any); ok && k == "host" {
 				for _, h := range list {
 					if s, ok := h.(string); ok {
@@ -179,13 +244,15 @@ func hosts(v any) []string {
 	return out
 }
 
-// checkableDomains normalizes names, drops IP addresses and placeholders,
-// and folds a wildcard into its base domain (they share a challenge name).
+// checkableDomains normalizes names and drops IP addresses, placeholders and
+// duplicates. A wildcard stays next to its base domain: they share a
+// challenge name, but CAA judges them apart (issuewild).
 func checkableDomains(names []string) []string {
 	var out []string
 	for _, n := range names {
-		d := strings.TrimPrefix(solver.Normalize(n), "*.")
-		if d == "" || net.ParseIP(d) != nil || strings.ContainsAny(d, "{}*") || slices.Contains(out, d) {
+		d := solver.Normalize(n)
+		base := strings.TrimPrefix(d, "*.")
+		if base == "" || net.ParseIP(base) != nil || strings.ContainsAny(base, "{}*") || slices.Contains(out, d) {
 			continue
 		}
 		out = append(out, d)

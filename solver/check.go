@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -77,6 +78,11 @@ type Report struct {
 	// Fix is the zone-file line to publish in the production zone, when
 	// publishing it would fix the delegation.
 	Fix string `json:"fix,omitempty"`
+
+	// suggestion is the CNAME record that delegates the challenge as the
+	// mapping expects; chainOK says whether the chain check passed.
+	suggestion string
+	chainOK    bool
 }
 
 func (r *Report) add(code string, fatal bool, format string, args ...any) {
@@ -132,16 +138,16 @@ func (c *Checker) CheckChain(ctx context.Context, domain string) (Target, *Repor
 	default:
 		rep.Mode = "template"
 	}
-	var suggestion string
 	if !rule.Follow {
 		if rep.Expected, err = rule.Alias.Expand(d); err != nil {
 			rep.add(CodeNoRule, true, "%v", err)
 			return Target{}, rep
 		}
-		suggestion = CNAMERecord(rep.ChallengeName, rep.Expected)
+		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.Expected)
 	} else {
-		suggestion = CNAMERecord(rep.ChallengeName, rep.ChallengeName+"."+rule.Zones[0])
+		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.ChallengeName+"."+rule.Zones[0])
 	}
+	suggestion := rep.suggestion
 
 	rep.Chain, err = c.Mapper.Resolver.Follow(ctx, rep.ChallengeName, c.Mapper.MaxHops)
 	switch {
@@ -177,59 +183,64 @@ func (c *Checker) CheckChain(ctx context.Context, domain string) (Target, *Repor
 		rep.add(code, true, "%v", err)
 		return Target{}, rep
 	}
-	rep.OK = true
+	rep.OK, rep.chainOK = true, true
 	return target, rep
 }
 
 // Check runs the whole check for domain: the chain, what every
-// authoritative server of the production zone answers, and CAA.
+// authoritative server of the production zone answers, and CAA. A wildcard
+// domain ("*.example.com") shares its base domain's challenge name but is
+// judged by CAA issuewild.
 func (c *Checker) Check(ctx context.Context, domain string) *Report {
 	_, rep := c.CheckChain(ctx, domain)
+	wildcard := strings.HasPrefix(Normalize(domain), "*.")
+	if wildcard {
+		rep.Domain = "*." + rep.Domain
+	}
 	c.checkNameservers(ctx, rep)
-	c.checkCAA(ctx, rep)
+	c.checkCAA(ctx, rep, wildcard)
 	rep.OK = !slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Fatal })
 	return rep
+}
+
+// nsHost is one nameserver of a zone with its addresses ("ip:53"), or the
+// reason it has none.
+type nsHost struct {
+	name  string
+	addrs []string
+	err   error
 }
 
 // checkNameservers asks every NS of the production zone directly for the
 // challenge name's CNAME: multi-master setups drift, and the CA may ask any.
 func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
-	res := c.Mapper.Resolver
-	zone, err := res.FindZone(ctx, rep.ChallengeName)
+	zone, hosts, err := c.zoneServers(ctx, rep.ChallengeName)
 	if err != nil {
-		rep.add(CodeLookup, true, "%v", err)
+		rep.add(CodeLookup, true, "finding the authoritative nameservers of %s: %v", rep.ChallengeName, err)
 		return
 	}
 	rep.Zone = zone
-	msg, err := res.Query(ctx, zone, dns.TypeNS)
-	if err != nil {
-		rep.add(CodeLookup, true, "looking up the nameservers of %s: %v", zone, err)
-		return
-	}
-	for _, rr := range msg.Answer {
-		ns, ok := rr.(*dns.NS)
-		if !ok {
+	for _, h := range hosts {
+		if h.err != nil {
+			rep.Nameservers = append(rep.Nameservers, NameserverAnswer{Name: h.name, Error: h.err.Error()})
 			continue
 		}
-		name := Normalize(ns.Ns)
-		addrs, err := c.addresses(ctx, name)
-		if err != nil {
-			rep.Nameservers = append(rep.Nameservers, NameserverAnswer{Name: name, Error: err.Error()})
-			continue
-		}
-		for _, addr := range addrs {
-			rep.Nameservers = append(rep.Nameservers, c.askAuthoritative(ctx, name, addr, rep.ChallengeName))
+		for _, addr := range h.addrs {
+			rep.Nameservers = append(rep.Nameservers, c.askAuthoritative(ctx, h.name, addr, zone, rep.ChallengeName))
 		}
 	}
 	slices.SortFunc(rep.Nameservers, func(a, b NameserverAnswer) int { return strings.Compare(a.Name+a.Address, b.Name+b.Address) })
 
 	answers := map[string][]string{}
 	for _, a := range rep.Nameservers {
-		if a.Error != "" {
+		switch {
+		case a.Error != "" && a.Address == "":
+			rep.add(CodeNSUnreachable, true, "nameserver %s of %s cannot be reached: %s", a.Name, zone, a.Error)
+		case a.Error != "":
 			rep.add(CodeNSUnreachable, true, "nameserver %s (%s) of %s did not answer for %s: %s", a.Name, a.Address, zone, rep.ChallengeName, a.Error)
-			continue
+		default:
+			answers[a.Target] = append(answers[a.Target], fmt.Sprintf("%s (%s)", a.Name, a.Address))
 		}
-		answers[a.Target] = append(answers[a.Target], fmt.Sprintf("%s (%s)", a.Name, a.Address))
 	}
 	if len(answers) > 1 {
 		var parts []string
@@ -243,10 +254,136 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 		}
 		slices.Sort(parts)
 		rep.add(CodeDrift, true, "the nameservers of %s disagree about %s (%s); publish the same record on every one", zone, rep.ChallengeName, strings.Join(parts, "; "))
-		if rep.Fix == "" && len(rep.Chain.Hops) > 0 {
-			rep.Fix = CNAMERecord(rep.ChallengeName, rep.Chain.Hops[0].Target)
+		if rep.Fix == "" {
+			// The chain the resolvers saw passed: its first record is the
+			// one the other servers lack. Otherwise the chain check has
+			// set the fix already, or the mapping's record is the fix.
+			if rep.chainOK && len(rep.Chain.Hops) > 0 {
+				rep.Fix = CNAMERecord(rep.ChallengeName, rep.Chain.Hops[0].Target)
+			} else {
+				rep.Fix = rep.suggestion
+			}
 		}
 	}
+}
+
+// zoneServers returns the zone that name lies in and its nameservers. When
+// the resolvers cannot answer for the zone at all (every nameserver of it
+// down, a lame delegation), the delegation is read from the closest
+// enclosing zone that does resolve, by asking its servers directly, so that
+// the report can name the servers that fail.
+func (c *Checker) zoneServers(ctx context.Context, name string) (string, []nsHost, error) {
+	zone, err := c.Mapper.Resolver.FindZone(ctx, name)
+	if err == nil {
+		hosts, err := c.nameservers(ctx, zone)
+		return zone, hosts, err
+	}
+	enclosing, perr := c.enclosingZone(ctx, parent(name))
+	if perr != nil {
+		return "", nil, err
+	}
+	parentHosts, perr := c.nameservers(ctx, enclosing)
+	if perr != nil {
+		return "", nil, err
+	}
+	for _, h := range parentHosts {
+		for _, addr := range h.addrs {
+			if zone, hosts, ok := c.referral(ctx, addr, name, enclosing); ok {
+				return zone, hosts, nil
+			}
+		}
+	}
+	return "", nil, err
+}
+
+// enclosingZone is like Resolver.FindZone but walks past names the
+// resolvers fail on, to the closest enclosing zone that resolves.
+func (c *Checker) enclosingZone(ctx context.Context, name string) (string, error) {
+	var errs []error
+	for n := Normalize(name); n != ""; n = parent(n) {
+		msg, err := c.Mapper.Resolver.Query(ctx, n, dns.TypeSOA)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
+			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
+				return Normalize(soa.Hdr.Name), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no zone encloses %s: %w", name, errors.Join(errs...))
+}
+
+// referral asks the server at addr, authoritative for the enclosing zone,
+// where name is delegated to. ok is false when it does not answer usefully.
+func (c *Checker) referral(ctx context.Context, addr, name, enclosing string) (string, []nsHost, bool) {
+	req := new(dns.Msg)
+	req.SetQuestion(FQDN(name), dns.TypeNS)
+	req.RecursionDesired = false
+	ctx, cancel := context.WithTimeout(ctx, c.nsTimeout())
+	defer cancel()
+	msg, err := c.Mapper.Resolver.exchange(ctx, req, addr)
+	if err != nil || (msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError) {
+		return "", nil, false
+	}
+	if msg.Authoritative {
+		hosts, err := c.nameservers(ctx, enclosing)
+		return enclosing, hosts, err == nil
+	}
+	zone := ""
+	var hosts []nsHost
+	for _, rr := range msg.Ns {
+		ns, ok := rr.(*dns.NS)
+		if !ok {
+			continue
+		}
+		owner := Normalize(ns.Hdr.Name)
+		if !InZone(name, owner) || !InZone(owner, enclosing) || owner == Normalize(enclosing) || (zone != "" && owner != zone) {
+			continue
+		}
+		zone = owner
+		h := nsHost{name: Normalize(ns.Ns)}
+		for _, extra := range msg.Extra {
+			if Normalize(extra.Header().Name) != h.name {
+				continue
+			}
+			switch a := extra.(type) {
+			case *dns.A:
+				h.addrs = append(h.addrs, net.JoinHostPort(a.A.String(), "53"))
+			case *dns.AAAA:
+				h.addrs = append(h.addrs, net.JoinHostPort(a.AAAA.String(), "53"))
+			}
+		}
+		if len(h.addrs) == 0 {
+			h.addrs, h.err = c.addresses(ctx, h.name)
+		}
+		hosts = append(hosts, h)
+	}
+	return zone, hosts, zone != ""
+}
+
+// nameservers returns the NS of zone, as the resolvers see them, with their
+// addresses.
+func (c *Checker) nameservers(ctx context.Context, zone string) ([]nsHost, error) {
+	msg, err := c.Mapper.Resolver.Query(ctx, zone, dns.TypeNS)
+	if err != nil {
+		return nil, fmt.Errorf("looking up the nameservers of %s: %w", zone, err)
+	}
+	var hosts []nsHost
+	for _, rr := range msg.Answer {
+		ns, ok := rr.(*dns.NS)
+		if !ok {
+			continue
+		}
+		h := nsHost{name: Normalize(ns.Ns)}
+		h.addrs, h.err = c.addresses(ctx, h.name)
+		hosts = append(hosts, h)
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("looking up the nameservers of %s: no NS records", zone)
+	}
+	return hosts, nil
 }
 
 func (c *Checker) addresses(ctx context.Context, host string) ([]string, error) {
@@ -274,16 +411,22 @@ func (c *Checker) addresses(ctx context.Context, host string) ([]string, error) 
 	return addrs, nil
 }
 
-func (c *Checker) askAuthoritative(ctx context.Context, name, addr, owner string) NameserverAnswer {
+func (c *Checker) nsTimeout() time.Duration {
+	if c.NSTimeout > 0 {
+		return c.NSTimeout
+	}
+	return 2 * time.Second
+}
+
+// askAuthoritative asks one server of zone, without recursion, for the CNAME
+// at owner. A server that answers without authority does not serve the zone
+// (a lame delegation) and counts as failing.
+func (c *Checker) askAuthoritative(ctx context.Context, name, addr, zone, owner string) NameserverAnswer {
 	ans := NameserverAnswer{Name: name, Address: addr}
 	req := new(dns.Msg)
 	req.SetQuestion(FQDN(owner), dns.TypeCNAME)
 	req.RecursionDesired = false
-	timeout := c.NSTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.nsTimeout())
 	defer cancel()
 	msg, err := c.Mapper.Resolver.exchange(ctx, req, addr)
 	switch {
@@ -291,6 +434,8 @@ func (c *Checker) askAuthoritative(ctx context.Context, name, addr, owner string
 		ans.Error = err.Error()
 	case msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError:
 		ans.Error = "answered " + dns.RcodeToString[msg.Rcode]
+	case !msg.Authoritative:
+		ans.Error = "answered without authority: it does not serve " + zone + " (lame delegation)"
 	default:
 		for _, rr := range msg.Answer {
 			if cn, ok := rr.(*dns.CNAME); ok && Normalize(cn.Hdr.Name) == Normalize(owner) {
@@ -304,11 +449,20 @@ func (c *Checker) askAuthoritative(ctx context.Context, name, addr, owner string
 // checkCAA finds the CAA record set that applies to the domain (the closest
 // one walking up from the domain, RFC 8659) and judges it for the
 // configured CA identities. CAA is checked on the original name only: the CA
-// never looks at the alias zone's.
-func (c *Checker) checkCAA(ctx context.Context, rep *Report) {
-	for name := rep.Domain; name != ""; name = parent(name) {
+// never looks at the alias zone's. A wildcard is judged by issuewild when
+// the set has any, by issue otherwise; issuewild never applies to other
+// names. A set with no property of the relevant tag does not restrict
+// issuance.
+func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
+	for name := strings.TrimPrefix(rep.Domain, "*."); name != ""; name = parent(name) {
 		msg, err := c.Mapper.Resolver.Query(ctx, name, dns.TypeCAA)
 		if err != nil {
+			if rep.Zone != "" && !InZone(name, rep.Zone) {
+				// Above the production zone (a TLD, usually): nothing
+				// the operator can fix, so a note rather than a failure.
+				rep.add(CodeLookup, false, "looking up CAA of %s, above the production zone %s, failed; CAA not judged: %v", name, rep.Zone, err)
+				return
+			}
 			rep.add(CodeLookup, true, "looking up CAA of %s: %v", name, err)
 			return
 		}
@@ -324,32 +478,82 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report) {
 	if len(rep.CAA) == 0 || len(c.CAIdentities) == 0 {
 		return
 	}
-	allowed := false
+	owner := rep.CAA[0].Owner
 	for _, rec := range rep.CAA {
-		if rec.Tag != "issue" && rec.Tag != "issuewild" {
+		if rec.Flag&128 != 0 && !slices.Contains(knownCAATags, rec.Tag) {
+			rep.add(CodeCAAForbids, true, "CAA at %s has the critical property %q, which CAs do not know, so none may issue (RFC 8659); remove it or clear its critical flag", owner, rec.Tag)
+		}
+	}
+
+	tag := "issue"
+	if wildcard && slices.ContainsFunc(rep.CAA, func(r CAARecord) bool { return r.Tag == "issuewild" }) {
+		tag = "issuewild"
+	}
+	var issuers []string
+	var methodsBlocked []CAARecord
+	permitted := false
+	for _, rec := range rep.CAA {
+		if rec.Tag != tag {
 			continue
 		}
 		issuer, params := parseCAAValue(rec.Value)
+		if issuer == "" {
+			issuers = append(issuers, `";" (no CA)`)
+		} else {
+			issuers = append(issuers, issuer)
+		}
 		if !slices.Contains(c.CAIdentities, issuer) {
 			continue
 		}
-		if methods, ok := params["validationmethods"]; ok && !slices.Contains(strings.Split(methods, ","), "dns-01") {
-			rep.add(CodeCAAMethods, true, "CAA at %s allows %s only with validationmethods=%s, which excludes dns-01", rec.Owner, issuer, methods)
+		if methods, ok := params["validationmethods"]; ok && !hasMethod(methods, "dns-01") {
+			methodsBlocked = append(methodsBlocked, rec)
 			continue
 		}
+		permitted = true
 		if uri, ok := params["accounturi"]; ok {
-			rep.add(CodeCAAAccountURI, false, "CAA at %s allows %s only for the ACME account %s", rec.Owner, issuer, uri)
+			rep.add(CodeCAAAccountURI, false, "CAA %s at %s allows %s only for the ACME account %s: Caddy must use that account", tag, owner, issuer, uri)
 		}
-		allowed = true
 	}
-	if !allowed && !rep.hasFinding(CodeCAAMethods) {
-		rep.add(CodeCAAForbids, true, "CAA at %s allows none of %v to issue; add e.g. %s. 300 IN CAA 0 issue \"%s\"",
-			rep.CAA[0].Owner, c.CAIdentities, rep.CAA[0].Owner, c.CAIdentities[0])
+	switch {
+	case len(issuers) == 0 || permitted:
+		return
+	case len(methodsBlocked) > 0:
+		rec := methodsBlocked[0]
+		issuer, params := parseCAAValue(rec.Value)
+		value := issuer
+		for _, k := range slices.Sorted(maps.Keys(params)) {
+			if k != "validationmethods" {
+				value += "; " + k + "=" + params[k]
+			}
+		}
+		value += "; validationmethods=" + params["validationmethods"] + ",dns-01"
+		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, value)
+		rep.add(CodeCAAMethods, true, "CAA %s %q at %s allows %s only with validationmethods=%s, which excludes dns-01; replace it with: %s",
+			tag, rec.Value, owner, issuer, params["validationmethods"], fix)
+		if rep.Fix == "" {
+			rep.Fix = fix
+		}
+	default:
+		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, c.CAIdentities[0])
+		rep.add(CodeCAAForbids, true, "CAA %s at %s allows only %s, none of %s; add: %s",
+			tag, owner, strings.Join(issuers, ", "), strings.Join(c.CAIdentities, ", "), fix)
+		if rep.Fix == "" {
+			rep.Fix = fix
+		}
 	}
 }
 
-func (r *Report) hasFinding(code string) bool {
-	return slices.ContainsFunc(r.Findings, func(f Finding) bool { return f.Code == code })
+// knownCAATags are the property tags a CA understands; an unknown one with
+// the critical flag forbids issuance.
+var knownCAATags = []string{"issue", "issuewild", "iodef", "issuemail", "issuevmc", "contactemail", "contactphone"}
+
+func hasMethod(methods, method string) bool {
+	for _, m := range strings.Split(methods, ",") {
+		if strings.EqualFold(strings.TrimSpace(m), method) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseCAAValue splits an issue/issuewild value ("ca.example; key=value")
