@@ -356,7 +356,7 @@ func (c *Checker) referral(ctx context.Context, addr, name, enclosing string) (s
 			}
 		}
 		if len(h.addrs) == 0 {
-			h.addrs, h.err = c.addresses(ctx, h.name)
+			h.addrs, h.err = c.Mapper.Resolver.addresses(ctx, h.name)
 		}
 		hosts = append(hosts, h)
 	}
@@ -377,38 +377,13 @@ func (c *Checker) nameservers(ctx context.Context, zone string) ([]nsHost, error
 			continue
 		}
 		h := nsHost{name: Normalize(ns.Ns)}
-		h.addrs, h.err = c.addresses(ctx, h.name)
+		h.addrs, h.err = c.Mapper.Resolver.addresses(ctx, h.name)
 		hosts = append(hosts, h)
 	}
 	if len(hosts) == 0 {
 		return nil, fmt.Errorf("looking up the nameservers of %s: no NS records", zone)
 	}
 	return hosts, nil
-}
-
-func (c *Checker) addresses(ctx context.Context, host string) ([]string, error) {
-	var addrs []string
-	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		msg, err := c.Mapper.Resolver.Query(ctx, host, qtype)
-		if err != nil {
-			if qtype == dns.TypeA {
-				return nil, err
-			}
-			continue
-		}
-		for _, rr := range msg.Answer {
-			switch a := rr.(type) {
-			case *dns.A:
-				addrs = append(addrs, net.JoinHostPort(a.A.String(), "53"))
-			case *dns.AAAA:
-				addrs = append(addrs, net.JoinHostPort(a.AAAA.String(), "53"))
-			}
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("nameserver %s has no address", host)
-	}
-	return addrs, nil
 }
 
 func (c *Checker) nsTimeout() time.Duration {

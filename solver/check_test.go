@@ -630,8 +630,8 @@ func TestCheckReport(t *testing.T) {
 		Zones:         []string{"validation.example.org"},
 		Resolver:      testResolver,
 		Chain: Chain{Start: "_acme-challenge.example.com", End: "_acme-challenge.example.com.validation.example.org", Hops: []Hop{
-			{Owner: "_acme-challenge.example.com", Target: "x.hop.example", TTL: 300},
-			{Owner: "x.hop.example", Target: "_acme-challenge.example.com.validation.example.org", TTL: 300},
+			{Owner: "_acme-challenge.example.com", Target: "x.hop.example", TTL: 300, Server: testResolver},
+			{Owner: "x.hop.example", Target: "_acme-challenge.example.com.validation.example.org", TTL: 300, Server: testResolver},
 		}},
 		Zone: "example.com",
 		Nameservers: []NameserverAnswer{

@@ -34,7 +34,7 @@ func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, 
 		name := Normalize(ns.Ns)
 		addrs, err := r.addresses(ctx, name)
 		if err != nil {
-			return nil, fmt.Errorf("nameserver %s of %s: %w", name, Normalize(zone), err)
+			return nil, fmt.Errorf("%s: %w", Normalize(zone), err)
 		}
 		for _, a := range addrs {
 			out = append(out, Nameserver{Name: name, Address: a})
@@ -67,7 +67,7 @@ func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error)
 		}
 	}
 	if len(addrs) == 0 {
-		return nil, fmt.Errorf("no address for %s", host)
+		return nil, fmt.Errorf("nameserver %s has no address", host)
 	}
 	return addrs, nil
 }

@@ -45,6 +45,7 @@ type question struct {
 
 type cached struct {
 	msg     *dns.Msg
+	server  string
 	expires time.Time
 }
 
@@ -98,9 +99,16 @@ func (r *Resolver) Servers() []string { return r.servers }
 // Query asks the resolvers for name/qtype with recursion desired. A SERVFAIL
 // or REFUSED answer is an error; NXDOMAIN and NODATA are answers.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	msg, _, err := r.queryFrom(ctx, name, qtype)
+	return msg, err
+}
+
+// queryFrom is Query that also says which resolver answered (for a cached
+// answer: the one that answered first).
+func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*dns.Msg, string, error) {
 	q := question{FQDN(name), qtype}
-	if msg, ok := r.lookupCache(q); ok {
-		return msg, nil
+	if c, ok := r.lookupCache(q); ok {
+		return c.msg, c.server, nil
 	}
 	req := new(dns.Msg)
 	req.SetQuestion(q.name, qtype)
@@ -117,10 +125,10 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 			errs = append(errs, err)
 			continue
 		}
-		r.store(q, msg)
-		return msg, nil
+		r.store(q, msg, server)
+		return msg, server, nil
 	}
-	return nil, fmt.Errorf("%w: %s %s: %w", ErrLookup, dns.TypeToString[qtype], q.name, errors.Join(errs...))
+	return nil, "", fmt.Errorf("%w: %s %s: %w", ErrLookup, dns.TypeToString[qtype], q.name, errors.Join(errs...))
 }
 
 // exchange sends one query to one server over UDP, retrying over TCP when the
@@ -138,17 +146,17 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 	return msg, nil
 }
 
-func (r *Resolver) lookupCache(q question) (*dns.Msg, bool) {
+func (r *Resolver) lookupCache(q question) (cached, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c, ok := r.cache[q]
 	if !ok || !r.now().Before(c.expires) {
-		return nil, false
+		return cached{}, false
 	}
-	return c.msg, true
+	return c, true
 }
 
-func (r *Resolver) store(q question, msg *dns.Msg) {
+func (r *Resolver) store(q question, msg *dns.Msg, server string) {
 	ttl := answerTTL(msg)
 	if ttl <= 0 {
 		return
@@ -166,7 +174,7 @@ func (r *Resolver) store(q question, msg *dns.Msg) {
 			clear(r.cache)
 		}
 	}
-	r.cache[q] = cached{msg: msg, expires: now.Add(ttl)}
+	r.cache[q] = cached{msg: msg, server: server, expires: now.Add(ttl)}
 }
 
 // answerTTL is how long msg may be cached: the smallest TTL in its answer, or
@@ -194,6 +202,8 @@ type Hop struct {
 	Owner  string `json:"owner"`
 	Target string `json:"target"`
 	TTL    uint32 `json:"ttl"`
+	// Server is the resolver that answered for this hop.
+	Server string `json:"server"`
 }
 
 // Chain is the CNAME chain from a start name to the name where it ends.
@@ -221,10 +231,11 @@ func (r *Resolver) Follow(ctx context.Context, name string, maxHops int) (Chain,
 	seen := map[string]bool{chain.Start: true}
 	current := chain.Start
 	for {
-		target, ttl, err := r.cname(ctx, current)
+		hop, err := r.cname(ctx, current)
 		if err != nil {
 			return chain, err
 		}
+		target := hop.Target
 		if target == "" {
 			chain.End = current
 			return chain, nil
@@ -232,9 +243,9 @@ func (r *Resolver) Follow(ctx context.Context, name string, maxHops int) (Chain,
 		if synthesised, err := r.isWildcardSynthesised(ctx, current, target); err != nil {
 			return chain, err
 		} else if synthesised {
-			return chain, fmt.Errorf("%w: %s CNAME %s is also what a wildcard at *.%s answers", ErrWildcard, current, target, parent(current))
+			return chain, fmt.Errorf("%w: %s CNAME %s is what any name next to it gets: a wildcard record at *.%s (or above) synthesises it", ErrWildcard, current, target, parent(current))
 		}
-		chain.Hops = append(chain.Hops, Hop{Owner: current, Target: target, TTL: ttl})
+		chain.Hops = append(chain.Hops, hop)
 		if seen[target] {
 			return chain, fmt.Errorf("%w: %s points back to %s", ErrLoop, current, target)
 		}
@@ -246,18 +257,19 @@ func (r *Resolver) Follow(ctx context.Context, name string, maxHops int) (Chain,
 	}
 }
 
-// cname returns the target of the CNAME owned by name, or "" if there is none.
-func (r *Resolver) cname(ctx context.Context, name string) (string, uint32, error) {
-	msg, err := r.Query(ctx, name, dns.TypeCNAME)
+// cname returns the CNAME owned by name, or a Hop without target if there
+// is none.
+func (r *Resolver) cname(ctx context.Context, name string) (Hop, error) {
+	msg, server, err := r.queryFrom(ctx, name, dns.TypeCNAME)
 	if err != nil {
-		return "", 0, err
+		return Hop{}, err
 	}
 	for _, rr := range msg.Answer {
 		if c, ok := rr.(*dns.CNAME); ok && Normalize(c.Hdr.Name) == Normalize(name) {
-			return Normalize(c.Target), c.Hdr.Ttl, nil
+			return Hop{Owner: Normalize(name), Target: Normalize(c.Target), TTL: c.Hdr.Ttl, Server: server}, nil
 		}
 	}
-	return "", 0, nil
+	return Hop{}, nil
 }
 
 func (r *Resolver) isWildcardSynthesised(ctx context.Context, owner, target string) (bool, error) {
@@ -265,11 +277,11 @@ func (r *Resolver) isWildcardSynthesised(ctx context.Context, owner, target stri
 	if p == "" {
 		return false, nil
 	}
-	probeTarget, _, err := r.cname(ctx, wildcardProbeLabel+"."+p)
+	probe, err := r.cname(ctx, wildcardProbeLabel+"."+p)
 	if err != nil {
 		return false, err
 	}
-	return probeTarget == target, nil
+	return probe.Target == target, nil
 }
 
 func parent(name string) string {
