@@ -1,0 +1,71 @@
+package providers
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/libdns/libdns"
+)
+
+func TestSecrets(t *testing.T) {
+	expand := func(s string) string { return strings.ReplaceAll(s, "{env.CF}", "cf-token-value") }
+	tests := []struct {
+		raw  string
+		want []string
+	}{
+		{`{"name":"rfc2136","key_name":"caddy-key","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.2:53"}`, []string{"c2VjcmV0"}},
+		{`{"name":"cloudflare","api_token":"{env.CF}"}`, []string{"{env.CF}", "cf-token-value"}},
+		{`{"name":"route53","access_key_id":"AKIA","secret_access_key":"s3cr3t","session_token":"tok-tok","region":"us-east-1"}`, []string{"s3cr3t", "tok-tok"}},
+		{`{"name":"x","nested":{"password":"hunter22"}}`, []string{"hunter22"}},
+	}
+	for _, tt := range tests {
+		got := Secrets([]byte(tt.raw), expand)
+		for _, w := range tt.want {
+			if !contains(got, w) {
+				t.Errorf("Secrets(%s) = %v, missing %q", tt.raw, got, w)
+			}
+		}
+		for _, g := range got {
+			if g == "caddy-key" || g == "127.0.0.2:53" || g == "us-east-1" || g == "hmac-sha256" {
+				t.Errorf("Secrets(%s) treats %q as a secret", tt.raw, g)
+			}
+		}
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type failingWriter struct{ err error }
+
+func (w failingWriter) AppendRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	return nil, w.err
+}
+
+func (w failingWriter) DeleteRecords(context.Context, string, []libdns.Record) ([]libdns.Record, error) {
+	return nil, w.err
+}
+
+func TestRedactingWriter(t *testing.T) {
+	w := RedactingWriter{Writer: failingWriter{errors.New(`invalid token "cf-token-value" for zone validation.example.org`)}, Secrets: []string{"cf-token-value"}}
+	_, err := w.AppendRecords(context.Background(), "validation.example.org.", nil)
+	if err == nil || strings.Contains(err.Error(), "cf-token-value") || !strings.Contains(err.Error(), "validation.example.org") {
+		t.Errorf("AppendRecords error = %v, want it without the token and with the zone", err)
+	}
+	_, err = w.DeleteRecords(context.Background(), "validation.example.org.", nil)
+	if err == nil || strings.Contains(err.Error(), "cf-token-value") {
+		t.Errorf("DeleteRecords error = %v", err)
+	}
+	plain := errors.New("connection refused")
+	if got := Redact(plain, []string{"cf-token-value"}); got != plain {
+		t.Error("an error without secrets was rewritten")
+	}
+}
