@@ -128,27 +128,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return out
 	}
 
-	var writer solver.Writer
-	var writerName string
-	var acme *providers.ACMEDNSWriter
-	if p.ACMEDNS != nil {
-		if p.ProviderRaw != nil {
-			return fmt.Errorf("provider and acme_dns: choose one (acme_dns writes through the acme-dns account itself)")
-		}
-		var err error
-		if acme, err = newACMEDNS(p.ACMEDNS, repl, ctx.Logger()); err != nil {
-			return fmt.Errorf("acme_dns.%w", err)
-		}
-		writer, writerName = acme, providers.ACMEDNSName
-	}
-	if p.ProviderRaw != nil {
-		mod, err := ctx.LoadModule(p, "ProviderRaw")
-		if err != nil {
-			return fmt.Errorf("provider: loading inner DNS provider: %w", err)
-		}
-		if writer, writerName, err = providers.Writer(mod); err != nil {
-			return fmt.Errorf("provider: %w", err)
-		}
+	writer, writerName, acme, err := loadWriter(ctx, p, p.ProviderRaw, p.ACMEDNS, repl, "")
+	if err != nil {
+		return err
 	}
 
 	resolver, err := solver.NewResolver(expand(p.Resolvers), 0)
@@ -179,22 +161,10 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 
 	for i, r := range p.Rules {
 		ruleWriter, ruleWriterName, ruleZones, ruleACME := writer, writerName, expand(r.Zones), acme
-		if r.ACMEDNS != nil {
-			if r.ProviderRaw != nil {
-				return fmt.Errorf("rules[%d].provider and rules[%d].acme_dns: choose one (acme_dns writes through the acme-dns account itself)", i, i)
-			}
-			if ruleACME, err = newACMEDNS(r.ACMEDNS, repl, ctx.Logger()); err != nil {
-				return fmt.Errorf("rules[%d].acme_dns.%w", i, err)
-			}
-			ruleWriter, ruleWriterName = ruleACME, providers.ACMEDNSName
-		} else if r.ProviderRaw != nil {
-			ruleACME = nil
-			mod, err := ctx.LoadModule(r, "ProviderRaw")
-			if err != nil {
-				return fmt.Errorf("rules[%d].provider: loading inner DNS provider: %w", i, err)
-			}
-			if ruleWriter, ruleWriterName, err = providers.Writer(mod); err != nil {
-				return fmt.Errorf("rules[%d].provider: %w", i, err)
+		if r.ProviderRaw != nil || r.ACMEDNS != nil {
+			prefix := fmt.Sprintf("rules[%d].", i)
+			if ruleWriter, ruleWriterName, ruleACME, err = loadWriter(ctx, r, r.ProviderRaw, r.ACMEDNS, repl, prefix); err != nil {
+				return err
 			}
 		} else if len(ruleZones) == 0 {
 			ruleZones = zones
@@ -265,6 +235,34 @@ func newRule(match []string, alias string, follow bool, zones []string, w solver
 		return nil, err
 	}
 	return rule, nil
+}
+
+// loadWriter loads the writer of the top level (prefix "") or of a rule
+// (prefix "rules[N]."): its inner DNS provider module, whose errors are
+// scrubbed of the module's credentials, or its acme-dns account.
+func loadWriter(ctx caddy.Context, structPtr any, raw json.RawMessage, account *providers.ACMEDNSAccount, repl *caddy.Replacer, prefix string) (solver.Writer, string, *providers.ACMEDNSWriter, error) {
+	switch {
+	case raw != nil && account != nil:
+		return nil, "", nil, fmt.Errorf("%sprovider and %sacme_dns: choose one (acme_dns writes through the acme-dns account itself)", prefix, prefix)
+	case account != nil:
+		acme, err := newACMEDNS(account, repl, ctx.Logger())
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("%sacme_dns.%w", prefix, err)
+		}
+		return acme, providers.ACMEDNSName, acme, nil
+	case raw != nil:
+		secrets := providers.Secrets(raw, func(s string) string { return repl.ReplaceAll(s, "") })
+		mod, err := ctx.LoadModule(structPtr, "ProviderRaw")
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("%sprovider: loading inner DNS provider: %w", prefix, providers.Redact(err, secrets))
+		}
+		w, name, err := providers.Writer(mod)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("%sprovider: %w", prefix, err)
+		}
+		return providers.RedactingWriter{Writer: w, Secrets: secrets}, name, nil, nil
+	}
+	return nil, "", nil, nil
 }
 
 // newACMEDNS expands the placeholders of an acme-dns account and returns
