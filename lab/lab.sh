@@ -195,7 +195,7 @@ write_named() {
 	local inst=$1 addr=$2 d="$LAB_DIR/$1"
 	shift 2
 	mkdir -p "$d/zones"
-	rm -f "$d"/zones/* "$d"/named.log
+	rm -f "$d"/zones/* "$d"/named.log "$d"/queries.log
 	local z
 	{
 		cat <<EOF
@@ -219,6 +219,8 @@ options {
 	dnssec-validation no;
 	minimal-responses no;
 	max-journal-size 10M;
+	// every query is logged to queries.log: the benchmarks count them
+	querylog yes;
 };
 
 // no rndc channel (the default would read /etc/bind/rndc.key and take 127.0.0.1:953)
@@ -238,6 +240,11 @@ logging {
 	category security { lab_file; };
 	category xfer-out { lab_file; };
 	category lame-servers { null; };
+	channel lab_queries {
+		file "$d/queries.log";
+		print-time yes;
+	};
+	category queries { lab_queries; };
 };
 EOF
 		for z in "$@"; do
