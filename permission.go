@@ -84,7 +84,9 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 func (p *Permission) check(ctx context.Context, name string) (time.Duration, error) {
 	prov := providerFor(activeProviders(), name)
 	if prov == nil {
-		return 0, fmt.Errorf("no dns.providers.alias in the running config covers %s", name)
+		err := fmt.Errorf("no dns.providers.alias in the running config covers %s", name)
+		p.logger.Warn("on-demand certificate refused", zap.String("name", name), zap.Error(err))
+		return 0, err
 	}
 	_, rep := prov.checker().CheckChain(ctx, name)
 	if err := rep.Err(); err != nil {
