@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -144,24 +143,11 @@ func TestACMEDNSValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := `{"admin":{"disabled":true},"apps":{"tls":{"automation":{"policies":[{"subjects":["example.com"],"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"alias",` + tt.provider + `}}}}]}]}}}}`
-			var c caddy.Config
-			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-				t.Fatalf("bad test config: %v", err)
-			}
-			err := caddy.Validate(&c)
+			err := validate(aliasPolicyConfig(tt.provider))
 			if err != nil && strings.Contains(err.Error(), acmePassword) {
 				t.Errorf("error shows the password: %v", err)
 			}
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("valid config refused: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkErr(t, err, tt.wantErr)
 		})
 	}
 }
@@ -215,49 +201,15 @@ func TestACMEDNSProvisioned(t *testing.T) {
 // TestACMEDNSReadmeExample adapts the Caddyfile of README.md's ACME-DNS
 // section and compares the provider with the JSON printed after it.
 func TestACMEDNSReadmeExample(t *testing.T) {
-	data, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(data), "\n## ACME-DNS\n")
-	if !ok {
-		t.Fatal("README.md has no ACME-DNS section")
-	}
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
-	block := func(lang string) string {
-		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
-		if !ok {
-			t.Fatalf("the ACME-DNS section has no %s block", lang)
-		}
-		text, _, _ := strings.Cut(rest, "\n```\n")
-		return text
-	}
-	out, err := adapt(t, block("caddyfile"))
+	caddyfile, jsonText := readmeBlocks(t, "## ACME-DNS")
+	out, err := adapt(t, caddyfile)
 	if err != nil {
 		t.Fatalf("adapting the README's Caddyfile: %v", err)
 	}
-	var cfg, want any
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(block("json")), &want); err != nil {
-		t.Fatalf("the README's JSON: %v", err)
-	}
-	got := findAliasProviders(cfg)
-	if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
-		g, _ := json.Marshal(got)
-		t.Errorf("README Caddyfile adapts to\n%s\nbut the README shows\n%s", g, block("json"))
-	}
-	var c caddy.Config
-	if err := json.Unmarshal(out, &c); err != nil {
-		t.Fatal(err)
-	}
+	checkAliasProvider(t, out, jsonText)
 	t.Setenv("ACMEDNS_USERNAME", acmeUser)
 	t.Setenv("ACMEDNS_PASSWORD", acmePassword)
-	c.Admin = &caddy.AdminConfig{Disabled: true}
-	if err := caddy.Validate(&c); err != nil {
+	if err := validate(string(out)); err != nil {
 		t.Errorf("the README's Caddyfile does not validate: %v", err)
 	}
 }

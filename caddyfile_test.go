@@ -1,13 +1,10 @@
 package alias
 
 import (
-	"encoding/json"
-	"reflect"
 	"strings"
 	"testing"
 
 	_ "github.com/caddy-dns/rfc2136"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -138,19 +135,7 @@ example.net`,
 			if !strings.Contains(string(out), tt.wantPath) {
 				t.Errorf("adapted JSON lacks %s:\n%s", tt.wantPath, out)
 			}
-			var cfg any
-			if err := json.Unmarshal(out, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			got := findAliasProviders(cfg)
-			var want map[string]any
-			if err := json.Unmarshal([]byte(tt.want), &want); err != nil {
-				t.Fatalf("bad want: %v", err)
-			}
-			if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
-				g, _ := json.Marshal(got)
-				t.Errorf("alias provider:\n got %s\nwant %s", g, tt.want)
-			}
+			checkAliasProvider(t, out, tt.want)
 		})
 	}
 }
@@ -214,21 +199,7 @@ func TestValidate(t *testing.T) {
 	t.Setenv("ALIAS_TEST_ZONE", "validation.example.org")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := `{"admin":{"disabled":true},"apps":{"tls":{"automation":{"policies":[{"subjects":["example.com"],"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"alias",` + tt.provider + `}}}}]}]}}}}`
-			var c caddy.Config
-			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-				t.Fatalf("bad test config: %v", err)
-			}
-			err := caddy.Validate(&c)
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("valid config refused: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkErr(t, validate(aliasPolicyConfig(tt.provider)), tt.wantErr)
 		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -165,23 +164,7 @@ func TestPermissionValidate(t *testing.T) {
 				"policies":[{"on_demand":true,"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"alias",
 					"provider":{"name":"rfc2136","key_name":"k","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.1:53"},
 					"alias":"_acme-challenge.{domain}.validation.example.org","zones":["validation.example.org"]}}}}]}]}}}}`
-			var c caddy.Config
-			if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-				if tt.wantErr != "" && strings.Contains(err.Error(), tt.wantErr) {
-					return
-				}
-				t.Fatalf("bad test config: %v", err)
-			}
-			err := caddy.Validate(&c)
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("valid config refused: %v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
-			}
+			checkErr(t, validate(cfg), tt.wantErr)
 		})
 	}
 }
@@ -379,40 +362,11 @@ func TestPermissionCacheExpiry(t *testing.T) {
 	}
 }
 
-// readmeOnboarding returns the first Caddyfile and the first JSON block of
-// README.md's "Platform onboarding" section.
-func readmeOnboarding(t *testing.T) (caddyfile, jsonText string) {
-	t.Helper()
-	data, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(data), "\n## Platform onboarding")
-	if !ok {
-		t.Fatal("README.md has no \"## Platform onboarding\" section")
-	}
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
-	block := func(lang string) string {
-		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
-		if !ok {
-			t.Fatalf("the onboarding section has no ```%s block", lang)
-		}
-		text, _, ok := strings.Cut(rest, "\n```\n")
-		if !ok {
-			t.Fatalf("the onboarding section's ```%s block is not closed", lang)
-		}
-		return text + "\n"
-	}
-	return block("caddyfile"), block("json")
-}
-
 // TestPermissionReadmeOnboarding: the onboarding section's Caddyfile adapts
 // to the permission module and alias provider of its JSON, and the JSON
 // provisions.
 func TestPermissionReadmeOnboarding(t *testing.T) {
-	caddyfile, jsonText := readmeOnboarding(t)
+	caddyfile, jsonText := readmeBlocks(t, "## Platform onboarding")
 	// reverse_proxy is not linked into this package's tests; the TLS part
 	// is what is compared.
 	caddyfile = regexp.MustCompile(`(?m)^\s*reverse_proxy .*$`).ReplaceAllString(caddyfile, "\trespond \"ok\"")
@@ -482,16 +436,8 @@ func TestPermissionReadmeOnboarding(t *testing.T) {
 
 	// Both provision.
 	t.Setenv("TSIG_SECRET", "ZHVtbXktdHNpZy1zZWNyZXQtZm9yLXZhbGlkYXRl")
-	for _, cfg := range []string{
-		`{"admin":{"disabled":true},"apps":{"tls":` + jsonText + `}}`,
-		string(out),
-	} {
-		var c caddy.Config
-		if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-			t.Fatalf("config: %v\n%s", err, cfg)
-		}
-		c.Admin = &caddy.AdminConfig{Disabled: true}
-		if err := caddy.Validate(&c); err != nil {
+	for _, cfg := range []string{`{"apps":{"tls":` + jsonText + `}}`, string(out)} {
+		if err := validate(cfg); err != nil {
 			t.Errorf("README's onboarding config does not provision: %v", err)
 		}
 	}

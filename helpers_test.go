@@ -1,0 +1,89 @@
+package alias
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// aliasPolicyConfig is a whole config whose one ACME policy uses the alias
+// provider with the given fields (the object's body without "name").
+func aliasPolicyConfig(providerFields string) string {
+	return `{"apps":{"tls":{"automation":{"policies":[{"subjects":["example.com"],"issuers":[{"module":"acme","challenges":{"dns":{"provider":{"name":"alias",` + providerFields + `}}}}]}]}}}}`
+}
+
+// validate provisions a JSON config the way `caddy validate` does, with the
+// admin endpoint off.
+func validate(cfg string) error {
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		return err
+	}
+	c.Admin = &caddy.AdminConfig{Disabled: true}
+	return caddy.Validate(&c)
+}
+
+// checkErr fails t unless err is nil (want "") or contains want.
+func checkErr(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatalf("valid config refused: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got error %v, want one containing %q", err, want)
+	}
+}
+
+// readmeBlocks returns the first ```caddyfile and ```json blocks of the
+// README.md section whose heading starts with heading.
+func readmeBlocks(t *testing.T, heading string) (caddyfile, jsonText string) {
+	t.Helper()
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n"+heading)
+	if !ok {
+		t.Fatalf("README.md has no %q section", heading)
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	block := func(lang string) string {
+		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
+		if !ok {
+			t.Fatalf("README's %q section has no ```%s block", heading, lang)
+		}
+		text, _, ok := strings.Cut(rest, "\n```\n")
+		if !ok {
+			t.Fatalf("README's %q section's ```%s block is not closed", heading, lang)
+		}
+		return text + "\n"
+	}
+	return block("caddyfile"), block("json")
+}
+
+// checkAliasProvider fails t unless the adapted config holds exactly one
+// alias provider, equal to the JSON object want.
+func checkAliasProvider(t *testing.T, adapted []byte, want string) {
+	t.Helper()
+	var cfg, w any
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatalf("bad want: %v", err)
+	}
+	got := findAliasProviders(cfg)
+	if len(got) != 1 || !reflect.DeepEqual(got[0], w) {
+		g, _ := json.Marshal(got)
+		t.Errorf("alias provider:\n got %s\nwant %s", g, want)
+	}
+}
