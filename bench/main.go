@@ -416,8 +416,8 @@ func summarize(pebble string, n int, s setup, runs []result, stock time.Duration
 		ratio = fmt.Sprintf("%.2f", float64(med)/float64(stock))
 	}
 	certs := float64(n * len(runs))
-	row := fmt.Sprintf("| %s | %d | %s | %.2f s | %.2f–%.2f s | %.2f s | %s | %.1f | %.1f | %.0f MiB | %d |",
-		pebble, n, s.name, med.Seconds(), slices.Min(totals).Seconds(), slices.Max(totals).Seconds(),
+	row := fmt.Sprintf("| %s | %d | %s | %d | %.2f s | %.2f–%.2f s | %.2f s | %s | %.1f | %.1f | %.0f MiB | %d |",
+		pebble, n, s.name, len(runs), med.Seconds(), slices.Min(totals).Seconds(), slices.Max(totals).Seconds(),
 		median(perCert).Seconds(), ratio, float64(updates)/certs, float64(queries)/certs, float64(rss)/1024, failures)
 	return row, med
 }
@@ -447,8 +447,8 @@ server applied, "queries" every query Unbound and both BIND instances received
 stock Caddy for the same N and Pebble setting. Stock Caddy needs one site
 block per name, since dns_challenge_override_domain is one name per policy.
 
-| pebble retryAfter | N | configuration | median | spread | median per cert | ratio | updates/cert | queries/cert | peak RSS | failed |
-|---|---|---|---|---|---|---|---|---|---|---|
+| pebble retryAfter | N | configuration | runs | median | spread | median per cert | ratio | updates/cert | queries/cert | peak RSS | failed |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 `)
 	for _, r := range rows {
 		b.WriteString(r + "\n")
