@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+	"github.com/libdns/libdns"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -20,15 +24,26 @@ import (
 // Instances sharing storage (a cluster) share the journal.
 const journalPrefix = "dns_alias/journal"
 
+// sweepLockName is the storage lock a sweep holds, so that the instances of
+// a cluster do not remove the same orphan at once.
+const sweepLockName = "dns_alias_journal_sweep"
+
 // storageJournal is the solver's crash journal in Caddy's configured
 // storage, so it survives restarts and is shared by a cluster.
 type storageJournal struct {
 	storage certmagic.Storage
+	// lease is stamped on every entry written: this process renews its
+	// entries well within it (its sweep_after), and no sweep removes an
+	// entry within its lease.
+	lease time.Duration
 }
 
 func (j storageJournal) key(id string) string { return path.Join(journalPrefix, id+".json") }
 
 func (j storageJournal) Put(ctx context.Context, e solver.JournalEntry) error {
+	if e.Lease == 0 {
+		e.Lease = j.lease
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -37,11 +52,20 @@ func (j storageJournal) Put(ctx context.Context, e solver.JournalEntry) error {
 }
 
 func (j storageJournal) Delete(ctx context.Context, id string) error {
-	return j.storage.Delete(ctx, j.key(id))
+	err := j.storage.Delete(ctx, j.key(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // another instance was first
+	}
+	return err
 }
 
+// List returns the readable entries; keys that are no entry (a storage's
+// temporary files, directory markers) are skipped, and an entry that cannot
+// be parsed is reported in the error without hiding the others. It lists
+// recursively: some storages (S3-based ones) answer a non-recursive listing
+// with the directory itself instead of the keys in it.
 func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error) {
-	keys, err := j.storage.List(ctx, journalPrefix, false)
+	keys, err := j.storage.List(ctx, journalPrefix, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -49,7 +73,11 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 		return nil, err
 	}
 	var out []solver.JournalEntry
+	var errs []error
 	for _, k := range keys {
+		if !strings.HasSuffix(k, ".json") {
+			continue
+		}
 		data, err := j.storage.Load(ctx, k)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted meanwhile by another instance
@@ -58,12 +86,13 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 			return nil, err
 		}
 		var e solver.JournalEntry
-		if err := json.Unmarshal(data, &e); err != nil {
-			return nil, fmt.Errorf("journal entry %s: %w", k, err)
+		if err := json.Unmarshal(data, &e); err != nil || e.ID == "" {
+			errs = append(errs, fmt.Errorf("journal entry %s is unreadable: %v", k, err))
+			continue
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // configStorage returns the config's storage, or nil for a context made
@@ -82,19 +111,110 @@ func configStorage(ctx caddy.Context) (s certmagic.Storage) {
 // provisionings, whose context ends at once, from sweeping.
 const sweepStartDelay = 2 * time.Second
 
-// sweepLoop removes records orphaned by crashes: soon after provisioning and
-// then every interval, until the config is unloaded.
-func (p *Provider) sweepLoop(ctx context.Context, logger *zap.Logger, after, interval time.Duration) {
-	delay := sweepStartDelay
+// withdrawTimeout bounds the removal of this process's own challenge
+// records when Caddy exits.
+const withdrawTimeout = 10 * time.Second
+
+var (
+	// journalLoops counts the running journal loops and deletesInFlight
+	// the challenge deletes under way, so that the process exit waits for
+	// the records being removed (and their journal entries with them).
+	journalLoops    atomic.Int64
+	deletesInFlight atomic.Int64
+	exitHookOnce    sync.Once
+)
+
+// exitWait bounds how long the process exit waits for them.
+const exitWait = withdrawTimeout + 5*time.Second
+
+// DeleteRecords is the solver's, counted: certmagic's cleanup of a
+// challenge cancelled by a graceful stop races with the process exit, which
+// waits for it.
+func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	deletesInFlight.Add(1)
+	defer deletesInFlight.Add(-1)
+	return p.Provider.DeleteRecords(ctx, zone, records)
+}
+
+// startJournal keeps the crash journal of p in storage: entries are renewed
+// while their challenges run, orphans older than after are swept soon after
+// provisioning and then every interval, and at process exit the records
+// still presented are deleted.
+func (p *Provider) startJournal(ctx caddy.Context, storage certmagic.Storage, after, interval time.Duration) {
+	p.Journal = storageJournal{storage: storage, lease: after}
+	exitHookOnce.Do(func() {
+		caddy.OnExit(func(context.Context) {
+			deadline := time.Now().Add(exitWait)
+			for (journalLoops.Load() > 0 || deletesInFlight.Load() > 0) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	})
+	journalLoops.Add(1)
+	go func() {
+		defer journalLoops.Add(-1)
+		p.journalLoop(ctx, ctx.Logger(), storage, after, interval)
+	}()
+}
+
+// journalLoop renews this process's entries every renew period (a third of
+// after, at most interval; on a goroutine of its own, so that a slow sweep
+// never delays it) and sweeps orphans soon after provisioning and then every
+// interval, until the config is unloaded. When the process is exiting, it
+// then deletes the records still presented.
+func (p *Provider) journalLoop(ctx context.Context, logger *zap.Logger, storage certmagic.Storage, after, interval time.Duration) {
+	go func() {
+		renew := time.NewTicker(max(min(after/3, interval), 100*time.Millisecond))
+		defer renew.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-renew.C:
+				if err := p.Renew(ctx); err != nil && ctx.Err() == nil {
+					logger.Warn("renewing challenge journal entries", zap.Error(err))
+				}
+			}
+		}
+	}()
+	sweep := time.NewTimer(sweepStartDelay)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if caddy.Exiting() {
+				wctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
+				p.Withdraw(wctx)
+				cancel()
+			}
 			return
-		case <-time.After(delay):
+		case <-sweep.C:
+			p.sweepLocked(ctx, logger, storage, after, interval)
+			sweep.Reset(interval)
 		}
-		if _, err := p.Sweep(ctx, after); err != nil && ctx.Err() == nil {
-			logger.Warn("sweeping orphaned challenge records", zap.Error(err))
+	}
+}
+
+// sweepLocked sweeps under the storage-wide sweep lock, so that the
+// instances of a cluster (and several alias providers in one config) take
+// turns; if the lock is not free within an interval (at most a minute),
+// this round is skipped.
+func (p *Provider) sweepLocked(ctx context.Context, logger *zap.Logger, storage certmagic.Storage, after, interval time.Duration) {
+	lctx, cancel := context.WithTimeout(ctx, min(interval, time.Minute))
+	err := storage.Lock(lctx, sweepLockName)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
 		}
-		delay = interval
+		return
+	}
+	defer func() {
+		if err := storage.Unlock(context.WithoutCancel(ctx), sweepLockName); err != nil {
+			logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
+		}
+	}()
+	if _, err := p.Sweep(ctx, after); err != nil && ctx.Err() == nil {
+		logger.Warn("sweeping orphaned challenge records", zap.Error(err))
 	}
 }

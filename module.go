@@ -213,8 +213,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		AuthoritativeWait: wait,
 	}
 	if storage := configStorage(ctx); storage != nil {
-		p.Journal = storageJournal{storage: storage}
-		go p.sweepLoop(ctx, ctx.Logger(), sweepAfter, sweepInterval)
+		p.startJournal(ctx, storage, sweepAfter, sweepInterval)
 	}
 	register(p)
 	return nil

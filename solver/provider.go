@@ -37,6 +37,7 @@ type Provider struct {
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
+	warned    map[string]bool // journal entries Sweep has warned about
 	now       func() time.Time
 }
 
@@ -154,7 +155,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	if err != nil {
 		// The write may have happened even though it reported failure.
 		err = fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
-		return nil, p.undo(ctx, target, entry, []libdns.Record{inner}, err)
+		return nil, p.undo(ctx, target, entry, []libdns.Record{inner}, err, err)
 	}
 	if len(written) == 0 {
 		written = []libdns.Record{inner}
@@ -165,7 +166,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
-			return nil, p.undo(ctx, target, entry, written, err)
+			return nil, p.undo(ctx, target, entry, written, err, nil)
 		}
 	}
 
@@ -255,14 +256,25 @@ func (p *Provider) deleteWritten(ctx context.Context, t Target, written []libdns
 
 // undo removes a write that failed or did not propagate, on a context of
 // its own (the challenge's may be what ended), and returns cause with any
-// failure to remove it.
-func (p *Provider) undo(ctx context.Context, t Target, entry JournalEntry, written []libdns.Record, cause error) error {
+// failure to remove it. writeErr is the write's error, nil if it succeeded.
+// A write the server refused or never got is deleted once, just in case,
+// and leaves nothing to report. A write that failed on the way (timeout,
+// reset) may land after this delete: its journal entry stays, so that a
+// sweep deletes it once more after sweep_after.
+func (p *Provider) undo(ctx context.Context, t Target, entry JournalEntry, written []libdns.Record, cause, writeErr error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	if writeErr != nil && !MayHaveTakenEffect(writeErr) {
+		t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), written)
+		p.forget(ctx, entry.ID)
+		return cause
+	}
 	if err := p.deleteWritten(ctx, t, written); err != nil {
 		return errors.Join(cause, fmt.Errorf("removing TXT %s %q from %s again failed (remove it by hand): %w", t.Name, entry.Value, t.Zone, err))
 	}
-	p.forget(ctx, entry.ID)
+	if writeErr == nil {
+		p.forget(ctx, entry.ID)
+	}
 	return cause
 }
 

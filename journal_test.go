@@ -1,0 +1,98 @@
+package alias
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+// TestStorageJournal: entries in a file_system storage are written with the
+// writer's lease, listed past temporary files and unreadable entries (which
+// are reported without hiding the others), and deleted idempotently.
+func TestStorageJournal(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	j := storageJournal{storage: &certmagic.FileStorage{Path: dir}, lease: 3 * time.Second}
+
+	if es, err := j.List(ctx); err != nil || len(es) != 0 {
+		t.Fatalf("List of an empty storage = %v, %v", es, err)
+	}
+	written := time.Now().Truncate(time.Second)
+	for _, id := range []string{"a", "b"} {
+		if err := j.Put(ctx, solver.JournalEntry{ID: id, Name: "_acme-challenge.x.validation.example.org", Value: "v-" + id, Written: written}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jdir := filepath.Join(dir, "dns_alias", "journal")
+	// a storage's temporary file, and an entry cut short
+	os.WriteFile(filepath.Join(jdir, "123456"), []byte(`{"id":`), 0o600)
+	os.WriteFile(filepath.Join(jdir, "c.json"), []byte(`{"id":`), 0o600)
+
+	es, err := j.List(ctx)
+	if err == nil || !strings.Contains(err.Error(), "dns_alias/journal/c.json") {
+		t.Errorf("List did not report the unreadable entry: %v", err)
+	}
+	var ids []string
+	for _, e := range es {
+		ids = append(ids, e.ID)
+		if e.Lease != 3*time.Second || !e.Written.Equal(written) {
+			t.Errorf("entry %s: lease %s, written %s", e.ID, e.Lease, e.Written)
+		}
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"a", "b"}) {
+		t.Errorf("List = %v, want a and b", ids)
+	}
+	for range 2 {
+		if err := j.Delete(ctx, "a"); err != nil {
+			t.Errorf("Delete: %v", err)
+		}
+	}
+}
+
+// TestSweepLockedTakesTurns: a sweep waits for another holder of the sweep
+// lock (another instance, another provider of the config) to finish, skips
+// its round if the lock stays taken for an interval, and releases the lock.
+func TestSweepLockedTakesTurns(t *testing.T) {
+	ctx := context.Background()
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	j := &countingJournal{storageJournal: storageJournal{storage: storage}}
+	p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}, Journal: j}}
+	if err := storage.Lock(ctx, sweepLockName); err != nil {
+		t.Fatal(err)
+	}
+	p.sweepLocked(ctx, zap.NewNop(), storage, time.Minute, 1500*time.Millisecond)
+	if j.lists != 0 {
+		t.Errorf("swept while another holder kept the lock")
+	}
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		storage.Unlock(ctx, sweepLockName)
+	}()
+	p.sweepLocked(ctx, zap.NewNop(), storage, time.Minute, 10*time.Second)
+	if j.lists != 1 {
+		t.Errorf("%d sweeps after the other holder released the lock, want 1", j.lists)
+	}
+	if ok, err := storage.TryLock(ctx, sweepLockName); !ok || err != nil {
+		t.Errorf("the sweep lock is still held after a sweep: %v %v", ok, err)
+	}
+}
+
+type countingJournal struct {
+	storageJournal
+	lists int
+}
+
+func (j *countingJournal) List(ctx context.Context) ([]solver.JournalEntry, error) {
+	j.lists++
+	return j.storageJournal.List(ctx)
+}
