@@ -125,7 +125,8 @@ func main() {
 	reps := flag.Int("reps", 3, "repetitions of each configuration")
 	pebbles := flag.String("pebble", "default,0", "Pebble retryAfter settings: default (3 s / 5 s) or seconds")
 	out := flag.String("out", "BENCHMARKS.md", "where to write the table")
-	appendRows := flag.Bool("append", false, "keep the rows already in -out and add these")
+	appendRows := flag.Bool("append", false, "keep the rows already in -out (but those measured again) and add these")
+	only := flag.String("setups", "", "comma-separated parts of configuration names to run (default: all)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -155,6 +156,9 @@ func main() {
 			names := delegate(l, n)
 			var stockMedian time.Duration
 			for _, s := range setups {
+				if !selected(s.name, *only) && !s.stock {
+					continue
+				}
 				var runs []result
 				for rep := range *reps {
 					r := run(l, bin, s, names)
@@ -165,7 +169,7 @@ func main() {
 				if s.stock {
 					stockMedian = median
 				}
-				rows = append(rows, row)
+				rows = replaceRow(rows, row)
 				// Written after every row, so that a long run that is
 				// stopped keeps what it measured.
 				if err := writeReport(*out, rows); err != nil {
@@ -420,6 +424,39 @@ func summarize(pebble string, n int, s setup, runs []result, stock time.Duration
 		pebble, n, s.name, len(runs), med.Seconds(), slices.Min(totals).Seconds(), slices.Max(totals).Seconds(),
 		median(perCert).Seconds(), ratio, float64(updates)/certs, float64(queries)/certs, float64(rss)/1024, failures)
 	return row, med
+}
+
+// selected reports whether a configuration is among the comma-separated
+// parts of names in only (all when only is empty).
+func selected(name, only string) bool {
+	if only == "" {
+		return true
+	}
+	for _, part := range strings.Split(only, ",") {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return false
+}
+
+// replaceRow puts row in place of an earlier row of the same Pebble
+// setting, N and configuration, or appends it.
+func replaceRow(rows []string, row string) []string {
+	key := func(r string) string {
+		cells := strings.Split(r, "|")
+		if len(cells) < 4 {
+			return r
+		}
+		return strings.Join(cells[1:4], "|")
+	}
+	for i, r := range rows {
+		if key(r) == key(row) {
+			rows[i] = row
+			return rows
+		}
+	}
+	return append(rows, row)
 }
 
 // existingRows returns the table rows of an earlier report.
