@@ -255,6 +255,14 @@ func (c *caddyProc) certFile(name string) string {
 // waitCert waits for the certificate of name in Caddy's storage, checks that
 // Pebble issued it for name, and returns it with the time it took.
 func (c *caddyProc) waitCert(name string, timeout time.Duration) (*x509.Certificate, time.Duration) {
+	c.t.Helper()
+	return c.waitCertFrom(name, timeout, theLab.VerifyPebbleChain)
+}
+
+// waitCertFrom waits for the certificate of name in Caddy's storage and
+// checks it with verify (e.g. against a Pebble other than the lab's). It
+// returns the leaf and how long it took since c.started.
+func (c *caddyProc) waitCertFrom(name string, timeout time.Duration, verify func(context.Context, []*x509.Certificate, string) error) (*x509.Certificate, time.Duration) {
 	t := c.t
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -262,8 +270,8 @@ func (c *caddyProc) waitCert(name string, timeout time.Duration) (*x509.Certific
 		if f := c.certFile(name); f != "" {
 			took := time.Since(c.started)
 			chain := readChain(t, f)
-			if err := theLab.VerifyPebbleChain(testCtx(t, 30*time.Second), chain, name); err != nil {
-				t.Fatalf("certificate for %s in storage is not one Pebble issued for it: %v", name, err)
+			if err := verify(testCtx(t, 30*time.Second), chain, name); err != nil {
+				t.Fatalf("certificate for %s in storage does not verify: %v", name, err)
 			}
 			return chain[0], took
 		}

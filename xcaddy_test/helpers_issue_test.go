@@ -47,33 +47,6 @@ func startCaddyConfig(t *testing.T, adapter string, cfg func(c *caddyProc) strin
 	return c
 }
 
-// waitCertFrom waits for the certificate of name in Caddy's storage and
-// checks it with verify (e.g. against a Pebble other than the lab's). It
-// returns the leaf and how long it took since c.started.
-func (c *caddyProc) waitCertFrom(name string, timeout time.Duration, verify func(context.Context, []*x509.Certificate, string) error) (*x509.Certificate, time.Duration) {
-	t := c.t
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if f := c.certFile(name); f != "" {
-			took := time.Since(c.started)
-			chain := readChain(t, f)
-			if err := verify(testCtx(t, 30*time.Second), chain, name); err != nil {
-				t.Fatalf("certificate for %s in storage does not verify: %v", name, err)
-			}
-			return chain[0], took
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no certificate for %s after %s; caddy log:\n%s", name, timeout, c.log.String())
-		}
-		select {
-		case <-c.done:
-			t.Fatalf("caddy exited before obtaining %s; log:\n%s", name, c.log.String())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
 // assertNames fails unless cert is for exactly the names given.
 func assertNames(t *testing.T, cert *x509.Certificate, names ...string) {
 	t.Helper()
