@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# A fresh machine's shell may not have Go's directory on PATH yet.
+export PATH="/usr/local/go/bin:$PATH"
 export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/*,github.com/libdns/*}"
 export PATH="$PATH:$(go env GOPATH)/bin"
 

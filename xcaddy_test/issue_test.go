@@ -361,18 +361,7 @@ func TestIssueRenewal(t *testing.T) {
 	before := productionSerials(t)
 	p := startPebble(t, 40*time.Second)
 	c := startCaddyConfig(t, "caddyfile", func(c *caddyProc) string {
-		return fmt.Sprintf(`{
-	admin %s
-	storage file_system %s
-	email test@example.com
-	acme_ca %s
-	acme_ca_root %s
-	http_port %d
-	https_port %d
-	ocsp_stapling off
-	renew_interval 2s
-}
-
+		return c.globalOptions(&p.lab, "renew_interval 2s") + fmt.Sprintf(`
 %s {
 	tls {
 		dns alias _acme-challenge.validation.example.org {
@@ -383,7 +372,7 @@ func TestIssueRenewal(t *testing.T) {
 	}
 	respond "h"
 }
-`, c.admin, c.storage, p.lab.PebbleDir, l.PebbleCAPEM, freePort(t), c.httpsPort, name, rfc2136(), l.Resolver, l.Resolver)
+`, name, rfc2136(), l.Resolver, l.Resolver)
 	})
 	first, took := c.waitCertFrom(name, 60*time.Second, p.lab.VerifyPebbleChain)
 	assertNames(t, first, name)
