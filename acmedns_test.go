@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/libdns/libdns"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -166,8 +165,7 @@ func TestACMEDNSProvisioned(t *testing.T) {
 	t.Setenv("ACME_T_PASSWORD", acmePassword)
 	t.Setenv("ACME_T_FULL", strings.ToUpper(acmeFull)+".")
 
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	ctx, _ := standalone(t)
 	p := new(Provider)
 	cfg := `{"resolvers":["127.0.0.1:53"],"acme_dns":{"server":"{env.ACME_T_SERVER}","username":"` + acmeUser + `","password":"{env.ACME_T_PASSWORD}","subdomain":"` + acmeSub + `","fulldomain":"{env.ACME_T_FULL}"},
 		"rules":[{"match":["example.net"]}]}`
@@ -177,7 +175,6 @@ func TestACMEDNSProvisioned(t *testing.T) {
 	if err := p.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer p.Cleanup()
 	if p.ACMEDNS.Password != "{env.ACME_T_PASSWORD}" {
 		t.Errorf("the config's password field was replaced by its value")
 	}

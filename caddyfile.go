@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/acme-alias/caddy-dns-alias/providers"
 )
@@ -27,8 +28,6 @@ import (
 //	    resolvers <ip[:port]...>
 //	    max_hops <n>
 //	    authoritative_wait <duration | -1>
-//	    sweep_after <duration>
-//	    sweep_interval <duration>
 //	    caa_identities <ca domain...>
 //	    rule <domain or *.suffix...> {
 //	        alias    <name or template>
@@ -99,21 +98,6 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("authoritative_wait: %v", err)
 			}
 			p.AuthoritativeWait = caddy.Duration(dur)
-		case "sweep_after", "sweep_interval":
-			field := d.Val()
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil {
-				return d.Errf("%s: %v", field, err)
-			}
-			if field == "sweep_after" {
-				p.SweepAfter = caddy.Duration(dur)
-			} else {
-				p.SweepInterval = caddy.Duration(dur)
-			}
 		case "caa_identities":
 			ids, err := atLeastOneArg(d)
 			if err != nil {
@@ -230,3 +214,47 @@ func atLeastOneArg(d *caddyfile.Dispenser) ([]string, error) {
 }
 
 var _ caddyfile.Unmarshaler = (*Provider)(nil)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("dns_alias", parseAppOption)
+}
+
+// parseAppOption sets up the dns_alias app from the global option of that
+// name. Syntax:
+//
+//	dns_alias {
+//	    sweep_after    <duration>
+//	    sweep_interval <duration>
+//	}
+func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("dns_alias: the global option is already set")
+	}
+	app := new(App)
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		field := d.Val()
+		var dst *caddy.Duration
+		switch field {
+		case "sweep_after":
+			dst = &app.SweepAfter
+		case "sweep_interval":
+			dst = &app.SweepInterval
+		default:
+			return nil, d.Errf("unrecognized dns_alias option '%s'", field)
+		}
+		var s string
+		if !d.AllArgs(&s) {
+			return nil, d.ArgErr()
+		}
+		dur, err := caddy.ParseDuration(s)
+		if err != nil {
+			return nil, d.Errf("%s: %v", field, err)
+		}
+		*dst = caddy.Duration(dur)
+	}
+	return httpcaddyfile.App{Name: "dns_alias", Value: caddyconfig.JSON(app, nil)}, nil
+}

@@ -1,4 +1,4 @@
-package alias_test
+package alias
 
 // These tests drive certmagic's own DNS01Solver (Present, Wait, CleanUp) with
 // the dns.providers.alias module provisioned as Caddy provisions it, writing
@@ -18,7 +18,6 @@ import (
 	"time"
 
 	_ "github.com/caddy-dns/rfc2136"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3/acme"
 	"github.com/miekg/dns"
@@ -27,7 +26,6 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	alias "github.com/acme-alias/caddy-dns-alias"
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
 )
 
@@ -44,7 +42,7 @@ var cmProductionZones = []string{"example.com", "example.net", "hop.example"}
 // cmLab is one scenario's DNS server, alias provider and certmagic solver.
 type cmLab struct {
 	srv      *dnstest.Server
-	provider *alias.Provider
+	provider *Provider
 	solver   *certmagic.DNS01Solver
 	// production holds the production zones' records at the start.
 	production map[string][]string
@@ -83,13 +81,12 @@ func cmStart(t *testing.T, production map[string]string, config map[string]any) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
+	ctx, _ := standalone(t)
 	mod, err := ctx.LoadModuleByID("dns.providers.alias", raw)
 	if err != nil {
 		t.Fatalf("provisioning dns.providers.alias: %v", err)
 	}
-	p, ok := mod.(*alias.Provider)
+	p, ok := mod.(*Provider)
 	if !ok {
 		t.Fatalf("dns.providers.alias loaded as %T", mod)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
@@ -54,13 +55,18 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	pols, hostNames, err := tlsPolicies(cfg)
+	app := newApp()
+	app.logger = caddy.Log()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), app)})
+	defer cancel()
+	pols, hostNames, err := configPolicies(ctx, cfg)
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if !slices.ContainsFunc(pols, func(p policy) bool { return p.provider != nil }) {
 		return caddy.ExitCodeFailedStartup, errors.New("the config uses no dns.providers.alias")
 	}
+	app.setPolicies(pols)
 
 	var domains []string
 	if args := fl.Args(); len(args) > 0 {
@@ -71,34 +77,76 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	if len(domains) == 0 {
 		return caddy.ExitCodeFailedStartup, errors.New("no domains to check: the config names none; give them as arguments")
 	}
-
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	loaded := map[string]*Provider{}
-	var items []checkItem
-	for _, d := range domains {
-		pol := policyFor(pols, d)
-		if pol == nil || pol.provider == nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("%s: the TLS automation policy of the config that covers it does not use dns.providers.alias", d)
-		}
-		p := loaded[string(pol.provider)]
-		if p == nil {
-			if p, err = loadProvider(ctx, pol.provider); err != nil {
-				return caddy.ExitCodeFailedStartup, err
-			}
-			loaded[string(pol.provider)] = p
-		}
-		items = append(items, checkItem{p, d})
-	}
-	failed, err := checkAll(ctx, os.Stdout, items, fl.Bool("json"))
+	failed, err := checkAll(ctx, app, os.Stdout, domains, fl.Bool("json"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if len(failed) > 0 {
 		// Caddy exits 0 for a status of 1 without an error.
-		return 1, fmt.Errorf("delegation check failed for %d of %d domains: %s", len(failed), len(items), strings.Join(failed, ", "))
+		return 1, fmt.Errorf("delegation check failed for %d of %d domains: %s", len(failed), len(domains), strings.Join(failed, ", "))
 	}
 	return 0, nil
+}
+
+// configPolicies reads a JSON config's TLS automation policies, in order,
+// provisioning the alias provider of each (registered with the app in
+// ctx), and the host names of its HTTP routes. An ACME issuer's DNS
+// challenge without a provider of its own uses the TLS app's global dns
+// provider, as in the tls app.
+func configPolicies(ctx caddy.Context, cfg []byte) ([]policy, []string, error) {
+	var c struct {
+		Apps struct {
+			TLS  caddytls.TLS `json:"tls"`
+			HTTP any          `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		return nil, nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if c.Apps.TLS.Automation == nil {
+		return nil, hosts(c.Apps.HTTP), nil
+	}
+	loaded := map[string]*Provider{}
+	load := func(raw json.RawMessage) (*Provider, error) {
+		if p := loaded[string(raw)]; p != nil {
+			return p, nil
+		}
+		p, err := loadProvider(ctx, raw)
+		loaded[string(raw)] = p
+		return p, err
+	}
+	repl := caddy.NewReplacer()
+	var pols []policy
+	for i, ap := range c.Apps.TLS.Automation.Policies {
+		pol := policy{index: i, onDemand: ap.OnDemand}
+		for _, s := range ap.SubjectsRaw {
+			pol.subjects = append(pol.subjects, repl.ReplaceAll(s, ""))
+		}
+		for j, raw := range ap.IssuersRaw {
+			var iss issuerModule
+			if err := json.Unmarshal(raw, &iss); err != nil {
+				return nil, nil, fmt.Errorf("decoding tls.automation.policies[%d].issuers[%d]: %w", i, j, err)
+			}
+			if iss.Module != "acme" || iss.Challenges == nil || iss.Challenges.DNS == nil {
+				continue
+			}
+			raw := iss.Challenges.DNS.ProviderRaw
+			if raw == nil {
+				raw = c.Apps.TLS.DNSRaw
+			}
+			if !isAlias(raw) {
+				continue
+			}
+			p, err := load(raw)
+			if err != nil {
+				return nil, nil, err
+			}
+			pol.provider, pol.issuer = p, &iss.ACMEIssuer
+			break
+		}
+		pols = append(pols, pol)
+	}
+	return pols, hosts(c.Apps.HTTP), nil
 }
 
 // loadProvider provisions an alias provider from its JSON as it stands in a
@@ -120,79 +168,6 @@ func loadProvider(ctx caddy.Context, raw json.RawMessage) (*Provider, error) {
 	return mod.(*Provider), nil
 }
 
-// policy is one TLS automation policy of a config: its subjects (none: it
-// covers every name that reaches it) and, if one of its issuers solves the
-// DNS challenge with the alias provider, that provider's JSON.
-type policy struct {
-	subjects []string
-	provider json.RawMessage
-}
-
-// tlsPolicies reads a JSON config's TLS automation policies, in order, and
-// the host names of its HTTP routes. An issuer's DNS challenge without a
-// provider of its own uses the TLS app's global dns provider.
-func tlsPolicies(cfg []byte) ([]policy, []string, error) {
-	var c struct {
-		Apps struct {
-			TLS struct {
-				DNS        json.RawMessage `json:"dns"`
-				Automation struct {
-					Policies []struct {
-						Subjects []string `json:"subjects"`
-						Issuers  []struct {
-							Challenges struct {
-								DNS *struct {
-									Provider json.RawMessage `json:"provider"`
-								} `json:"dns"`
-							} `json:"challenges"`
-						} `json:"issuers"`
-					} `json:"policies"`
-				} `json:"automation"`
-			} `json:"tls"`
-			HTTP any `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(cfg, &c); err != nil {
-		return nil, nil, fmt.Errorf("decoding config: %w", err)
-	}
-	var pols []policy
-	for _, pol := range c.Apps.TLS.Automation.Policies {
-		p := policy{subjects: pol.Subjects}
-		for _, iss := range pol.Issuers {
-			dns := iss.Challenges.DNS
-			if dns == nil {
-				continue
-			}
-			raw := dns.Provider
-			if raw == nil {
-				raw = c.Apps.TLS.DNS
-			}
-			if isAlias(raw) {
-				p.provider = raw
-				break
-			}
-		}
-		pols = append(pols, p)
-	}
-	return pols, hosts(c.Apps.HTTP), nil
-}
-
-// policyFor returns the policy that Caddy's TLS app uses for name: the first
-// one without subjects or with a subject that matches name.
-func policyFor(pols []policy, name string) *policy {
-	for i, p := range pols {
-		if len(p.subjects) == 0 {
-			return &pols[i]
-		}
-		for _, s := range p.subjects {
-			if certmagic.MatchWildcard(name, solver.Normalize(s)) {
-				return &pols[i]
-			}
-		}
-	}
-	return nil
-}
-
 // configDomains lists the names the config obtains certificates for through
 // the alias provider: the subjects of its policies and the hosts of its
 // HTTP routes, each kept if the policy that covers it uses the provider and
@@ -205,7 +180,7 @@ func configDomains(pols []policy, hostNames []string) []string {
 	names = append(names, hostNames...)
 	var out []string
 	for _, d := range checkableDomains(names) {
-		if pol := policyFor(pols, d); pol != nil && pol.provider != nil && certmagic.SubjectQualifiesForPublicCert(d) {
+		if pol := lookupPolicy(pols, d); pol != nil && pol.provider != nil && certmagic.SubjectQualifiesForPublicCert(d) {
 			out = append(out, d)
 		}
 	}

@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"reflect"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 // aliasPolicyConfig is a whole config whose one ACME policy uses the alias
@@ -86,4 +88,16 @@ func checkAliasProvider(t *testing.T, adapted []byte, want string) {
 		g, _ := json.Marshal(got)
 		t.Errorf("alias provider:\n got %s\nwant %s", g, want)
 	}
+}
+
+// standalone returns a context outside any config, whose alias providers and
+// permission modules register with a new app (as in the check command), and
+// that app. Set its policies with setPolicies once they are provisioned.
+func standalone(t testing.TB) (caddy.Context, *App) {
+	t.Helper()
+	app := newApp()
+	app.logger = zap.NewNop()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), app)})
+	t.Cleanup(cancel)
+	return ctx, app
 }

@@ -9,12 +9,9 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
-	"github.com/libdns/libdns"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -95,75 +92,17 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 	return out, errors.Join(errs...)
 }
 
-// configStorage returns the config's storage, or nil for a context made
-// without a config (the check subcommand, tests): caddy.Context.Storage
-// dereferences the config and has no other way to ask.
-func configStorage(ctx caddy.Context) (s certmagic.Storage) {
-	defer func() {
-		if recover() != nil {
-			s = nil
-		}
-	}()
-	return ctx.Storage()
-}
-
-// sweepStartDelay keeps `caddy validate` and other short-lived
-// provisionings, whose context ends at once, from sweeping.
-const sweepStartDelay = 2 * time.Second
-
-// withdrawTimeout bounds the removal of this process's own challenge
-// records when Caddy exits.
-const withdrawTimeout = 10 * time.Second
-
-var (
-	// journalLoops counts the running journal loops and deletesInFlight
-	// the challenge deletes under way, so that the process exit waits for
-	// the records being removed (and their journal entries with them).
-	journalLoops    atomic.Int64
-	deletesInFlight atomic.Int64
-	exitHookOnce    sync.Once
-)
-
-// exitWait bounds how long the process exit waits for them.
-const exitWait = withdrawTimeout + 5*time.Second
-
-// DeleteRecords is the solver's, counted: certmagic's cleanup of a
-// challenge cancelled by a graceful stop races with the process exit, which
-// waits for it.
-func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
-	deletesInFlight.Add(1)
-	defer deletesInFlight.Add(-1)
-	return p.Provider.DeleteRecords(ctx, zone, records)
-}
-
-// startJournal keeps the crash journal of p in storage: entries are renewed
-// while their challenges run, orphans older than after are swept soon after
-// provisioning and then every interval, and at process exit the records
-// still presented are deleted.
-func (p *Provider) startJournal(ctx caddy.Context, storage certmagic.Storage, after, interval time.Duration) {
-	p.Journal = storageJournal{storage: storage, lease: after}
-	exitHookOnce.Do(func() {
-		caddy.OnExit(func(context.Context) {
-			deadline := time.Now().Add(exitWait)
-			for (journalLoops.Load() > 0 || deletesInFlight.Load() > 0) && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-	})
-	journalLoops.Add(1)
-	go func() {
-		defer journalLoops.Add(-1)
-		p.journalLoop(ctx, ctx.Logger(), storage, after, interval)
-	}()
-}
-
-// journalLoop renews this process's entries every renew period (a third of
-// after, at most interval; on a goroutine of its own, so that a slow sweep
-// never delays it) and sweeps orphans soon after provisioning and then every
-// interval, until the config is unloaded. When the process is exiting, it
-// then deletes the records still presented.
-func (p *Provider) journalLoop(ctx context.Context, logger *zap.Logger, storage certmagic.Storage, after, interval time.Duration) {
-	go func() {
+// journalLoop renews this process's journal entries every third of
+// sweep_after (at most every sweep_interval; on a goroutine of its own, so
+// that a slow sweep never delays it) and sweeps orphans at once and then
+// every sweep_interval, until ctx ends.
+func (a *App) journalLoop(ctx context.Context) {
+	if a.journal == nil {
+		return
+	}
+	after, interval := time.Duration(a.SweepAfter), time.Duration(a.SweepInterval)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		renew := time.NewTicker(max(min(after/3, interval), 100*time.Millisecond))
 		defer renew.Stop()
 		for {
@@ -171,50 +110,50 @@ func (p *Provider) journalLoop(ctx context.Context, logger *zap.Logger, storage 
 			case <-ctx.Done():
 				return
 			case <-renew.C:
-				if err := p.Renew(ctx); err != nil && ctx.Err() == nil {
-					logger.Warn("renewing challenge journal entries", zap.Error(err))
+				for _, p := range a.registered() {
+					if err := p.Renew(ctx); err != nil && ctx.Err() == nil {
+						a.logger.Warn("renewing challenge journal entries", zap.Error(err))
+					}
 				}
 			}
 		}
-	}()
-	sweep := time.NewTimer(sweepStartDelay)
+	})
+	defer wg.Wait()
+	sweep := time.NewTimer(0)
 	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if caddy.Exiting() {
-				wctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
-				p.Withdraw(wctx)
-				cancel()
-			}
 			return
 		case <-sweep.C:
-			p.sweepLocked(ctx, logger, storage, after, interval)
+			a.sweepLocked(ctx, after, interval)
 			sweep.Reset(interval)
 		}
 	}
 }
 
 // sweepLocked sweeps under the storage-wide sweep lock, so that the
-// instances of a cluster (and several alias providers in one config) take
-// turns; if the lock is not free within an interval (at most a minute),
-// this round is skipped.
-func (p *Provider) sweepLocked(ctx context.Context, logger *zap.Logger, storage certmagic.Storage, after, interval time.Duration) {
+// instances of a cluster take turns; if the lock is not free within an
+// interval (at most a minute), this round is skipped.
+func (a *App) sweepLocked(ctx context.Context, after, interval time.Duration) {
+	storage := a.journal.storage
 	lctx, cancel := context.WithTimeout(ctx, min(interval, time.Minute))
 	err := storage.Lock(lctx, sweepLockName)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
+			a.logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
 		}
 		return
 	}
 	defer func() {
 		if err := storage.Unlock(context.WithoutCancel(ctx), sweepLockName); err != nil {
-			logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
+			a.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
 		}
 	}()
-	if _, err := p.Sweep(ctx, after); err != nil && ctx.Err() == nil {
-		logger.Warn("sweeping orphaned challenge records", zap.Error(err))
+	for _, p := range a.registered() {
+		if _, err := p.Sweep(ctx, after); err != nil && ctx.Err() == nil {
+			a.logger.Warn("sweeping orphaned challenge records", zap.Error(err))
+		}
 	}
 }

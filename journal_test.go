@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
@@ -66,11 +65,15 @@ func TestSweepLockedTakesTurns(t *testing.T) {
 	ctx := context.Background()
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
 	j := &countingJournal{storageJournal: storageJournal{storage: storage}}
-	p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}, Journal: j}}
+	p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}}}
+	_, app := standalone(t)
+	app.journal = &j.storageJournal
+	app.register(p, nil)
+	p.Journal = j
 	if err := storage.Lock(ctx, sweepLockName); err != nil {
 		t.Fatal(err)
 	}
-	p.sweepLocked(ctx, zap.NewNop(), storage, time.Minute, 1500*time.Millisecond)
+	app.sweepLocked(ctx, time.Minute, 1500*time.Millisecond)
 	if j.lists != 0 {
 		t.Errorf("swept while another holder kept the lock")
 	}
@@ -78,7 +81,7 @@ func TestSweepLockedTakesTurns(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		storage.Unlock(ctx, sweepLockName)
 	}()
-	p.sweepLocked(ctx, zap.NewNop(), storage, time.Minute, 10*time.Second)
+	app.sweepLocked(ctx, time.Minute, 10*time.Second)
 	if j.lists != 1 {
 		t.Errorf("%d sweeps after the other holder released the lock, want 1", j.lists)
 	}

@@ -4,6 +4,7 @@
 package alias
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -67,20 +68,13 @@ type Provider struct {
 	// -1 disables the wait. Default: 2 minutes.
 	AuthoritativeWait caddy.Duration `json:"authoritative_wait,omitempty"`
 
-	// Journal entries (challenge records written and not yet deleted, kept
-	// in Caddy's storage) older than this are records a crash left behind,
-	// and are deleted. Default: 15 minutes, far longer than a challenge.
-	SweepAfter caddy.Duration `json:"sweep_after,omitempty"`
-
-	// How often the journal is swept. Default: 5 minutes.
-	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
-
-	// CAA issuer domains of the CAs in use, for the delegation check's CAA
-	// verdict. Default: letsencrypt.org and sectigo.com (ZeroSSL), Caddy's
-	// default issuers.
+	// CAA issuer domains of the CA, for the delegation check's CAA verdict
+	// when the CA's ACME directory lists none (meta.caaIdentities). With
+	// neither, CAA records are reported but not judged.
 	CAAIdentities []string `json:"caa_identities,omitempty"`
 
 	*solver.Provider `json:"-"`
+	app              *App
 }
 
 // Rule maps matching domains onto their own alias, optionally written by
@@ -186,9 +180,6 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 
 	p.CAAIdentities = expand(p.CAAIdentities)
-	if len(p.CAAIdentities) == 0 {
-		p.CAAIdentities = []string{"letsencrypt.org", "sectigo.com"}
-	}
 	wait := time.Duration(p.AuthoritativeWait)
 	switch {
 	case wait == 0:
@@ -196,27 +187,33 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	case wait < 0:
 		wait = 0
 	}
-	if p.SweepAfter < 0 || p.SweepInterval < 0 {
-		return fmt.Errorf("sweep_after, sweep_interval: must not be negative")
-	}
-	sweepAfter, sweepInterval := time.Duration(p.SweepAfter), time.Duration(p.SweepInterval)
-	if sweepAfter == 0 {
-		sweepAfter = 15 * time.Minute
-	}
-	if sweepInterval == 0 {
-		sweepInterval = 5 * time.Minute
-	}
 	p.Provider = &solver.Provider{
 		Mapper:            mapper,
 		Logger:            ctx.Logger(),
-		VerifyDelegation:  true,
 		AuthoritativeWait: wait,
 	}
-	if storage := configStorage(ctx); storage != nil {
-		p.startJournal(ctx, storage, sweepAfter, sweepInterval)
+	if p.app, err = appFrom(ctx); err != nil {
+		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
-	register(p)
+	p.app.register(p, owner(ctx))
 	return nil
+}
+
+// AppendRecords is the solver's, counted by the app, so that an exiting
+// process waits for the writes under way.
+func (p *Provider) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	p.app.ops.Add(1)
+	defer p.app.ops.Done()
+	return p.Provider.AppendRecords(ctx, zone, records)
+}
+
+// DeleteRecords is the solver's, counted: certmagic's cleanup of a
+// challenge cancelled by a graceful stop races with the process exit, which
+// waits for it.
+func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	p.app.ops.Add(1)
+	defer p.app.ops.Done()
+	return p.Provider.DeleteRecords(ctx, zone, records)
 }
 
 // newRule builds and validates one solver rule. Errors start with the name

@@ -44,6 +44,7 @@ type Permission struct {
 	admission *solver.Admission
 	ask       *caddytls.PermissionByHTTP
 	logger    *zap.Logger
+	app       *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -57,6 +58,10 @@ func (Permission) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the cache and the optional ask endpoint.
 func (p *Permission) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
+	var err error
+	if p.app, err = appFrom(ctx); err != nil {
+		return fmt.Errorf("loading the dns_alias app: %w", err)
+	}
 	switch {
 	case p.NegativeTTL < 0:
 		return fmt.Errorf("negative_ttl: must not be negative, got %s", time.Duration(p.NegativeTTL))
@@ -80,16 +85,13 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// check runs the delegation check of the alias provider that covers name.
+// check runs the delegation check of the name's policy, and decides as the
+// gate before the order does, so that an admitted name is not refused
+// there: a nameserver that does not answer refuses nobody, but a chain that
+// cannot be resolved does (it is not known to lead to us).
 func (p *Permission) check(ctx context.Context, name string) (time.Duration, error) {
-	prov := providerFor(activeProviders(), name)
-	if prov == nil {
-		err := fmt.Errorf("no dns.providers.alias in the running config covers %s", name)
-		p.logger.Warn("on-demand certificate refused", zap.String("name", name), zap.Error(err))
-		return 0, err
-	}
-	_, rep := prov.checker().CheckChain(ctx, name)
-	if err := rep.Err(); err != nil {
+	target, rep := p.app.Verify(ctx, name)
+	if err := rep.Err(); target.Name == "" {
 		// Logged here, once per check, not once per handshake: a flood of
 		// handshakes for one unknown name makes one line per negative_ttl.
 		p.logger.Info("on-demand certificate refused", zap.String("name", name), zap.Error(err))

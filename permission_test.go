@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
@@ -199,11 +198,12 @@ _acme-challenge.elsewhere CNAME _acme-challenge.elsewhere.example.com.notours.ex
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel) // unregisters the provider
-	if _, err := ctx.LoadModuleByID("dns.providers.alias", provider); err != nil {
+	ctx, app := standalone(t)
+	prov, err := ctx.LoadModuleByID("dns.providers.alias", provider)
+	if err != nil {
 		t.Fatalf("provisioning dns.providers.alias: %v", err)
 	}
+	app.setPolicies([]policy{{onDemand: true, provider: prov.(*Provider)}})
 	mod, err := ctx.LoadModuleByID("tls.permission.alias", json.RawMessage(permission))
 	if err != nil {
 		t.Fatalf("provisioning tls.permission.alias: %v", err)

@@ -664,7 +664,7 @@ func TestCheckChainIsCheap(t *testing.T) {
 	d.rec.cname("_acme-challenge.example.com", "_acme-challenge.validation.example.org")
 	c := &Checker{Mapper: &Mapper{Resolver: res, Default: staticRule(t)}, CAIdentities: []string{"letsencrypt.org"}}
 	for i := 0; i < 3; i++ {
-		target, rep := c.CheckChain(context.Background(), "*.example.com")
+		target, rep := c.Verify(context.Background(), "*.example.com", CheckChain)
 		if err := rep.Err(); err != nil {
 			t.Fatal(err)
 		}

@@ -15,9 +15,6 @@ type Writer interface {
 	libdns.RecordDeleter
 }
 
-// ErrNoDelegation means a domain's challenge name has no CNAME at all.
-var ErrNoDelegation = errors.New("no CNAME delegation")
-
 // Rule maps the domains it matches onto an alias, written by its Writer.
 type Rule struct {
 	// Match holds exact domains ("example.com", which also covers
@@ -130,29 +127,83 @@ func (m *Mapper) Rule(domain string) (*Rule, error) {
 	return best, nil
 }
 
-// Map computes where the challenge record of domain goes. It never returns a
-// target outside the rule's zones (or, without zones, outside the zone the
-// alias lies in).
-func (m *Mapper) Map(ctx context.Context, domain string) (Target, error) {
+// Resolve is the one path from a domain to where its challenge record is
+// written: the rule responsible for it, the alias it expects, and the CNAME
+// chain of its challenge name as the resolvers see it, which must end at
+// that alias (static, template) or inside an alias zone (follow). It returns
+// the target, or a report whose findings say what is wrong and which record
+// fixes it. A wildcard domain resolves as its base domain: they share a
+// challenge name. It never returns a target outside the rule's zones (or,
+// without zones, outside the zone the alias lies in).
+func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, *Report) {
 	d := strings.TrimPrefix(Normalize(domain), "*.")
+	rep := &Report{Domain: d, ChallengeName: ChallengeName(d), Resolver: strings.Join(m.Resolver.Servers(), ",")}
+	if err := ValidName(d); err != nil {
+		rep.add(CodeNoRule, true, "%s is not a domain a certificate can be obtained for: %v", domain, err)
+		return Target{}, rep
+	}
 	rule, err := m.Rule(d)
 	if err != nil {
-		return Target{}, err
+		rep.add(CodeNoRule, true, "%v", err)
+		return Target{}, rep
 	}
-	var chain *Chain
-	if rule.Follow {
-		c, err := m.Resolver.Follow(ctx, ChallengeName(d), m.MaxHops)
-		if err != nil {
-			return Target{Domain: d, Rule: rule}, fmt.Errorf("following the CNAME chain of %s: %w", ChallengeName(d), err)
-		}
-		if len(c.Hops) == 0 {
-			return Target{Domain: d, Rule: rule}, fmt.Errorf("%w: %s has no CNAME; publish: %s", ErrNoDelegation, c.Start,
-				CNAMERecord(c.Start, ChallengeName(d)+"."+rule.Zones[0]))
-		}
-		chain = &c
+	rep.Zones = rule.Zones
+	switch {
+	case rule.Follow:
+		rep.Mode = "follow"
+		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.ChallengeName+"."+rule.Zones[0])
+	case rule.Alias.IsStatic():
+		rep.Mode = "static"
+	default:
+		rep.Mode = "template"
 	}
-	return m.target(ctx, d, rule, chain)
+	if !rule.Follow {
+		if rep.Expected, err = rule.Alias.Expand(d); err != nil {
+			rep.add(CodeNoRule, true, "%v", err)
+			return Target{}, rep
+		}
+		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.Expected)
+	}
+
+	rep.Chain, err = m.Resolver.Follow(ctx, rep.ChallengeName, m.MaxHops)
+	switch {
+	case errors.Is(err, ErrWildcard):
+		rep.addFix(CodeWildcard, "%v; an explicit CNAME is needed", err)
+	case errors.Is(err, ErrLoop):
+		rep.addFix(CodeLoop, "%v", err)
+	case errors.Is(err, ErrTooManyHops):
+		rep.addFix(CodeTooManyHops, "%v", err)
+	case errors.Is(err, ErrRootTarget):
+		rep.addFix(CodeBadTarget, "%v", err)
+	case err != nil:
+		rep.add(CodeLookup, true, "%v", err)
+	case len(rep.Chain.Hops) == 0:
+		rep.addFix(CodeNoDelegation, "%s has no CNAME record", rep.ChallengeName)
+		rep.Findings[0].cause = ErrNoDelegation
+	case !rule.Follow && rep.Chain.End != rep.Expected:
+		rep.addFix(CodeWrongTarget, "the CNAME chain of %s ends at %s, not at the alias %s", rep.ChallengeName, rep.Chain.End, rep.Expected)
+	}
+	if len(rep.Findings) > 0 {
+		return Target{}, rep
+	}
+
+	target, err := m.target(ctx, d, rule, &rep.Chain)
+	switch {
+	case err == nil:
+		rep.OK, rep.chainOK = true, true
+		return target, rep
+	case target.Name != "" && target.Zone == "" && !errors.Is(err, ErrLookup):
+		rep.addFix(CodeOutsideZones, "%v", err)
+	case errors.Is(err, errBadTarget):
+		rep.addFix(CodeBadTarget, "%v", err)
+	default:
+		rep.add(CodeLookup, true, "%v", err)
+	}
+	return Target{}, rep
 }
+
+// errBadTarget marks a chain that ends at a name no record can be written at.
+var errBadTarget = errors.New("no challenge record can be written there")
 
 // target places the alias of domain under rule in its zone. In follow mode
 // the alias is where chain ends.
@@ -166,7 +217,7 @@ func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain)
 		// name is normalized already: the added dot keeps ValidName from
 		// normalizing away a second trailing dot ("x.zone..").
 		if err = ValidName(t.Name + "."); err != nil {
-			return t, fmt.Errorf("the CNAME chain of %s ends at %s, where no challenge record can be written: %w; nothing was written", ChallengeName(d), t.Name, err)
+			return Target{Domain: d, Rule: rule}, fmt.Errorf("the CNAME chain of %s ends at %s, where %w: %w; nothing was written", ChallengeName(d), t.Name, errBadTarget, err)
 		}
 	} else if t.Name, err = rule.Alias.Expand(d); err != nil {
 		return t, err

@@ -22,10 +22,14 @@ type fakeDNS struct {
 	zones    map[string]bool      // normalized apexes
 	servfail map[string]bool      // normalized names answered with SERVFAIL
 	neterr   map[string]bool      // normalized names whose query fails in transport
-	cnameTTL uint32
-	soaTTL   uint32
-	soaMin   uint32
-	calls    map[question]int
+	// delegateAll, if set, is the target (a name, or a template with
+	// {domain}) of every _acme-challenge name outside the alias's zone
+	// without a CNAME of its own: every domain delegated to its alias.
+	delegateAll string
+	cnameTTL    uint32
+	soaTTL      uint32
+	soaMin      uint32
+	calls       map[question]int
 }
 
 type fakeCNAME struct {
@@ -114,6 +118,11 @@ func (d *fakeDNS) soa(zone string) *dns.SOA {
 func (d *fakeDNS) lookupCNAME(n string) (fakeCNAME, bool) {
 	if c, ok := d.cnames[n]; ok {
 		return c, true
+	}
+	if domain, ok := strings.CutPrefix(n, ChallengePrefix+"."); ok && d.delegateAll != "" {
+		if target := strings.ReplaceAll(d.delegateAll, PlaceholderDomain, domain); Normalize(target) != n && !InZone(n, d.zoneOf(target)) {
+			return fakeCNAME{owner: n + ".", target: target}, true
+		}
 	}
 	for p := parent(n); p != ""; p = parent(p) {
 		if target, ok := d.wild[p]; ok {
@@ -305,7 +314,7 @@ func TestMapperRulePrecedence(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "unmatched.example.net") {
 		t.Errorf("Rule(unmatched) error %q does not name the domain", err)
 	}
-	_, err := m.Map(context.Background(), "*.Unmatched.Example.NET.")
+	_, err := resolve(m, context.Background(), "*.Unmatched.Example.NET.")
 	if err == nil || !strings.Contains(err.Error(), "unmatched.example.net") {
 		t.Errorf("Map(unmatched) = %v, want an error naming unmatched.example.net", err)
 	}
@@ -332,6 +341,11 @@ func TestMapStaticAndTemplate(t *testing.T) {
 	soaRule := mustValidate(t, &Rule{Match: []string{"*.soa.test"},
 		Alias: mustTemplate(t, "_acme-challenge.{domain}.acme.example.net"), Writer: w})
 	m := &Mapper{Rules: []*Rule{staticRule, tmplRule, parentRule, soaRule}, Resolver: res}
+	d.cname("_acme-challenge.static.test", "_acme-challenge.validation.example.org")
+	d.cname("_acme-challenge.www.static.test", "_acme-challenge.validation.example.org")
+	d.cname("_acme-challenge.shop.tmpl.test", "_acme-challenge.shop.tmpl.test.validation.example.org")
+	d.cname("_acme-challenge.a.parent.test", HashLabel("a.parent.test")+".example.org")
+	d.cname("_acme-challenge.a.soa.test", "_acme-challenge.a.soa.test.acme.example.net")
 
 	for _, tc := range []struct {
 		domain             string
@@ -348,7 +362,7 @@ func TestMapStaticAndTemplate(t *testing.T) {
 		// No configured zones: the zone comes from the SOA walk.
 		{"a.soa.test", "a.soa.test", "_acme-challenge.a.soa.test.acme.example.net", "acme.example.net", soaRule},
 	} {
-		got, err := m.Map(context.Background(), tc.domain)
+		got, err := resolve(m, context.Background(), tc.domain)
 		if err != nil {
 			t.Errorf("Map(%q) = %v", tc.domain, err)
 			continue
@@ -358,17 +372,17 @@ func TestMapStaticAndTemplate(t *testing.T) {
 				got.Domain, got.Name, got.Zone, matchOf(got.Rule), got.Chain, tc.wantDomain, tc.wantNm, tc.wantZone, tc.wantRule.Match)
 		}
 	}
-	// Static and template mapping never asks DNS about the domain.
+	// A domain and its wildcard share one challenge name, asked once.
 	for _, q := range []string{"_acme-challenge.static.test", "_acme-challenge.shop.tmpl.test"} {
-		if n := d.count(q, dns.TypeCNAME); n != 0 {
-			t.Errorf("%d CNAME queries for %s in static/template mode", n, q)
+		if n := d.count(q, dns.TypeCNAME); n != 1 {
+			t.Errorf("%d CNAME queries for %s, want 1 (cached)", n, q)
 		}
 	}
 
 	// No SOA anywhere: the mapping fails, naming the alias.
 	noZone := mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.{domain}.nowhere.test"), Writer: w})
 	m2 := &Mapper{Default: noZone, Resolver: res}
-	if _, err := m2.Map(context.Background(), "example.com"); err == nil || !strings.Contains(err.Error(), "_acme-challenge.example.com.nowhere.test") {
+	if _, err := resolve(m2, context.Background(), "example.com"); err == nil || !strings.Contains(err.Error(), "_acme-challenge.example.com.nowhere.test") {
 		t.Errorf("Map with no zone found = %v, want an error naming the alias", err)
 	}
 }
@@ -451,7 +465,7 @@ func TestMapFollow(t *testing.T) {
 			setup:  func(d *fakeDNS) {},
 			wantIs: ErrNoDelegation,
 			wantErr: []string{"_acme-challenge.example.com",
-				"publish: _acme-challenge.example.com. 300 IN CNAME _acme-challenge.example.com.validation.example.org."}},
+				"publish in the production zone: _acme-challenge.example.com. 300 IN CNAME _acme-challenge.example.com.validation.example.org."}},
 		{name: "loop", domain: "example.com",
 			setup:   func(d *fakeDNS) { d.chain(start, "a.example.net", "b.example.net", "a.example.net") },
 			wantIs:  ErrLoop,
@@ -516,7 +530,7 @@ func TestMapFollow(t *testing.T) {
 			d := newFakeDNS("example.com", "example.net", "example.org", "validation.example.org", "other-validation.example.org")
 			tc.setup(d)
 			m, _ := followMapper(t, d, tc.maxHops)
-			got, err := m.Map(context.Background(), tc.domain)
+			got, err := resolve(m, context.Background(), tc.domain)
 			if tc.wantIs != nil || tc.wantErr != nil {
 				if err == nil {
 					t.Fatalf("Map = %+v, nil; want an error", got)
@@ -805,4 +819,19 @@ func TestResolverServers(t *testing.T) {
 	if fmt.Sprint(asked) != "[127.0.0.1:1 127.0.0.1:2]" {
 		t.Errorf("asked %v, want both servers in order", asked)
 	}
+}
+
+// resolve is Resolve with its report as an error.
+func resolve(m *Mapper, ctx context.Context, domain string) (Target, error) {
+	t, rep := m.Resolve(ctx, domain)
+	return t, rep.Err()
+}
+
+// delegatedResolver is a resolver under which every domain has delegated its
+// challenge to alias (a name or a template with {domain}) in zone.
+func delegatedResolver(t testing.TB, zone, alias string) *Resolver {
+	d := newFakeDNS(zone)
+	d.delegateAll = alias
+	res, _ := newTestResolver(t, d)
+	return res
 }

@@ -42,6 +42,8 @@ func (f *authFake) exchange(_ context.Context, req *dns.Msg, server string) (*dn
 		resp.Answer = []dns.RR{&dns.A{Hdr: hdr(dns.TypeA), A: net.ParseIP("192.0.2.1")}}
 	case q.Qtype == dns.TypeA && strings.HasPrefix(q.Name, "ns2."):
 		resp.Answer = []dns.RR{&dns.A{Hdr: hdr(dns.TypeA), A: net.ParseIP("192.0.2.2")}}
+	case q.Qtype == dns.TypeCNAME && Normalize(q.Name) == "_acme-challenge.example.com":
+		resp.Answer = []dns.RR{&dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: "_acme-challenge.example.com.validation.example.org."}}
 	case q.Qtype == dns.TypeTXT && !req.RecursionDesired:
 		f.asked[server]++
 		if lag := f.lag[server]; lag >= 0 && f.asked[server] > lag {

@@ -21,10 +21,6 @@ import (
 type Provider struct {
 	Mapper *Mapper
 	Logger *zap.Logger
-	// VerifyDelegation checks the domain's CNAME chain before anything is
-	// written: a broken delegation fails the challenge at once, with the
-	// record to publish, instead of at the CA minutes later.
-	VerifyDelegation bool
 	// AuthoritativeWait, if positive, makes each write wait, up to this
 	// long, until every authoritative server of the alias zone serves the
 	// value; a write that does not get there is removed again and fails.
@@ -191,17 +187,24 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	return aliasRecord(target.Name, rr), nil
 }
 
+// mapDomain runs the write path's own delegation check, the last line of
+// defence after the gate before the order: the chain and every
+// authoritative server of the production zone. Transient findings (a failed
+// lookup, a silent nameserver) do not stop a write whose target resolved:
+// the CA's validation is the judge then.
 func (p *Provider) mapDomain(ctx context.Context, domain string) (Target, error) {
-	if p.VerifyDelegation {
-		target, rep := (&Checker{Mapper: p.Mapper}).CheckChain(ctx, domain)
-		return target, rep.Err()
+	target, rep := p.checker().Verify(ctx, domain, CheckWrite)
+	err := rep.Err()
+	if target.Name == "" {
+		return target, err
 	}
-	target, err := p.Mapper.Map(ctx, domain)
 	if err != nil {
-		return target, fmt.Errorf("mapping the challenge of %s onto its alias: %w", domain, err)
+		p.logger().Warn("delegation check incomplete; writing the challenge anyway", zap.String("domain", domain), zap.Error(err))
 	}
 	return target, nil
 }
+
+func (p *Provider) checker() *Checker { return &Checker{Mapper: p.Mapper} }
 
 func aliasRecord(name string, rr libdns.RR) libdns.Record {
 	return libdns.TXT{Name: FQDN(name), TTL: rr.TTL, Text: rr.Data}

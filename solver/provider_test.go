@@ -148,7 +148,7 @@ func txt(name, value string) libdns.Record {
 func staticProvider(t testing.TB, w *fakeWriter) *Provider {
 	t.Helper()
 	rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
-	return &Provider{Mapper: &Mapper{Default: rule}}
+	return &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}}
 }
 
 func followProvider(t testing.TB, d *fakeDNS, w *fakeWriter) (*Provider, *fakeClock) {
@@ -430,7 +430,7 @@ func TestProviderCleanupDoesNotReResolve(t *testing.T) {
 			// The CNAME drifts (another master answers) and the cache expires.
 			d.cname("_acme-challenge.example.com.hop.example.net", drifted)
 			clk.Advance(time.Hour)
-			if m, err := p.Mapper.Map(context.Background(), "example.com"); err != nil || m.Name != drifted {
+			if m, err := resolve(p.Mapper, context.Background(), "example.com"); err != nil || m.Name != drifted {
 				t.Fatalf("Map after the drift = %q, %v; want %q", m.Name, err, drifted)
 			}
 			queries := d.total()
@@ -515,7 +515,7 @@ func TestProviderMissingDelegation(t *testing.T) {
 		wantErr []string
 	}{
 		{"no CNAME", func(d *fakeDNS) {}, ErrNoDelegation,
-			[]string{"publish: _acme-challenge.shop.example.com. 300 IN CNAME _acme-challenge.shop.example.com.validation.example.org."}},
+			[]string{"publish in the production zone: _acme-challenge.shop.example.com. 300 IN CNAME _acme-challenge.shop.example.com.validation.example.org."}},
 		{"wildcard", func(d *fakeDNS) { d.wildcard("shop.example.com", "x.validation.example.org") }, ErrWildcard, nil},
 		{"chain ends outside", func(d *fakeDNS) {
 			d.cname("_acme-challenge.shop.example.com", "x.validation.example.org.evil.example")
@@ -878,7 +878,12 @@ func TestProviderRulesPickWriters(t *testing.T) {
 	def := mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.{domain}."+testAliasZone), Zones: []string{testAliasZone}, Writer: wDefault, WriterName: "default"})
 	net := mustValidate(t, &Rule{Match: []string{"*.example.net", "example.net"}, Alias: mustTemplate(t, "_acme-challenge.acme.example.net"),
 		Zones: []string{"acme.example.net"}, Writer: wNet, WriterName: "net"})
-	p := &Provider{Mapper: &Mapper{Rules: []*Rule{net}, Default: def}}
+	d := newFakeDNS(testAliasZone, "acme.example.net")
+	d.cname("_acme-challenge.shop.example.com", "_acme-challenge.shop.example.com."+testAliasZone)
+	d.cname("_acme-challenge.shop.example.net", "_acme-challenge.acme.example.net")
+	d.cname("_acme-challenge.example.net", "_acme-challenge.acme.example.net")
+	res, _ := newTestResolver(t, d)
+	p := &Provider{Mapper: &Mapper{Rules: []*Rule{net}, Default: def, Resolver: res}}
 
 	com := mustAppend(t, p, "example.com.", txt("_acme-challenge.shop", "com"))
 	nets := mustAppend(t, p, "example.net.", txt("_acme-challenge.shop", "net"), txt("_acme-challenge", "apex"))

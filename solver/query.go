@@ -5,25 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
 )
-
-// Errors a CNAME chain can end in. They are wrapped with the names involved.
-var (
-	ErrLoop        = errors.New("CNAME loop")
-	ErrTooManyHops = errors.New("CNAME chain too long")
-	ErrWildcard    = errors.New("CNAME synthesised by a wildcard record")
-	ErrLookup      = errors.New("DNS lookup failed")
-)
-
-// DefaultMaxHops caps CNAME chains. Let's Encrypt's Unbound gives up after
-// about 8 restarts, so a longer chain could not validate anyway.
-const DefaultMaxHops = 8
 
 // Resolver sends queries to recursive resolvers and caches the answers for
 // their TTL, so that a busy server does not repeat the same lookups.
@@ -36,6 +23,9 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[question]cached
+	// parent, if set, is a resolver whose cache this one reads but never
+	// fills (Isolated).
+	parent *Resolver
 }
 
 type question struct {
@@ -94,7 +84,12 @@ func resolverAddr(s string) (string, error) {
 }
 
 // Servers returns the resolvers' addresses.
-func (r *Resolver) Servers() []string { return r.servers }
+func (r *Resolver) Servers() []string {
+	if r == nil {
+		return nil
+	}
+	return r.servers
+}
 
 // Query asks the resolvers for name/qtype with recursion desired. A SERVFAIL
 // or REFUSED answer is an error; NXDOMAIN and NODATA are answers.
@@ -146,14 +141,25 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 	return msg, nil
 }
 
+// Isolated returns a resolver that asks the same servers and reads r's
+// cache, but keeps its own answers to itself: diagnostic lookups (the admin
+// API's checks of arbitrary names) must not push the answers that live
+// challenges use out of r's bounded cache.
+func (r *Resolver) Isolated() *Resolver {
+	return &Resolver{servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+}
+
 func (r *Resolver) lookupCache(q question) (cached, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	c, ok := r.cache[q]
-	if !ok || !r.now().Before(c.expires) {
-		return cached{}, false
+	r.mu.Unlock()
+	if ok && r.now().Before(c.expires) {
+		return c, true
 	}
-	return c, true
+	if r.parent != nil {
+		return r.parent.lookupCache(q)
+	}
+	return cached{}, false
 }
 
 func (r *Resolver) store(q question, msg *dns.Msg, server string) {
@@ -171,7 +177,9 @@ func (r *Resolver) store(q question, msg *dns.Msg, server string) {
 			}
 		}
 		if len(r.cache) >= maxCacheEntries {
-			clear(r.cache)
+			// Full of live answers (at most maxCacheTTL old): keep them
+			// rather than this one.
+			return
 		}
 	}
 	r.cache[q] = cached{msg: msg, server: server, expires: now.Add(ttl)}
@@ -197,113 +205,24 @@ func answerTTL(msg *dns.Msg) time.Duration {
 	return time.Duration(ttl) * time.Second
 }
 
-// Hop is one CNAME record of a chain.
-type Hop struct {
-	Owner  string `json:"owner"`
-	Target string `json:"target"`
-	TTL    uint32 `json:"ttl"`
-	// Server is the resolver that answered for this hop.
-	Server string `json:"server"`
-}
-
-// Chain is the CNAME chain from a start name to the name where it ends.
-type Chain struct {
-	Start string `json:"start"`
-	Hops  []Hop  `json:"hops,omitempty"`
-	End   string `json:"end"`
-}
-
-// wildcardProbeLabel is looked up next to every CNAME owner: if it gets the
-// same CNAME, the owner's record is (or is indistinguishable from) one
-// synthesised by a wildcard, and following it would write into a zone the
-// domain's owner never pointed at us.
-const wildcardProbeLabel = "_dns-alias-wildcard-probe"
-
-// Follow resolves the CNAME chain that starts at name, one hop at a time,
-// comparing owners case-insensitively. It stops at the first name without a
-// CNAME and fails on loops, on more than maxHops hops, on lookup errors and on
-// wildcard-synthesised CNAMEs.
-func (r *Resolver) Follow(ctx context.Context, name string, maxHops int) (Chain, error) {
-	if maxHops <= 0 {
-		maxHops = DefaultMaxHops
+// AskAuthoritative sends one non-recursive query to one server, bypassing
+// every cache, within timeout (the resolver's own if zero). A server that
+// answers neither NOERROR nor NXDOMAIN is an error.
+func (r *Resolver) AskAuthoritative(ctx context.Context, server, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
+	req := new(dns.Msg)
+	req.SetQuestion(FQDN(name), qtype)
+	req.RecursionDesired = false
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
-	chain := Chain{Start: Normalize(name)}
-	seen := map[string]bool{chain.Start: true}
-	current := chain.Start
-	for {
-		hop, err := r.cname(ctx, current)
-		if err != nil {
-			return chain, err
-		}
-		target := hop.Target
-		if target == "" {
-			chain.End = current
-			return chain, nil
-		}
-		if synthesised, err := r.isWildcardSynthesised(ctx, current, target); err != nil {
-			return chain, err
-		} else if synthesised {
-			return chain, fmt.Errorf("%w: %s CNAME %s is what any name next to it gets: a wildcard record at *.%s (or above) synthesises it", ErrWildcard, current, target, parent(current))
-		}
-		chain.Hops = append(chain.Hops, hop)
-		if seen[target] {
-			return chain, fmt.Errorf("%w: %s points back to %s", ErrLoop, current, target)
-		}
-		if len(chain.Hops) > maxHops {
-			return chain, fmt.Errorf("%w: more than %d hops from %s", ErrTooManyHops, maxHops, chain.Start)
-		}
-		seen[target] = true
-		current = target
-	}
-}
-
-// cname returns the CNAME owned by name, or a Hop without target if there
-// is none.
-func (r *Resolver) cname(ctx context.Context, name string) (Hop, error) {
-	msg, server, err := r.queryFrom(ctx, name, dns.TypeCNAME)
+	msg, err := r.exchange(ctx, req, server)
 	if err != nil {
-		return Hop{}, err
+		return nil, err
 	}
-	for _, rr := range msg.Answer {
-		if c, ok := rr.(*dns.CNAME); ok && Normalize(c.Hdr.Name) == Normalize(name) {
-			return Hop{Owner: Normalize(name), Target: Normalize(c.Target), TTL: c.Hdr.Ttl, Server: server}, nil
-		}
+	if msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
+		return nil, fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
 	}
-	return Hop{}, nil
-}
-
-func (r *Resolver) isWildcardSynthesised(ctx context.Context, owner, target string) (bool, error) {
-	p := parent(owner)
-	if p == "" {
-		return false, nil
-	}
-	probe, err := r.cname(ctx, wildcardProbeLabel+"."+p)
-	if err != nil {
-		return false, err
-	}
-	return probe.Target == target, nil
-}
-
-func parent(name string) string {
-	_, p, _ := strings.Cut(Normalize(name), ".")
-	return p
-}
-
-// FindZone returns the zone that name lies in, by the SOA record that the
-// resolvers return for it or for the closest enclosing name that has one.
-// CNAME answers are skipped: the zone of the name itself is wanted.
-func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
-	for n := Normalize(name); n != ""; n = parent(n) {
-		msg, err := r.Query(ctx, n, dns.TypeSOA)
-		if err != nil {
-			return "", fmt.Errorf("finding the zone of %s: %w", Normalize(name), err)
-		}
-		// slices.Concat, not append: msg is shared through the cache.
-		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
-			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
-				return Normalize(soa.Hdr.Name), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("finding the zone of %s: no SOA record found up to the root", Normalize(name))
+	return msg, nil
 }

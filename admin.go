@@ -1,0 +1,241 @@
+package alias
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// Limits of one /dns-alias/check request: a check costs a few dozen DNS
+// queries, so the admin API must not let one request cost thousands.
+const (
+	maxCheckDomains     = 50
+	checkConcurrency    = 4
+	checkRequestTimeout = 30 * time.Second
+)
+
+// AdminAPI adds delegation checks to Caddy's admin API:
+//
+//	GET /dns-alias/check?domain=<domain>[&domain=...]  reports, as JSON
+//	GET /dns-alias/presented                          challenge records presented now
+//
+// Neither prints record values or any credential.
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.dns_alias",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (a AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/dns-alias/check", Handler: caddy.AdminHandlerFunc(a.handleCheck)},
+		{Pattern: "/dns-alias/presented", Handler: caddy.AdminHandlerFunc(a.handlePresented)},
+	}
+}
+
+// runningApp returns the dns_alias app of the running config.
+func runningApp() (*App, error) {
+	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
+	if err != nil {
+		return nil, caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("the running config uses no dns.providers.alias")}
+	}
+	return mod.(*App), nil
+}
+
+func (AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	domains, err := checkDomains(r.URL.Query()["domain"])
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(app.checkDomains(ctx, domains))
+}
+
+// checkDomains validates the domains of a check request: at least one, at
+// most maxCheckDomains, each a DNS name (a wildcard allowed), not an IP
+// address, a port or an empty value.
+func checkDomains(domains []string) ([]string, error) {
+	switch {
+	case len(domains) == 0:
+		return nil, errors.New("give at least one ?domain=")
+	case len(domains) > maxCheckDomains:
+		return nil, fmt.Errorf("%d domains given; at most %d per request", len(domains), maxCheckDomains)
+	}
+	for _, d := range domains {
+		base := strings.TrimPrefix(solver.Normalize(d), "*.")
+		if net.ParseIP(strings.Trim(base, "[]")) != nil {
+			return nil, fmt.Errorf("domain %q: an IP address has no DNS challenge", d)
+		}
+		if err := solver.ValidName(base); err != nil {
+			return nil, fmt.Errorf("domain %q: %w", d, err)
+		}
+	}
+	return domains, nil
+}
+
+// checkDomains checks domains, a few at a time, against a view of the
+// providers' resolvers whose answers do not displace the answers the
+// providers cache for their challenges.
+func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
+	reports := make([]*solver.Report, len(domains))
+	sem := make(chan struct{}, checkConcurrency)
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			reports[i] = a.Check(ctx, d)
+		})
+	}
+	wg.Wait()
+	return reports
+}
+
+// presentedRecord is one challenge record presented now, as the admin API
+// lists it: where and since when, never its value.
+type presentedRecord struct {
+	solver.Presented
+	AgeSeconds int64 `json:"age_seconds"`
+}
+
+func (AdminAPI) handlePresented(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	out := []presentedRecord{}
+	now := time.Now()
+	for _, p := range app.registered() {
+		for _, pr := range p.Presented() {
+			out = append(out, presentedRecord{pr, int64(now.Sub(pr.Since) / time.Second)})
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
+}
+
+// checkAll checks every domain and writes a table (or JSON) to w. It
+// returns the domains that failed.
+func checkAll(ctx context.Context, app *App, w io.Writer, domains []string, asJSON bool) ([]string, error) {
+	reports := app.checkDomains(ctx, domains)
+	var failed []string
+	for _, r := range reports {
+		if !r.OK {
+			failed = append(failed, r.Domain)
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return failed, enc.Encode(reports)
+	}
+	return failed, writeTable(w, reports)
+}
+
+// writeTable prints one row per domain, and under a row its findings
+// (notes marked so) and the record that fixes it. The rows' columns are
+// aligned by hand: the indented lines under them must not widen the
+// columns.
+func writeTable(w io.Writer, reports []*solver.Report) error {
+	rows := [][]string{{"DOMAIN", "MODE", "RESULT", "RESOLVER", "CNAME CHAIN"}}
+	for _, r := range reports {
+		result := "ok"
+		if !r.OK {
+			result = "FAIL"
+		}
+		rows = append(rows, []string{r.Domain, cmp.Or(r.Mode, "-"), result, cmp.Or(r.Resolver, "-"), chainString(r)})
+	}
+	width := make([]int, 4)
+	for _, row := range rows {
+		for i := range width {
+			width[i] = max(width[i], len(row[i]))
+		}
+	}
+	var b strings.Builder
+	for i, row := range rows {
+		fmt.Fprintf(&b, "%-*s  %-*s  %-*s  %-*s  %s\n", width[0], row[0], width[1], row[1], width[2], row[2], width[3], row[3], row[4])
+		if i == 0 {
+			continue
+		}
+		r := reports[i-1]
+		for _, f := range r.Findings {
+			if f.Fatal {
+				fmt.Fprintf(&b, "  %s: %s\n", f.Code, f.Message)
+			} else {
+				fmt.Fprintf(&b, "  %s (note): %s\n", f.Code, f.Message)
+			}
+		}
+		if r.Fix != "" {
+			fmt.Fprintf(&b, "  fix: %s\n", r.Fix)
+		}
+		if resolvedNothing(r) {
+			fmt.Fprintf(&b, "  hint: the resolver %s answered nothing for these zones; set the alias provider's resolvers to one that serves them\n", cmp.Or(r.Resolver, "of the system"))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// resolvedNothing reports whether the check failed because the resolvers
+// found no zone at all, as a resolver that cannot see the zones does.
+func resolvedNothing(r *solver.Report) bool {
+	for _, f := range r.Findings {
+		if f.Code == solver.CodeLookup && strings.Contains(f.Message, "no SOA record found up to the root") {
+			return true
+		}
+	}
+	return false
+}
+
+// chainString shows the chain as far as it was resolved: "(no CNAME)" when
+// the challenge name has none, "(?)" where resolving it stopped on an error.
+func chainString(r *solver.Report) string {
+	c := r.Chain
+	parts := []string{cmp.Or(c.Start, r.ChallengeName)}
+	for _, h := range c.Hops {
+		parts = append(parts, h.Target)
+	}
+	s := strings.Join(parts, " -> ")
+	switch {
+	case c.End == "":
+		s += " (?)"
+	case len(c.Hops) == 0:
+		s += " (no CNAME)"
+	}
+	return s
+}
+
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

@@ -1,0 +1,353 @@
+package alias
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+func init() {
+	caddy.RegisterModule((*App)(nil))
+}
+
+// App is the runtime of the alias providers of one config: it knows which
+// TLS automation policy obtains every name and with which alias provider,
+// checks a name's delegation before every ACME order and renewal (the
+// gate), answers the permission module, the admin API and the check
+// command from that one map, and runs the crash journal's renewals and
+// sweeps. The first alias provider of a config loads it, so that a config
+// needs no block of its own; configure it only to change its settings.
+type App struct {
+	// Journal entries (challenge records written and not yet deleted, kept
+	// in Caddy's storage) that nobody renewed for this long are records a
+	// crash left behind, and are deleted. It is also the lease a process
+	// promises to renew its own entries within. Default: 15 minutes.
+	SweepAfter caddy.Duration `json:"sweep_after,omitempty"`
+
+	// How often the journal is swept. Default: 5 minutes.
+	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
+	logger  *zap.Logger
+	ctx     caddy.Context
+	journal *storageJournal // nil without storage (the check command)
+	caa     caaDirectory
+
+	mu        sync.Mutex
+	providers []registration
+	policies  []policy
+	mapped    bool // policies is built
+
+	// ops counts the writes and deletes under way, so that an exiting
+	// process waits for them before it withdraws what is left.
+	ops     sync.WaitGroup
+	stop    context.CancelFunc
+	stopped chan struct{}
+
+	// gateRetry is how long the gate waits before asking again after a
+	// lookup failed; tests shorten it.
+	gateRetry time.Duration
+}
+
+// registration is an alias provider and the module that loaded it: an ACME
+// issuer, the tls app (its global dns provider), or nil (the check command).
+type registration struct {
+	p     *Provider
+	owner caddy.Module
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "dns_alias",
+		New: func() caddy.Module { return newApp() },
+	}
+}
+
+func newApp() *App {
+	return &App{gateRetry: time.Second, caa: caaDirectory{entries: map[string]caaEntry{}}}
+}
+
+const (
+	defaultSweepAfter    = 15 * time.Minute
+	defaultSweepInterval = 5 * time.Minute
+)
+
+// Provision validates the settings, opens the journal on the config's
+// storage and subscribes the gate to cert_obtaining: the events app closes
+// its subscriptions when it starts, and the tls app may start (and obtain)
+// before this app does.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx, a.logger = ctx, ctx.Logger()
+	switch {
+	case a.SweepAfter < 0:
+		return fmt.Errorf("sweep_after: must not be negative, got %s", time.Duration(a.SweepAfter))
+	case a.SweepInterval < 0:
+		return fmt.Errorf("sweep_interval: must not be negative, got %s", time.Duration(a.SweepInterval))
+	}
+	if a.SweepAfter == 0 {
+		a.SweepAfter = caddy.Duration(defaultSweepAfter)
+	}
+	if a.SweepInterval == 0 {
+		a.SweepInterval = caddy.Duration(defaultSweepInterval)
+	}
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading the events app for the delegation gate: %w", err)
+	}
+	if err := events.(*caddyevents.App).On("cert_obtaining", gate{a}); err != nil {
+		return fmt.Errorf("subscribing the delegation gate to cert_obtaining: %w", err)
+	}
+	return nil
+}
+
+// Start builds the policy map, if the gate has not needed it yet, and
+// starts the journal's renewals and sweeps.
+func (a *App) Start() error {
+	a.policyMap()
+	loopCtx, cancel := context.WithCancel(context.Background())
+	a.stop, a.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(a.stopped)
+		a.journalLoop(loopCtx)
+	}()
+	return nil
+}
+
+// withdrawTimeout bounds the removal of this process's own challenge
+// records when Caddy exits, and the wait for writes and deletes under way
+// before it.
+const withdrawTimeout = 10 * time.Second
+
+// Stop ends the journal's loop. On a config reload, the challenges under
+// way finish and clean up through their providers, and the new config's
+// app takes over the journal. When the process exits, the writes and
+// deletes under way are waited for, and the records still presented are
+// deleted: their challenges cannot complete.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.stopped
+	}
+	if !caddy.Exiting() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
+	defer cancel()
+	a.waitOps(ctx)
+	for _, p := range a.registered() {
+		p.Withdraw(ctx)
+	}
+	return nil
+}
+
+func (a *App) waitOps(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { a.ops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.logger.Warn("exiting with challenge writes or deletes still under way")
+	}
+}
+
+// register adds an alias provider of the config, loaded by owner.
+func (a *App) register(p *Provider, owner caddy.Module) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.journal != nil {
+		p.Journal = a.journal
+	}
+	a.providers = append(a.providers, registration{p, owner})
+}
+
+func (a *App) registered() []*Provider {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*Provider, len(a.providers))
+	for i, r := range a.providers {
+		out[i] = r.p
+	}
+	return out
+}
+
+// policyMap returns the policies, built from the tls app on first use
+// (the gate may run before Start).
+func (a *App) policyMap() []policy {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.mapped {
+		a.mapped = true
+		if tlsApp, err := a.ctx.AppIfConfigured("tls"); err == nil {
+			a.policies = tlsPolicies(tlsApp.(*caddytls.TLS), a.providers, a.logger)
+		}
+	}
+	return a.policies
+}
+
+// setPolicies replaces the policy map, for a config that is read but not
+// run (the check command).
+func (a *App) setPolicies(pols []policy) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.policies, a.mapped = pols, true
+}
+
+// Resolve returns the policy that obtains name's certificate, and its
+// alias provider (nil if the policy uses none).
+func (a *App) Resolve(name string) (*policy, *Provider) {
+	pol := lookupPolicy(a.policyMap(), name)
+	if pol == nil {
+		return nil, nil
+	}
+	return pol, pol.provider
+}
+
+// checker returns the delegation checker of name's policy, judging CAA
+// against that policy's CA, or a report of why no alias provider covers
+// name. An isolated checker does not fill the provider's resolver cache.
+func (a *App) checker(ctx context.Context, name string, isolated bool) (*solver.Checker, *solver.Report) {
+	pol, p := a.Resolve(name)
+	if p == nil {
+		return nil, noPolicyReport(pol, name)
+	}
+	m := p.Mapper
+	if isolated {
+		view := *m
+		view.Resolver = m.Resolver.Isolated()
+		m = &view
+	}
+	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, nil
+}
+
+// Check reports on name's delegation in full, for people (admin API,
+// check command), without filling the providers' resolver caches.
+func (a *App) Check(ctx context.Context, name string) *solver.Report {
+	c, rep := a.checker(ctx, name, true)
+	if c == nil {
+		return rep
+	}
+	return c.Check(ctx, name)
+}
+
+// Verify runs the checks Check runs, stopping at the first failing part,
+// for a decision (gate, permission). The target is set when nothing but
+// transient findings (a failed lookup, a silent nameserver) stands against
+// the delegation: those say nothing about it, and the CA's validation is
+// the judge then.
+func (a *App) Verify(ctx context.Context, name string) (solver.Target, *solver.Report) {
+	c, rep := a.checker(ctx, name, false)
+	if c == nil {
+		return solver.Target{}, rep
+	}
+	return c.Verify(ctx, name, solver.CheckAll)
+}
+
+// noPolicyReport is the verdict on a name that no alias provider obtains.
+func noPolicyReport(pol *policy, name string) *solver.Report {
+	d := solver.Normalize(name)
+	rep := &solver.Report{Domain: d, ChallengeName: solver.ChallengeName(d)}
+	where := "falls to Caddy's default automation policy"
+	if pol != nil {
+		where = fmt.Sprintf("is obtained by TLS automation policy %d", pol.index)
+	}
+	rep.Findings = []solver.Finding{{Code: solver.CodeNoPolicy, Fatal: true,
+		Message: fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where)}}
+	return rep
+}
+
+// gateAttempts is how often the gate asks when lookups fail: a flaky
+// resolver gets a second and third chance before the gate gives up
+// judging.
+const gateAttempts = 3
+
+// gate is the cert_obtaining handler.
+type gate struct{ app *App }
+
+// Handle runs the delegation check of a name whose policy uses an alias
+// provider before certmagic places its ACME order (or renews): a broken
+// delegation aborts the obtain, with the record to publish, and no order
+// reaches the CA. A check that keeps failing on lookups lets the obtain go
+// on: the write path checks again, and the CA's validation decides; a
+// flaky resolver must not stop renewals.
+func (g gate) Handle(ctx context.Context, e caddy.Event) error {
+	name, _ := e.Data["identifier"].(string)
+	a := g.app
+	if _, p := a.Resolve(name); p == nil || name == "" {
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		target, rep := a.Verify(ctx, name)
+		err := rep.Err()
+		if target.Name != "" {
+			if err != nil {
+				a.logger.Warn("delegation check incomplete; obtaining", zap.String("identifier", name), zap.Error(err))
+			}
+			return nil
+		}
+		var de *solver.DelegationError
+		if errors.As(err, &de) && !de.Transient() {
+			a.logger.Error("certificate not ordered: the delegation is broken",
+				zap.String("identifier", name), zap.Bool("renewal", e.Data["renewal"] == true),
+				zap.String("finding", de.Code()), zap.String("publish", de.Fix), zap.Error(err))
+			return fmt.Errorf("%w: %w", caddy.ErrEventAborted, err)
+		}
+		if attempt == gateAttempts {
+			a.logger.Warn("delegation check could not complete; obtaining anyway, the write path checks again",
+				zap.String("identifier", name), zap.Int("attempts", attempt), zap.Error(err))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Duration(attempt) * a.gateRetry):
+		}
+	}
+}
+
+// appCtxKey carries an App for providers provisioned outside a config (the
+// check command, tests), where caddy.Context has no config to load it from.
+type appCtxKey struct{}
+
+// withApp returns a context whose modules register with a.
+func withApp(ctx context.Context, a *App) context.Context {
+	return context.WithValue(ctx, appCtxKey{}, a)
+}
+
+// appFrom returns the dns_alias app of the config being provisioned.
+func appFrom(ctx caddy.Context) (*App, error) {
+	if a, ok := ctx.Value(appCtxKey{}).(*App); ok {
+		return a, nil
+	}
+	mod, err := ctx.App("dns_alias")
+	if err != nil {
+		return nil, err
+	}
+	return mod.(*App), nil
+}
+
+// owner is the module that loaded the module being provisioned.
+func owner(ctx caddy.Context) caddy.Module {
+	mods := ctx.Modules()
+	if len(mods) < 2 {
+		return nil
+	}
+	return mods[len(mods)-2]
+}
+
+// Interface guards.
+var (
+	_ caddy.App           = (*App)(nil)
+	_ caddy.Provisioner   = (*App)(nil)
+	_ caddyevents.Handler = gate{}
+)

@@ -1,0 +1,152 @@
+package alias
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+// caaDirectory remembers the CAA identities that ACME directories publish
+// (meta.caaIdentities, RFC 8555 §7.1.1), by directory URL: CAA must be
+// judged against the CA the policy asks, not a fixed list.
+type caaDirectory struct {
+	mu      sync.Mutex
+	entries map[string]caaEntry
+	client  func(roots []string) (*http.Client, error) // tests replace it
+}
+
+type caaEntry struct {
+	ids     []string
+	expires time.Time
+}
+
+// caaDirectoryTTL is how long a directory's identities are remembered;
+// caaFailureTTL how long a failure to read them is.
+const (
+	caaDirectoryTTL = 24 * time.Hour
+	caaFailureTTL   = time.Minute
+)
+
+// caIdentities returns the CAA identities of the CA that pol's alias
+// provider obtains certificates from: its ACME directory's caaIdentities,
+// else the provider's caa_identities. None means CAA is reported but not
+// judged.
+func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
+	var configured []string
+	if pol.provider != nil {
+		configured = pol.provider.CAAIdentities
+	}
+	if pol.issuer == nil {
+		return configured
+	}
+	url := cmp.Or(pol.issuer.CA, certmagic.DefaultACME.CA, certmagic.LetsEncryptProductionCA)
+	ids, err := a.caa.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
+	if err != nil && a.logger != nil {
+		a.logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))
+	}
+	if len(ids) > 0 {
+		return ids
+	}
+	return configured
+}
+
+// identities fetches (or remembers) the caaIdentities of the directory at
+// url, trusting roots (PEM files) besides the system's.
+func (d *caaDirectory) identities(ctx context.Context, url string, roots []string) ([]string, error) {
+	key := url + "\x00" + strings.Join(roots, "\x00")
+	d.mu.Lock()
+	e, ok := d.entries[key]
+	d.mu.Unlock()
+	if ok && time.Now().Before(e.expires) {
+		return e.ids, nil
+	}
+	ids, err := d.fetch(ctx, url, roots)
+	ttl := caaDirectoryTTL
+	if err != nil {
+		ttl = caaFailureTTL
+	}
+	d.mu.Lock()
+	if d.entries == nil {
+		d.entries = map[string]caaEntry{}
+	}
+	d.entries[key] = caaEntry{ids: ids, expires: time.Now().Add(ttl)}
+	d.mu.Unlock()
+	return ids, err
+}
+
+func (d *caaDirectory) fetch(ctx context.Context, url string, roots []string) ([]string, error) {
+	newClient := d.client
+	if newClient == nil {
+		newClient = directoryClient
+	}
+	client, err := newClient(roots)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ACME directory %s: HTTP %d", url, resp.StatusCode)
+	}
+	var dir struct {
+		Meta struct {
+			CAAIdentities []string `json:"caaIdentities"`
+		} `json:"meta"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&dir); err != nil {
+		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
+	}
+	var ids []string
+	for _, id := range dir.Meta.CAAIdentities {
+		if id = solver.Normalize(id); id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// directoryClient trusts the system's roots and the issuer's own
+// (trusted_roots_pem_files, as for its ACME requests).
+func directoryClient(roots []string) (*http.Client, error) {
+	if len(roots) == 0 {
+		return &http.Client{}, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range roots {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("reading trusted root %s: %w", f, err)
+		}
+		pool.AppendCertsFromPEM(pem)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return &http.Client{Transport: tr}, nil
+}

@@ -1,0 +1,138 @@
+package solver
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// checkCAA finds the CAA record set that applies to the domain (the closest
+// one walking up from the domain, RFC 8659) and judges it for the
+// configured CA identities. CAA is checked on the original name only: the CA
+// never looks at the alias zone's. A wildcard is judged by issuewild when
+// the set has any, by issue otherwise; issuewild never applies to other
+// names. A set with no property of the relevant tag does not restrict
+// issuance.
+func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
+	for name := strings.TrimPrefix(rep.Domain, "*."); name != ""; name = parent(name) {
+		msg, err := c.Mapper.Resolver.Query(ctx, name, dns.TypeCAA)
+		if err != nil {
+			if rep.Zone != "" && !InZone(name, rep.Zone) {
+				// Above the production zone (a TLD, usually): nothing
+				// the operator can fix, so a note rather than a failure.
+				rep.add(CodeLookup, false, "looking up CAA of %s, above the production zone %s, failed; CAA not judged: %v", name, rep.Zone, err)
+				return
+			}
+			rep.add(CodeLookup, true, "looking up CAA of %s: %v", name, err)
+			return
+		}
+		for _, rr := range msg.Answer {
+			if caa, ok := rr.(*dns.CAA); ok {
+				rep.CAA = append(rep.CAA, CAARecord{Owner: name, Flag: caa.Flag, Tag: strings.ToLower(caa.Tag), Value: caa.Value})
+			}
+		}
+		if len(rep.CAA) > 0 {
+			break
+		}
+	}
+	if len(rep.CAA) == 0 {
+		return
+	}
+	if len(c.CAIdentities) == 0 {
+		rep.add(CodeCAAForbids, false, "CAA at %s not judged: the CA's identities are unknown (its ACME directory lists no caaIdentities and caa_identities is not set)", rep.CAA[0].Owner)
+		return
+	}
+	owner := rep.CAA[0].Owner
+	for _, rec := range rep.CAA {
+		if rec.Flag&128 != 0 && !slices.Contains(knownCAATags, rec.Tag) {
+			rep.add(CodeCAAForbids, true, "CAA at %s has the critical property %q, which CAs do not know, so none may issue (RFC 8659); remove it or clear its critical flag", owner, rec.Tag)
+		}
+	}
+
+	tag := "issue"
+	if wildcard && slices.ContainsFunc(rep.CAA, func(r CAARecord) bool { return r.Tag == "issuewild" }) {
+		tag = "issuewild"
+	}
+	var issuers []string
+	var methodsBlocked []CAARecord
+	permitted := false
+	for _, rec := range rep.CAA {
+		if rec.Tag != tag {
+			continue
+		}
+		issuer, params := parseCAAValue(rec.Value)
+		if issuer == "" {
+			issuers = append(issuers, `";" (no CA)`)
+		} else {
+			issuers = append(issuers, issuer)
+		}
+		if !slices.Contains(c.CAIdentities, issuer) {
+			continue
+		}
+		if methods, ok := params["validationmethods"]; ok && !hasMethod(methods, "dns-01") {
+			methodsBlocked = append(methodsBlocked, rec)
+			continue
+		}
+		permitted = true
+		if uri, ok := params["accounturi"]; ok {
+			rep.add(CodeCAAAccountURI, false, "CAA %s at %s allows %s only for the ACME account %s: Caddy must use that account", tag, owner, issuer, uri)
+		}
+	}
+	switch {
+	case len(issuers) == 0 || permitted:
+		return
+	case len(methodsBlocked) > 0:
+		rec := methodsBlocked[0]
+		issuer, params := parseCAAValue(rec.Value)
+		value := issuer
+		for _, k := range slices.Sorted(maps.Keys(params)) {
+			if k != "validationmethods" {
+				value += "; " + k + "=" + params[k]
+			}
+		}
+		value += "; validationmethods=" + params["validationmethods"] + ",dns-01"
+		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, value)
+		rep.add(CodeCAAMethods, true, "CAA %s %q at %s allows %s only with validationmethods=%s, which excludes dns-01; replace it with: %s",
+			tag, rec.Value, owner, issuer, params["validationmethods"], fix)
+		if rep.Fix == "" {
+			rep.Fix = fix
+		}
+	default:
+		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, c.CAIdentities[0])
+		rep.add(CodeCAAForbids, true, "CAA %s at %s allows only %s, none of %s; add: %s",
+			tag, owner, strings.Join(issuers, ", "), strings.Join(c.CAIdentities, ", "), fix)
+		if rep.Fix == "" {
+			rep.Fix = fix
+		}
+	}
+}
+
+// knownCAATags are the property tags a CA understands; an unknown one with
+// the critical flag forbids issuance.
+var knownCAATags = []string{"issue", "issuewild", "iodef", "issuemail", "issuevmc", "contactemail", "contactphone"}
+
+func hasMethod(methods, method string) bool {
+	for _, m := range strings.Split(methods, ",") {
+		if strings.EqualFold(strings.TrimSpace(m), method) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseCAAValue splits an issue/issuewild value ("ca.example; key=value")
+// into the issuer domain and its parameters.
+func parseCAAValue(v string) (string, map[string]string) {
+	parts := strings.Split(v, ";")
+	params := map[string]string{}
+	for _, p := range parts[1:] {
+		if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok {
+			params[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(val)
+		}
+	}
+	return Normalize(parts[0]), params
+}

@@ -1,0 +1,321 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Nameserver is one NS of a zone with its addresses ("ip:53"), or the
+// reason it has none.
+type Nameserver struct {
+	Name  string
+	Addrs []string
+	Err   error
+}
+
+// Nameservers returns the NS of zone, as the resolvers see them, with their
+// addresses, sorted by name.
+func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, error) {
+	msg, err := r.Query(ctx, zone, dns.TypeNS)
+	if err != nil {
+		return nil, fmt.Errorf("looking up the nameservers of %s: %w", Normalize(zone), err)
+	}
+	var out []Nameserver
+	for _, rr := range msg.Answer {
+		ns, ok := rr.(*dns.NS)
+		if !ok {
+			continue
+		}
+		h := Nameserver{Name: Normalize(ns.Ns)}
+		h.Addrs, h.Err = r.addresses(ctx, h.Name)
+		out = append(out, h)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("looking up the nameservers of %s: no NS records", Normalize(zone))
+	}
+	slices.SortFunc(out, func(a, b Nameserver) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error) {
+	var addrs []string
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		msg, err := r.Query(ctx, host, qtype)
+		if err != nil {
+			if qtype == dns.TypeA {
+				return nil, err
+			}
+			continue
+		}
+		addrs = append(addrs, glue(msg.Answer, host)...)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("nameserver %s has no address", host)
+	}
+	return addrs, nil
+}
+
+// glue returns the addresses ("ip:53") that rrs give for host.
+func glue(rrs []dns.RR, host string) []string {
+	var addrs []string
+	for _, rr := range rrs {
+		if Normalize(rr.Header().Name) != host {
+			continue
+		}
+		switch a := rr.(type) {
+		case *dns.A:
+			addrs = append(addrs, net.JoinHostPort(a.A.String(), "53"))
+		case *dns.AAAA:
+			addrs = append(addrs, net.JoinHostPort(a.AAAA.String(), "53"))
+		}
+	}
+	return addrs
+}
+
+// FindZone returns the zone that name lies in, by the SOA record that the
+// resolvers return for it or for the closest enclosing name that has one.
+// CNAME answers are skipped: the zone of the name itself is wanted.
+func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
+	return r.findZone(ctx, name, false)
+}
+
+// findZone walks up from name to the first name with an SOA. With
+// pastFailures it walks on past names the resolvers fail on, to the closest
+// enclosing zone that resolves.
+func (r *Resolver) findZone(ctx context.Context, name string, pastFailures bool) (string, error) {
+	var errs []error
+	for n := Normalize(name); n != ""; n = parent(n) {
+		msg, err := r.Query(ctx, n, dns.TypeSOA)
+		if err != nil {
+			if !pastFailures {
+				return "", fmt.Errorf("finding the zone of %s: %w", Normalize(name), err)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		// slices.Concat, not append: msg is shared through the cache.
+		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
+			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
+				return Normalize(soa.Hdr.Name), nil
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return "", fmt.Errorf("no zone encloses %s: %w", Normalize(name), errors.Join(errs...))
+	}
+	return "", fmt.Errorf("finding the zone of %s: no SOA record found up to the root (resolvers: %s)", Normalize(name), strings.Join(r.servers, ", "))
+}
+
+// ZoneServers returns the zone that name lies in and its nameservers. When
+// the resolvers cannot answer for the zone at all (every nameserver of it
+// down, a lame delegation), the delegation is read from the closest
+// enclosing zone that does resolve, by asking its servers directly, so that
+// a report can name the servers that fail.
+func (r *Resolver) ZoneServers(ctx context.Context, name string, timeout time.Duration) (string, []Nameserver, error) {
+	zone, err := r.FindZone(ctx, name)
+	if err == nil {
+		hosts, err := r.Nameservers(ctx, zone)
+		return zone, hosts, err
+	}
+	enclosing, perr := r.findZone(ctx, parent(name), true)
+	if perr != nil {
+		return "", nil, err
+	}
+	parentHosts, perr := r.Nameservers(ctx, enclosing)
+	if perr != nil {
+		return "", nil, err
+	}
+	for _, h := range parentHosts {
+		for _, addr := range h.Addrs {
+			if zone, hosts, ok := r.referral(ctx, addr, name, enclosing, timeout); ok {
+				return zone, hosts, nil
+			}
+		}
+	}
+	return "", nil, err
+}
+
+// referral asks the server at addr, authoritative for the enclosing zone,
+// where name is delegated to. ok is false when it does not answer usefully.
+func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, timeout time.Duration) (string, []Nameserver, bool) {
+	msg, err := r.AskAuthoritative(ctx, addr, name, dns.TypeNS, timeout)
+	if err != nil {
+		return "", nil, false
+	}
+	if msg.Authoritative {
+		hosts, err := r.Nameservers(ctx, enclosing)
+		return enclosing, hosts, err == nil
+	}
+	zone := ""
+	var hosts []Nameserver
+	for _, rr := range msg.Ns {
+		ns, ok := rr.(*dns.NS)
+		if !ok {
+			continue
+		}
+		owner := Normalize(ns.Hdr.Name)
+		if !InZone(name, owner) || !InZone(owner, enclosing) || owner == Normalize(enclosing) || (zone != "" && owner != zone) {
+			continue
+		}
+		zone = owner
+		h := Nameserver{Name: Normalize(ns.Ns)}
+		if h.Addrs = glue(msg.Extra, h.Name); len(h.Addrs) == 0 {
+			h.Addrs, h.Err = r.addresses(ctx, h.Name)
+		}
+		hosts = append(hosts, h)
+	}
+	return zone, hosts, zone != ""
+}
+
+// propagationPoll is how often WaitServed asks again: an authoritative
+// server usually serves an update within milliseconds.
+const propagationPoll = 50 * time.Millisecond
+
+// WaitServed blocks until every authoritative server of zone serves value
+// among the TXT records at name. The CA may ask any of them (Let's Encrypt
+// validates from several perspectives), so one that lags fails the
+// challenge as surely as none.
+func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) error {
+	hosts, err := r.Nameservers(ctx, zone)
+	if err != nil {
+		return err
+	}
+	type server struct{ name, addr string }
+	var pending []server
+	for _, h := range hosts {
+		if h.Err != nil {
+			return fmt.Errorf("%s: %w", Normalize(zone), h.Err)
+		}
+		for _, a := range h.Addrs {
+			pending = append(pending, server{h.Name, a})
+		}
+	}
+	var lastErr error
+	for {
+		pending = slices.DeleteFunc(pending, func(s server) bool {
+			msg, err := r.AskAuthoritative(ctx, s.addr, name, dns.TypeTXT, 0)
+			if err != nil {
+				lastErr = fmt.Errorf("%s (%s): %w", s.name, s.addr, err)
+				return false
+			}
+			return servesTXT(msg, name, value)
+		})
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			var names []string
+			for _, s := range pending {
+				names = append(names, fmt.Sprintf("%s (%s)", s.name, s.addr))
+			}
+			return fmt.Errorf("TXT %s is not served by %s: %w", Normalize(name), strings.Join(names, ", "), errors.Join(ctx.Err(), lastErr))
+		case <-time.After(propagationPoll):
+		}
+	}
+}
+
+func servesTXT(msg *dns.Msg, name, value string) bool {
+	for _, rr := range msg.Answer {
+		if txt, ok := rr.(*dns.TXT); ok && Normalize(txt.Hdr.Name) == Normalize(name) && strings.Join(txt.Txt, "") == value {
+			return true
+		}
+	}
+	return false
+}
+
+// NameserverAnswer is what one authoritative server of the production zone
+// answers for the challenge name, asked directly without recursion.
+type NameserverAnswer struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	// Target is the CNAME target it serves, "" for none.
+	Target string `json:"target"`
+	Error  string `json:"error,omitempty"`
+}
+
+// checkNameservers asks every NS of the production zone directly for the
+// challenge name's CNAME: multi-master setups drift, and the CA may ask any.
+func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
+	r := c.Mapper.Resolver
+	zone, hosts, err := r.ZoneServers(ctx, rep.ChallengeName, c.nsTimeout())
+	if err != nil {
+		rep.add(CodeLookup, true, "finding the authoritative nameservers of %s: %v", rep.ChallengeName, err)
+		return
+	}
+	rep.Zone = zone
+	for _, h := range hosts {
+		if h.Err != nil {
+			rep.Nameservers = append(rep.Nameservers, NameserverAnswer{Name: h.Name, Error: h.Err.Error()})
+			continue
+		}
+		for _, addr := range h.Addrs {
+			rep.Nameservers = append(rep.Nameservers, c.askCNAME(ctx, h.Name, addr, zone, rep.ChallengeName))
+		}
+	}
+	slices.SortFunc(rep.Nameservers, func(a, b NameserverAnswer) int { return strings.Compare(a.Name+a.Address, b.Name+b.Address) })
+
+	answers := map[string][]string{}
+	for _, a := range rep.Nameservers {
+		switch {
+		case a.Error != "" && a.Address == "":
+			rep.add(CodeNSUnreachable, true, "nameserver %s of %s cannot be reached: %s", a.Name, zone, a.Error)
+		case a.Error != "":
+			rep.add(CodeNSUnreachable, true, "nameserver %s (%s) of %s did not answer for %s: %s", a.Name, a.Address, zone, rep.ChallengeName, a.Error)
+		default:
+			answers[a.Target] = append(answers[a.Target], fmt.Sprintf("%s (%s)", a.Name, a.Address))
+		}
+	}
+	if len(answers) <= 1 {
+		return
+	}
+	var parts []string
+	for target, servers := range answers {
+		if target == "" {
+			target = "no CNAME"
+		} else {
+			target = "CNAME " + target
+		}
+		parts = append(parts, fmt.Sprintf("%s: %s", strings.Join(servers, ", "), target))
+	}
+	slices.Sort(parts)
+	rep.add(CodeDrift, true, "the nameservers of %s disagree about %s (%s); publish the same record on every one", zone, rep.ChallengeName, strings.Join(parts, "; "))
+	if rep.Fix == "" {
+		// The chain the resolvers saw passed: its first record is the
+		// one the other servers lack. Otherwise the chain check has
+		// set the fix already, or the mapping's record is the fix.
+		if rep.chainOK && len(rep.Chain.Hops) > 0 {
+			rep.Fix = CNAMERecord(rep.ChallengeName, rep.Chain.Hops[0].Target)
+		} else {
+			rep.Fix = rep.suggestion
+		}
+	}
+}
+
+// askCNAME asks one server of zone, without recursion, for the CNAME at
+// owner. A server that answers without authority does not serve the zone
+// (a lame delegation) and counts as failing.
+func (c *Checker) askCNAME(ctx context.Context, name, addr, zone, owner string) NameserverAnswer {
+	ans := NameserverAnswer{Name: name, Address: addr}
+	msg, err := c.Mapper.Resolver.AskAuthoritative(ctx, addr, owner, dns.TypeCNAME, c.nsTimeout())
+	switch {
+	case err != nil:
+		ans.Error = strings.TrimPrefix(err.Error(), addr+" ")
+	case !msg.Authoritative:
+		ans.Error = "answered without authority: it does not serve " + zone + " (lame delegation)"
+	default:
+		for _, rr := range msg.Answer {
+			if cn, ok := rr.(*dns.CNAME); ok && Normalize(cn.Hdr.Name) == Normalize(owner) {
+				ans.Target = Normalize(cn.Target)
+			}
+		}
+	}
+	return ans
+}
