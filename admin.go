@@ -172,8 +172,8 @@ func checkAll(ctx context.Context, app *App, w io.Writer, domains []string, asJS
 func writeTable(w io.Writer, reports []*solver.Report) error {
 	rows := [][]string{{"DOMAIN", "MODE", "RESULT", "RESOLVER", "CNAME CHAIN"}}
 	for _, r := range reports {
-		result := "ok"
-		if !r.OK {
+		result := map[string]string{solver.VerdictOK: "ok", solver.VerdictUnknown: "UNKNOWN"}[r.Verdict]
+		if result == "" {
 			result = "FAIL"
 		}
 		rows = append(rows, []string{r.Domain, cmp.Or(r.Mode, "-"), result, cmp.Or(r.Resolver, "-"), chainString(r)})

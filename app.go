@@ -263,6 +263,7 @@ func noPolicyReport(pol *policy, name string) *solver.Report {
 	}
 	rep.Findings = []solver.Finding{{Code: solver.CodeNoPolicy, Fatal: true,
 		Message: fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where)}}
+	rep.Verdict = solver.VerdictBroken
 	return rep
 }
 

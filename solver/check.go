@@ -69,6 +69,10 @@ type Report struct {
 	CAA         []CAARecord        `json:"caa,omitempty"`
 	Findings    []Finding          `json:"findings,omitempty"`
 	OK          bool               `json:"ok"`
+	// Verdict is VerdictOK, VerdictBroken (a finding that the delegation
+	// must be fixed for) or VerdictUnknown (only transient findings: a
+	// failed lookup, a nameserver that did not answer).
+	Verdict string `json:"verdict"`
 	// Fix is the zone-file line to publish in the production zone, when
 	// publishing it would fix the delegation.
 	Fix string `json:"fix,omitempty"`
@@ -161,6 +165,31 @@ func (e *DelegationError) Transient() bool {
 	return !slices.ContainsFunc(e.Findings, func(f Finding) bool { return !f.Transient() })
 }
 
+// Verdicts of a report.
+const (
+	VerdictOK      = "ok"
+	VerdictBroken  = "broken"
+	VerdictUnknown = "unknown"
+)
+
+// blocked reports whether a finding other than a transient one fails the
+// report.
+func (r *Report) blocked() bool {
+	return slices.ContainsFunc(r.Findings, func(f Finding) bool { return f.Fatal && !f.Transient() })
+}
+
+// judge sets the verdict from the findings.
+func (r *Report) judge() {
+	switch {
+	case r.OK:
+		r.Verdict = VerdictOK
+	case r.blocked():
+		r.Verdict = VerdictBroken
+	default:
+		r.Verdict = VerdictUnknown
+	}
+}
+
 // Checker checks domains' delegations against the mapping.
 type Checker struct {
 	Mapper *Mapper
@@ -215,16 +244,17 @@ func (c *Checker) run(ctx context.Context, domain string, checks Checks, stopEar
 	if wildcard {
 		rep.Domain = "*." + rep.Domain
 	}
+	defer rep.judge()
 	if slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Code == CodeNoRule }) {
 		return Target{}, rep
 	}
-	if checks&CheckNameservers != 0 && (rep.OK || !stopEarly) {
+	if checks&CheckNameservers != 0 && !(stopEarly && rep.blocked()) {
 		c.checkNameservers(ctx, rep)
 	}
-	if checks&CheckCAA != 0 && (rep.OK || !stopEarly) {
+	if checks&CheckCAA != 0 && !(stopEarly && rep.blocked()) {
 		c.checkCAA(ctx, rep, wildcard)
 	}
-	if err, ok := rep.Err().(*DelegationError); ok && !err.Transient() {
+	if rep.blocked() {
 		return Target{}, rep
 	}
 	return target, rep

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 )
 
@@ -24,6 +25,8 @@ type checkDNS struct {
 	addr     map[string][]string // host -> IPv4 addresses
 	caa      map[string][]dns.RR // owner -> CAA records
 	failZone []string            // the resolver answers SERVFAIL at and below these
+	// servfailExceptCNAME: the resolver SERVFAILs every question but CNAME.
+	servfailExceptCNAME bool
 	auth     map[string]*fakeAuth
 	asked    map[uint16]int // questions to the resolver, by type
 }
@@ -83,6 +86,11 @@ func (d *checkDNS) exchange(ctx context.Context, req *dns.Msg, server string) (*
 	d.asked[q.Qtype]++
 	resp := new(dns.Msg)
 	resp.SetReply(req)
+	if d.servfailExceptCNAME && q.Qtype != dns.TypeCNAME {
+		d.mu.Unlock()
+		resp.Rcode = dns.RcodeServerFailure
+		return resp, nil
+	}
 	for _, z := range d.failZone {
 		if InZone(n, z) {
 			d.mu.Unlock()
@@ -638,8 +646,9 @@ func TestCheckReport(t *testing.T) {
 			{Name: "ns1.example.com", Address: "192.0.2.1:53", Target: "x.hop.example"},
 			{Name: "ns2.example.com", Address: "192.0.2.2:53", Target: "x.hop.example"},
 		},
-		CAA: []CAARecord{{Owner: "example.com", Tag: "issue", Value: "letsencrypt.org"}},
-		OK:  true,
+		CAA:     []CAARecord{{Owner: "example.com", Tag: "issue", Value: "letsencrypt.org"}},
+		OK:      true,
+		Verdict: VerdictOK,
 	}
 	got, _ := json.MarshalIndent(rep, "", "  ")
 	exp, _ := json.MarshalIndent(&want, "", "  ")
@@ -650,7 +659,7 @@ func TestCheckReport(t *testing.T) {
 	if err := json.Unmarshal(got, &generic); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"domain", "challenge_name", "mode", "expected", "chain", "production_zone", "nameservers", "caa", "ok"} {
+	for _, k := range []string{"domain", "challenge_name", "mode", "expected", "chain", "production_zone", "nameservers", "caa", "ok", "verdict"} {
 		if _, ok := generic[k]; !ok {
 			t.Errorf("JSON report has no %q: %s", k, got)
 		}
@@ -728,5 +737,78 @@ func TestParseCAAValue(t *testing.T) {
 				t.Errorf("parseCAAValue(%q)[%s] = %q, want %q", tc.in, k, params[k], v)
 			}
 		}
+	}
+}
+
+// TestWriteRefusesDrift: the write path asks every authoritative server of
+// the production zone, so a drifted delegation is refused every time,
+// whichever server the resolver asked, and nothing is written.
+func TestWriteRefusesDrift(t *testing.T) {
+	for _, resolverSaw := range []string{"the record", "no record"} {
+		t.Run(resolverSaw, func(t *testing.T) {
+			d, res := newCheckDNS(t)
+			other := newFakeDNS("example.com")
+			if resolverSaw == "the record" {
+				d.rec.cname("_acme-challenge.example.com", "_acme-challenge.validation.example.org")
+			} else {
+				other.cname("_acme-challenge.example.com", "_acme-challenge.validation.example.org")
+			}
+			d.ns["example.com"] = []string{"ns1.example.com", "ns2.example.com"}
+			d.addr["ns2.example.com"] = []string{"192.0.2.2"}
+			d.auth["192.0.2.2:53"] = &fakeAuth{data: other}
+			w := &fakeWriter{}
+			rule := mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.validation.example.org"),
+				Zones: []string{"validation.example.org"}, Writer: w, WriterName: "fake"})
+			p := &Provider{Mapper: &Mapper{Resolver: res, Default: rule}}
+			for range 10 {
+				_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "v")})
+				if err == nil {
+					t.Fatal("a drifted delegation was written to")
+				}
+				if resolverSaw == "the record" && !strings.Contains(err.Error(), "ns2.example.com (192.0.2.2:53): no CNAME") {
+					t.Errorf("refusal %q does not name the server and its answer", err)
+				}
+			}
+			if len(w.getCalls()) != 0 {
+				t.Errorf("inner provider called: %v", w.getCalls())
+			}
+		})
+	}
+}
+
+// TestFollowFindings: a CNAME to the root is no end of the chain, and a
+// loop is named as one even though the resolver SERVFAILs every other
+// question about it (as recursive resolvers do: they chase the loop).
+func TestFollowFindings(t *testing.T) {
+	const start = "_acme-challenge.example.com"
+	tests := []struct {
+		name     string
+		setup    func(d *checkDNS)
+		wantCode string
+		wantIs   error
+	}{
+		{"CNAME to the root", func(d *checkDNS) { d.rec.cname(start, ".") }, CodeBadTarget, ErrRootTarget},
+		{"loop behind SERVFAIL", func(d *checkDNS) {
+			d.rec.chain(start, "a.hop.example", start)
+			d.servfailExceptCNAME = true
+		}, CodeLoop, ErrLoop},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, res := newCheckDNS(t)
+			tt.setup(d)
+			for _, rule := range []*Rule{followRule(t), staticRule(t)} {
+				c := &Checker{Mapper: &Mapper{Resolver: res, Default: rule}}
+				target, rep := c.Verify(context.Background(), "example.com", CheckWrite)
+				err := rep.Err()
+				var de *DelegationError
+				if target.Name != "" || !errors.As(err, &de) || de.Code() != tt.wantCode || !errors.Is(err, tt.wantIs) {
+					t.Errorf("Verify = %+v, %v; want %s (%v)", target, err, tt.wantCode, tt.wantIs)
+				}
+				if rep.Verdict != VerdictBroken {
+					t.Errorf("verdict %q, want broken", rep.Verdict)
+				}
+			}
+		})
 	}
 }
