@@ -27,8 +27,8 @@ type checkDNS struct {
 	failZone []string            // the resolver answers SERVFAIL at and below these
 	// servfailExceptCNAME: the resolver SERVFAILs every question but CNAME.
 	servfailExceptCNAME bool
-	auth     map[string]*fakeAuth
-	asked    map[uint16]int // questions to the resolver, by type
+	auth                map[string]*fakeAuth
+	asked               map[uint16]int // questions to the resolver, by type
 }
 
 // fakeAuth is one authoritative server. It serves the CNAMEs of data (the
