@@ -233,7 +233,11 @@ func (a *App) checker(ctx context.Context, name string, isolated bool) (*solver.
 // Check reports on name's delegation in full, for people (admin API,
 // check command), without filling the providers' resolver caches.
 func (a *App) Check(ctx context.Context, name string) *solver.Report {
-	c, rep := a.checker(ctx, name, true)
+	return a.check(ctx, name, true)
+}
+
+func (a *App) check(ctx context.Context, name string, isolated bool) *solver.Report {
+	c, rep := a.checker(ctx, name, isolated)
 	if c == nil {
 		return rep
 	}
@@ -288,22 +292,21 @@ func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 		return nil
 	}
 	for attempt := 1; ; attempt++ {
-		target, rep := a.Verify(ctx, name)
+		// The whole check, not one that stops at the first failure: when
+		// the chain fails, the nameservers may say why (drift).
+		rep := a.check(ctx, name, false)
 		err := rep.Err()
-		if target.Name != "" {
-			if err != nil {
-				a.logger.Warn("delegation check incomplete; obtaining", zap.String("identifier", name), zap.Error(err))
-			}
-			return nil
-		}
-		var de *solver.DelegationError
-		if errors.As(err, &de) && !de.Transient() {
+		switch {
+		case rep.Verdict == solver.VerdictBroken:
+			var de *solver.DelegationError
+			errors.As(err, &de)
 			a.logger.Error("certificate not ordered: the delegation is broken",
 				zap.String("identifier", name), zap.Bool("renewal", e.Data["renewal"] == true),
 				zap.String("finding", de.Code()), zap.String("publish", de.Fix), zap.Error(err))
 			return fmt.Errorf("%w: %w", caddy.ErrEventAborted, err)
-		}
-		if attempt == gateAttempts {
+		case rep.Verdict == solver.VerdictOK:
+			return nil
+		case attempt == gateAttempts:
 			a.logger.Warn("delegation check could not complete; obtaining anyway, the write path checks again",
 				zap.String("identifier", name), zap.Int("attempts", attempt), zap.Error(err))
 			return nil

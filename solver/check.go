@@ -151,10 +151,17 @@ func (e *DelegationError) Unwrap() []error {
 	return errs
 }
 
-// Code is the code of the first finding.
+// Code is the code of the finding that explains the failure: drift if the
+// nameservers disagree (it explains what the resolver saw, whichever
+// server it asked), else the first.
 func (e *DelegationError) Code() string {
 	if len(e.Findings) == 0 {
 		return CodeOK
+	}
+	for _, f := range e.Findings {
+		if f.Code == CodeDrift {
+			return CodeDrift
+		}
 	}
 	return e.Findings[0].Code
 }

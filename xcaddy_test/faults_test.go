@@ -31,8 +31,9 @@ import (
 // record was written, Caddy killed between present and cleanup, and two
 // instances sharing one storage.
 
-// sweepStart is when the plugin's first sweep runs after provisioning.
-const sweepStart = 2 * time.Second
+// sweepStart bounds when the dns_alias app's first sweep runs after the
+// process starts: at the app's Start.
+const sweepStart = time.Second
 
 // fltName returns a fresh domain below zone for this run.
 func fltName(t *testing.T, prefix, zone string) string {
@@ -580,17 +581,17 @@ func TestCrashJournalSweep(t *testing.T) {
 	fltDelegate(t, crashed, other)
 	before := productionSerials(t)
 	storage := filepath.Join(t.TempDir(), "shared")
-	const sweep = "sweep_after 3s\n\t\t\tsweep_interval 1s"
+	const sweep = "dns_alias {\n\t\tsweep_after 3s\n\t\tsweep_interval 1s\n\t}"
 
 	// The crashing instance holds its challenge open for 30 s; the other
 	// one for 12 s, four times sweep_after. Both renew their entries every
-	// second (a third of sweep_after) and sweep only at their start, 2 s
-	// in (sweep_interval 1h): the restarted instance alone sweeps the
+	// second (a third of sweep_after) and sweep only at their start
+	// (sweep_interval 1h): the restarted instance alone sweeps the
 	// orphan, and the kill cannot catch the crashing one holding the sweep
 	// lock (a dead holder's lock goes stale only after 10 s).
-	const sweepOnce = "sweep_after 3s\n\t\t\tsweep_interval 1h"
-	k := fltStart(t, storage, "", fltSite(crashed, rfc2136(), sweepOnce, "propagation_delay 30s"))
-	b := fltStart(t, storage, "", fltSite(other, rfc2136(), sweepOnce, "propagation_delay 12s"))
+	const sweepOnce = "dns_alias {\n\t\tsweep_after 3s\n\t\tsweep_interval 1h\n\t}"
+	k := fltStart(t, storage, sweepOnce, fltSite(crashed, rfc2136(), "", "propagation_delay 30s"))
+	b := fltStart(t, storage, sweepOnce, fltSite(other, rfc2136(), "", "propagation_delay 12s"))
 	orphan := fltWaitTXT(t, fltAlias(crashed), 30*time.Second, k)
 	inFlight := fltWaitTXT(t, fltAlias(other), 30*time.Second, b)
 
@@ -613,7 +614,7 @@ func TestCrashJournalSweep(t *testing.T) {
 	}
 	t.Logf("killed with the challenge presented; orphan %s %q and its journal entry are left", fltAlias(crashed), orphan[0])
 
-	r := fltStart(t, storage, "", fltSite(crashed, rfc2136(), sweep, ""))
+	r := fltStart(t, storage, sweep, fltSite(crashed, rfc2136(), "", ""))
 	// first sweep after sweepStart, then every second; the entry expires
 	// 3 s after its last renewal
 	for deadline := time.Now().Add(sweepStart + 3*time.Second + 2*time.Second); slices.Contains(fltTXT(t, fltAlias(crashed)), orphan[0]); time.Sleep(100 * time.Millisecond) {
