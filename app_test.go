@@ -345,3 +345,47 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		t.Error("Stop did not stop the app's journal loop")
 	}
 }
+
+// TestPropagationCheckOff: an alias provider inside an ACME issuer with its
+// authoritative wait on switches certmagic's redundant propagation check
+// off, unless the issuer sets propagation_timeout or propagation_delay, or
+// the wait is off.
+func TestPropagationCheckOff(t *testing.T) {
+	srv := dnstest.Start(t, dnstest.Zone{Name: "validation.example.org", Updatable: true})
+	key := srv.Key()
+	policy := func(subject string, wait any, dns map[string]any) map[string]any {
+		p := map[string]any{"name": "alias", "alias": "_acme-challenge.{domain}.validation.example.org", "zones": []string{"validation.example.org"},
+			"resolvers": []string{srv.Addr()},
+			"provider":  map[string]any{"name": "rfc2136", "key_name": key.Name, "key_alg": key.Algorithm, "key": key.Secret, "server": srv.Addr()}}
+		if wait != nil {
+			p["authoritative_wait"] = wait
+		}
+		dns["provider"] = p
+		return map[string]any{"subjects": []string{subject}, "issuers": []any{map[string]any{"module": "acme", "ca": "https://127.0.0.1:1/dir", "challenges": map[string]any{"dns": dns}}}}
+	}
+	cfg, err := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true},
+		"storage": map[string]any{"module": "file_system", "root": t.TempDir()},
+		"apps": map[string]any{"tls": map[string]any{"automation": map[string]any{"policies": []any{
+			policy("default.example.com", nil, map[string]any{}),
+			policy("timeout.example.com", nil, map[string]any{"propagation_timeout": "2m"}),
+			policy("delay.example.com", nil, map[string]any{"propagation_delay": "5s"}),
+			policy("nowait.example.com", -1, map[string]any{}),
+		}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{-1, 2 * time.Minute, 0, 0}
+	for i, pol := range mod.(*App).policyMap() {
+		if got := time.Duration(pol.issuer.Challenges.DNS.PropagationTimeout); got != want[i] {
+			t.Errorf("%v: propagation_timeout %v, want %v", pol.subjects, got, want[i])
+		}
+	}
+}
