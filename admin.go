@@ -221,7 +221,8 @@ func resolvedNothing(r *solver.Report) bool {
 }
 
 // chainString shows the chain as far as it was resolved: "(no CNAME)" when
-// the challenge name has none, "(?)" where resolving it stopped on an error.
+// the challenge name has none, "(?)" where resolving it stopped on an error,
+// "(not checked)" for a name no alias rule covers.
 func chainString(r *solver.Report) string {
 	c := r.Chain
 	parts := []string{cmp.Or(c.Start, r.ChallengeName)}
@@ -230,6 +231,8 @@ func chainString(r *solver.Report) string {
 	}
 	s := strings.Join(parts, " -> ")
 	switch {
+	case r.Mode == "":
+		s += " (not checked)"
 	case c.End == "":
 		s += " (?)"
 	case len(c.Hops) == 0:

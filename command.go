@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
@@ -96,15 +97,19 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 func configPolicies(ctx caddy.Context, cfg []byte) ([]policy, []string, error) {
 	var c struct {
 		Apps struct {
-			TLS  caddytls.TLS `json:"tls"`
-			HTTP any          `json:"http"`
+			TLS  caddytls.TLS    `json:"tls"`
+			HTTP json.RawMessage `json:"http"`
 		} `json:"apps"`
 	}
 	if err := json.Unmarshal(cfg, &c); err != nil {
 		return nil, nil, fmt.Errorf("decoding config: %w", err)
 	}
+	hosts, err := hostNames(c.Apps.HTTP)
+	if err != nil {
+		return nil, nil, err
+	}
 	if c.Apps.TLS.Automation == nil {
-		return nil, hosts(c.Apps.HTTP), nil
+		return nil, hosts, nil
 	}
 	loaded := map[string]*Provider{}
 	load := func(raw json.RawMessage) (*Provider, error) {
@@ -146,7 +151,7 @@ func configPolicies(ctx caddy.Context, cfg []byte) ([]policy, []string, error) {
 		}
 		pols = append(pols, pol)
 	}
-	return pols, hosts(c.Apps.HTTP), nil
+	return pols, hosts, nil
 }
 
 // loadProvider provisions an alias provider from its JSON as it stands in a
@@ -194,26 +199,40 @@ func isAlias(raw json.RawMessage) bool {
 	return raw != nil && json.Unmarshal(raw, &m) == nil && m.Name == "alias"
 }
 
-// hosts collects the names of every "host" matcher in an HTTP app config.
-func hosts(v any) []string {
+// hostNames collects the names of every host matcher of an HTTP app
+// config's routes, subroutes included.
+func hostNames(raw json.RawMessage) ([]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	var app caddyhttp.App
+	if err := json.Unmarshal(raw, &app); err != nil {
+		return nil, fmt.Errorf("decoding the http app: %w", err)
+	}
 	var out []string
-	switch x := v.(type) {
-	case map[string]any:
-		for _, k := range slices.Sorted(maps.Keys(x)) {
-			child := x[k]
-			if list, ok := child.([]any); ok && k == "host" {
-				for _, h := range list {
-					if s, ok := h.(string); ok {
-						out = append(out, s)
-					}
-				}
-				continue
+	for _, name := range slices.Sorted(maps.Keys(app.Servers)) {
+		out = append(out, routeHosts(app.Servers[name].Routes)...)
+	}
+	return out, nil
+}
+
+func routeHosts(routes caddyhttp.RouteList) []string {
+	var out []string
+	for _, r := range routes {
+		for _, set := range r.MatcherSetsRaw {
+			var hosts caddyhttp.MatchHost
+			if raw, ok := set["host"]; ok && json.Unmarshal(raw, &hosts) == nil {
+				out = append(out, hosts...)
 			}
-			out = append(out, hosts(child)...)
 		}
-	case []any:
-		for _, child := range x {
-			out = append(out, hosts(child)...)
+		for _, h := range r.HandlersRaw {
+			var sub struct {
+				Handler string              `json:"handler"`
+				Routes  caddyhttp.RouteList `json:"routes"`
+			}
+			if json.Unmarshal(h, &sub) == nil && sub.Handler == "subroute" {
+				out = append(out, routeHosts(sub.Routes)...)
+			}
 		}
 	}
 	return out

@@ -2,11 +2,13 @@ package alias
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
@@ -36,13 +38,13 @@ type Permission struct {
 	// How many names are remembered at most. Default: 10000.
 	CacheSize int `json:"cache_size,omitempty"`
 
-	// Optionally, an ask endpoint (as Caddy's http permission module) that
-	// must also say yes, for platforms that keep a customer list. It is
+	// Optionally, another tls.permission module that must also say yes,
+	// e.g. Caddy's "http" module asking a platform's customer list. It is
 	// asked only after the delegation check passed.
-	Ask string `json:"ask,omitempty"`
+	PermissionRaw json.RawMessage `json:"permission,omitempty" caddy:"namespace=tls.permission inline_key=module"`
 
 	admission *solver.Admission
-	ask       *caddytls.PermissionByHTTP
+	also      caddytls.OnDemandPermission
 	logger    *zap.Logger
 	app       *App
 }
@@ -70,11 +72,15 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 	case p.CacheSize < 0:
 		return fmt.Errorf("cache_size: must not be negative, got %d", p.CacheSize)
 	}
-	if p.Ask != "" {
-		p.ask = &caddytls.PermissionByHTTP{Endpoint: p.Ask}
-		if err := p.ask.Provision(ctx); err != nil {
-			return fmt.Errorf("ask: %w", err)
+	if p.PermissionRaw != nil {
+		mod, err := ctx.LoadModule(p, "PermissionRaw")
+		if err != nil {
+			return fmt.Errorf("permission: %w", err)
 		}
+		if _, nested := mod.(*Permission); nested {
+			return fmt.Errorf("permission: tls.permission.alias inside tls.permission.alias checks the same delegation twice")
+		}
+		p.also = mod.(caddytls.OnDemandPermission)
 	}
 	p.admission = &solver.Admission{
 		Check:       p.check,
@@ -110,14 +116,14 @@ func chainNames(rep *solver.Report) []string {
 	return names
 }
 
-// CertificateAllowed admits name if its delegation check passes (and the ask
-// endpoint, if configured, agrees).
+// CertificateAllowed admits name if its delegation check passes (and the
+// nested permission module, if configured, agrees).
 func (p *Permission) CertificateAllowed(ctx context.Context, name string) error {
 	if err := p.admission.Allow(ctx, name); err != nil {
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}
-	if p.ask != nil {
-		return p.ask.CertificateAllowed(ctx, name)
+	if p.also != nil {
+		return p.also.CertificateAllowed(ctx, name)
 	}
 	return nil
 }
@@ -128,7 +134,8 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 //	    negative_ttl <duration>
 //	    max_ttl      <duration>
 //	    cache_size   <n>
-//	    ask          <url>
+//	    ask          <url>                       # sugar for: permission http { endpoint <url> }
+//	    permission   <module> [<module options>] # another tls.permission module
 //	}
 func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume module name
@@ -136,8 +143,22 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		// The subdirective's name: after AllArgs, d.Val() is its argument.
 		opt := d.Val()
+		if opt == "permission" {
+			if p.PermissionRaw != nil {
+				return d.Err("permission: only one nested permission module (ask is one too)")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "tls.permission."+name)
+			if err != nil {
+				return err
+			}
+			p.PermissionRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+			continue
+		}
 		switch opt {
 		case "negative_ttl", "max_ttl", "cache_size", "ask":
 		default:
@@ -165,7 +186,10 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.CacheSize = n
 		case "ask":
-			p.Ask = arg
+			if p.PermissionRaw != nil {
+				return d.Err("ask: only one nested permission module (ask is one)")
+			}
+			p.PermissionRaw = caddyconfig.JSONModuleObject(caddytls.PermissionByHTTP{Endpoint: arg}, "module", "http", nil)
 		}
 	}
 	return nil

@@ -76,12 +76,17 @@ https:// {
 			cache_size 500
 			ask http://localhost:9123/customers
 		}`,
-			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"cache_size":500,"ask":"http://localhost:9123/customers"}`,
+			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"cache_size":500,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
 		},
 		{
 			name:       "day durations and placeholders",
 			permission: "permission alias {\n\t\t\tmax_ttl 1d\n\t\t\task {env.ASK_URL}\n\t\t}",
-			want:       `{"module":"alias","max_ttl":86400000000000,"ask":"{env.ASK_URL}"}`,
+			want:       `{"module":"alias","max_ttl":86400000000000,"permission":{"module":"http","endpoint":"{env.ASK_URL}"}}`,
+		},
+		{
+			name:       "a nested permission module",
+			permission: "permission alias {\n\t\t\tpermission http http://localhost:9123/customers\n\t\t}",
+			want:       `{"module":"alias","permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
 		},
 	}
 	for _, tt := range tests {
@@ -128,6 +133,8 @@ func TestPermissionCaddyfileErrors(t *testing.T) {
 		{"cache_size not a number", "permission alias {\n cache_size lots\n }", "cache_size"},
 		{"ask without url", "permission alias {\n ask\n }", "wrong argument count"},
 		{"with on_demand_tls ask", "ask http://localhost/\n permission alias", "already specified"},
+		{"ask and permission", "permission alias {\n ask http://a/\n permission http http://b/\n }", "only one nested permission module"},
+		{"unknown nested module", "permission alias {\n permission nosuch\n }", "nosuch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,7 +155,9 @@ func TestPermissionValidate(t *testing.T) {
 		wantErr    string // "" for a valid config
 	}{
 		{"defaults", ``, ""},
-		{"every option", `,"negative_ttl":"30s","max_ttl":"2m","cache_size":500,"ask":"http://localhost:9123/customers"`, ""},
+		{"every option", `,"negative_ttl":"30s","max_ttl":"2m","cache_size":500,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}`, ""},
+		{"nested in itself", `,"permission":{"module":"alias"}`, "permission: tls.permission.alias inside tls.permission.alias"},
+		{"ask is no field", `,"ask":"http://localhost:9123/customers"`, "unknown field"},
 		{"zero values mean defaults", `,"negative_ttl":0,"max_ttl":0,"cache_size":0`, ""},
 		{"negative negative_ttl", `,"negative_ttl":"-1s"`, "negative_ttl: must not be negative"},
 		{"negative max_ttl", `,"max_ttl":"-5m"`, "max_ttl: must not be negative"},
@@ -319,7 +328,7 @@ func TestPermissionAsk(t *testing.T) {
 		}
 	}))
 	defer ask.Close()
-	l := startPermLab(t, `{"ask":"`+ask.URL+`/customers"}`)
+	l := startPermLab(t, `{"permission":{"module":"http","endpoint":"`+ask.URL+`/customers"}}`)
 	l.srv.Add("_acme-challenge.former.example.com. 30 IN CNAME _acme-challenge.former.example.com.validation.example.org.")
 
 	if err := l.perm.CertificateAllowed(context.Background(), "shop.example.com"); err != nil {

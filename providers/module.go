@@ -4,7 +4,6 @@ package providers
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -17,8 +16,7 @@ import (
 func Writer(mod any) (solver.Writer, string, error) {
 	name := fmt.Sprintf("%T", mod)
 	if m, ok := mod.(caddy.Module); ok {
-		id := string(m.CaddyModule().ID)
-		name = id[strings.LastIndexByte(id, '.')+1:]
+		name = m.CaddyModule().ID.Name()
 	}
 	w, ok := mod.(solver.Writer)
 	if !ok {
