@@ -32,8 +32,10 @@ const (
 
 // AdminAPI adds delegation checks to Caddy's admin API:
 //
-//	GET /dns-alias/check?domain=<domain>[&domain=...]  reports, as JSON
-//	GET /dns-alias/presented                          challenge records presented now
+//	GET  /dns-alias/check?domain=<domain>[&domain=...]   reports, as JSON
+//	GET  /dns-alias/presented                           challenge records presented now
+//	GET  /dns-alias/status[?domain=<domain>][&state=<s>] the tracked names' health
+//	POST /dns-alias/recheck?domain=<domain>[&domain=...] check again now
 //
 // Neither prints record values or any credential.
 type AdminAPI struct{}
@@ -51,7 +53,83 @@ func (a AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/dns-alias/check", Handler: caddy.AdminHandlerFunc(a.handleCheck)},
 		{Pattern: "/dns-alias/presented", Handler: caddy.AdminHandlerFunc(a.handlePresented)},
+		{Pattern: "/dns-alias/status", Handler: caddy.AdminHandlerFunc(a.handleStatus)},
+		{Pattern: "/dns-alias/recheck", Handler: caddy.AdminHandlerFunc(a.handleRecheck)},
 	}
+}
+
+// handleStatus lists the tracked names' health, filtered by ?domain= and
+// ?state= (ok, unknown, broken, or a finding code).
+func (AdminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	q := r.URL.Query()
+	domain, state := q.Get("domain"), q.Get("state")
+	if len(q["domain"]) > 1 || len(q["state"]) > 1 {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("give domain and state at most once each")}
+	}
+	if domain != "" {
+		if _, err := checkDomains([]string{domain}); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+		}
+	}
+	if state != "" && !validState(state) {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("state %q: want ok, unknown, broken or a finding code", state)}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(app.status(domain, state))
+}
+
+// validState reports whether s is a state a status filter can name.
+func validState(s string) bool {
+	if s == stateOK || s == stateUnknown || s == "broken" {
+		return true
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c == '_') {
+			return false
+		}
+	}
+	return len(s) <= 32
+}
+
+// handleRecheck checks the ?domain= names now, records the verdicts, and
+// drops the permission module's cached answers for them, so that a
+// customer who just published the CNAME is admitted at once.
+func (AdminAPI) handleRecheck(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+	}
+	domains, err := checkDomains(r.URL.Query()["domain"])
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	app, err := runningApp()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
+	defer cancel()
+	out := make([]*health, len(domains))
+	sem := make(chan struct{}, checkConcurrency)
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			app.forgetAdmission(d)
+			pol, _ := app.Resolve(d)
+			out[i] = app.recheck(ctx, d, pol)
+		})
+	}
+	wg.Wait()
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
 }
 
 // runningApp returns the dns_alias app of the running config.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,15 +37,27 @@ type App struct {
 	// How often the journal is swept. Default: 5 minutes.
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
+	// How often every tracked name's delegation is checked again (the
+	// whole check the gate runs), jittered by a tenth. -1 turns the
+	// periodic checks off. Default: 1 hour.
+	CheckInterval caddy.Duration `json:"check_interval,omitempty"`
+
+	// How many names the periodic checks check at once. Default: 8.
+	CheckConcurrency int `json:"check_concurrency,omitempty"`
+
 	logger  *zap.Logger
 	ctx     caddy.Context
 	journal *storageJournal // nil without storage (the check command)
 	caa     caaDirectory
+	events  *caddyevents.App
+	metrics *metrics
+	monitor monitor
 
-	mu        sync.Mutex
-	providers []registration
-	policies  []policy
-	mapped    bool // policies is built
+	mu          sync.Mutex
+	providers   []registration
+	permissions []*Permission
+	policies    []policy
+	mapped      bool // policies is built
 
 	// ops counts the writes and deletes under way, so that an exiting
 	// process waits for them before it withdraws what is left.
@@ -73,7 +86,18 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	return &App{gateRetry: time.Second, caa: caaDirectory{entries: map[string]caaEntry{}}}
+	a := &App{gateRetry: time.Second, caa: caaDirectory{entries: map[string]caaEntry{}}}
+	a.metrics = newMetrics(a.presentedCount)
+	return a
+}
+
+// presentedCount is how many challenge records this process presents now.
+func (a *App) presentedCount() float64 {
+	n := 0
+	for _, p := range a.registered() {
+		n += len(p.Presented())
+	}
+	return float64(n)
 }
 
 const (
@@ -92,6 +116,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("sweep_after: must not be negative, got %s", time.Duration(a.SweepAfter))
 	case a.SweepInterval < 0:
 		return fmt.Errorf("sweep_interval: must not be negative, got %s", time.Duration(a.SweepInterval))
+	case a.CheckInterval < 0 && a.CheckInterval != -1:
+		return fmt.Errorf("check_interval: must be positive, or -1 to turn the periodic checks off, got %s", time.Duration(a.CheckInterval))
+	case a.CheckConcurrency < 0:
+		return fmt.Errorf("check_concurrency: must not be negative, got %d", a.CheckConcurrency)
+	}
+	if a.CheckInterval == 0 {
+		a.CheckInterval = caddy.Duration(defaultCheckInterval)
+	}
+	if a.CheckConcurrency == 0 {
+		a.CheckConcurrency = defaultCheckConcurrency
+	}
+	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
 	}
 	if a.SweepAfter == 0 {
 		a.SweepAfter = caddy.Duration(defaultSweepAfter)
@@ -105,7 +142,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the events app for the delegation gate: %w", err)
 	}
-	if err := events.(*caddyevents.App).On("cert_obtaining", gate{a}); err != nil {
+	a.events = events.(*caddyevents.App)
+	if err := a.events.On("cert_obtaining", gate{a}); err != nil {
 		return fmt.Errorf("subscribing the delegation gate to cert_obtaining: %w", err)
 	}
 	return nil
@@ -119,7 +157,10 @@ func (a *App) Start() error {
 	a.stop, a.stopped = cancel, make(chan struct{})
 	go func() {
 		defer close(a.stopped)
-		a.journalLoop(loopCtx)
+		var wg sync.WaitGroup
+		wg.Go(func() { a.journalLoop(loopCtx) })
+		wg.Go(func() { a.monitorLoop(loopCtx) })
+		wg.Wait()
 	}()
 	return nil
 }
@@ -168,7 +209,26 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 	if a.journal != nil {
 		p.Journal = a.journal
 	}
+	p.Observer = a.metrics
 	a.providers = append(a.providers, registration{p, owner})
+}
+
+// registerPermission adds a permission module of the config, whose cached
+// refusals a recheck drops.
+func (a *App) registerPermission(p *Permission) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.permissions = append(a.permissions, p)
+}
+
+// forgetAdmission drops what the permission modules remember of name.
+func (a *App) forgetAdmission(name string) {
+	a.mu.Lock()
+	perms := slices.Clone(a.permissions)
+	a.mu.Unlock()
+	for _, p := range perms {
+		p.admission.Forget(name)
+	}
 }
 
 func (a *App) registered() []*Provider {
@@ -300,6 +360,7 @@ func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 		case rep.Verdict == solver.VerdictBroken:
 			var de *solver.DelegationError
 			errors.As(err, &de)
+			a.metrics.gateRefusals.WithLabelValues(de.Code()).Inc()
 			a.logger.Error("certificate not ordered: the delegation is broken",
 				zap.String("identifier", name), zap.Bool("renewal", e.Data["renewal"] == true),
 				zap.String("finding", de.Code()), zap.String("publish", de.Fix), zap.Error(err))

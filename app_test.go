@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,6 +33,9 @@ type gateLab struct {
 func startGateLab(t *testing.T, extra map[string]any) *gateLab {
 	t.Helper()
 	srv := dnstest.Start(t,
+		// The zones' nameserver, ns.dnstest, is this server: the
+		// resolvers' NameserverPort points direct queries at its port.
+		dnstest.Zone{Name: "dnstest", Records: "ns A 127.0.0.1"},
 		dnstest.Zone{Name: "validation.example.org", Updatable: true},
 		dnstest.Zone{Name: "notours.example"},
 		dnstest.Zone{Name: "example.com", Records: `
@@ -65,9 +69,12 @@ caa CAA 0 issue "other-ca.example"
 	if err != nil {
 		t.Fatalf("provisioning dns.providers.alias: %v", err)
 	}
+	p := mod.(*Provider)
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	p.Mapper.Resolver.NameserverPort = port
 	app.setPolicies([]policy{
 		{index: 0, subjects: []string{"*.plain.example.com"}},
-		{index: 1, provider: mod.(*Provider)},
+		{index: 1, provider: p},
 	})
 	return &gateLab{srv: srv, ctx: ctx, app: app}
 }

@@ -1,7 +1,6 @@
 package alias
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -54,7 +52,7 @@ func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
 	if pol.issuer == nil {
 		return configured
 	}
-	url := cmp.Or(pol.issuer.CA, certmagic.DefaultACME.CA, certmagic.LetsEncryptProductionCA)
+	url := caURL(pol.issuer)
 	ids, err := a.caa.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
 	if err != nil && a.logger != nil {
 		a.logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))

@@ -152,7 +152,9 @@ func (a *App) sweepLocked(ctx context.Context, after, interval time.Duration) {
 		}
 	}()
 	for _, p := range a.registered() {
-		if _, err := p.Sweep(ctx, after); err != nil && ctx.Err() == nil {
+		removed, err := p.Sweep(ctx, after)
+		a.metrics.sweepRemoved.Add(float64(removed))
+		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("sweeping orphaned challenge records", zap.Error(err))
 		}
 	}

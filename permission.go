@@ -88,6 +88,7 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 		NegativeTTL: time.Duration(p.NegativeTTL),
 		MaxEntries:  p.CacheSize,
 	}
+	p.app.registerPermission(p)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"cmp"
 	"reflect"
 	"strings"
 
@@ -18,6 +19,8 @@ type policy struct {
 	// solves with one, and issuer that issuer; both nil if none does.
 	provider *Provider
 	issuer   *caddytls.ACMEIssuer
+	// renewalRatio is the policy's renewal_window_ratio (0: certmagic's).
+	renewalRatio float64
 }
 
 // lookupPolicy returns the policy that obtains name, matched the way the
@@ -60,7 +63,7 @@ func tlsPolicies(tlsApp *caddytls.TLS, regs []registration, logger *zap.Logger) 
 	}
 	pols := make([]policy, len(tlsApp.Automation.Policies))
 	for i, ap := range tlsApp.Automation.Policies {
-		pols[i] = policy{index: i, subjects: ap.Subjects(), onDemand: ap.OnDemand}
+		pols[i] = policy{index: i, subjects: ap.Subjects(), onDemand: ap.OnDemand, renewalRatio: ap.RenewalWindowRatio}
 		for _, iss := range ap.Issuers {
 			acme, ok := iss.(*caddytls.ACMEIssuer)
 			if !ok || acme.Challenges == nil || acme.Challenges.DNS == nil {
@@ -105,4 +108,20 @@ func usesProvider(iss *caddytls.ACMEIssuer, p *Provider, logger *zap.Logger) boo
 type issuerModule struct {
 	Module string `json:"module"`
 	caddytls.ACMEIssuer
+}
+
+// caURL is the ACME directory the issuer orders from.
+func caURL(iss *caddytls.ACMEIssuer) string {
+	return cmp.Or(iss.CA, certmagic.DefaultACME.CA, certmagic.LetsEncryptProductionCA)
+}
+
+// issuerKey is where certmagic keeps the policy's certificates in storage
+// (certificates/<issuer key>/...), or "" for a policy without alias
+// provider. It is computed from the CA as certmagic computes it, so that it
+// works on an issuer not yet attached to a certmagic config.
+func (p *policy) issuerKey() string {
+	if p.issuer == nil {
+		return ""
+	}
+	return (&certmagic.ACMEIssuer{CA: caURL(p.issuer)}).IssuerKey()
 }

@@ -185,3 +185,11 @@ func (r *Report) ChainTTL() time.Duration {
 	}
 	return time.Duration(ttl) * time.Second
 }
+
+// Forget drops what is remembered about name, so that the next question
+// checks it afresh (a delegation just published, rechecked on request).
+func (a *Admission) Forget(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.entries, Normalize(name))
+}

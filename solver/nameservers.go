@@ -54,7 +54,7 @@ func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error)
 			}
 			continue
 		}
-		addrs = append(addrs, glue(msg.Answer, host)...)
+		addrs = append(addrs, r.glue(msg.Answer, host)...)
 	}
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("nameserver %s has no address", host)
@@ -62,8 +62,12 @@ func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error)
 	return addrs, nil
 }
 
-// glue returns the addresses ("ip:53") that rrs give for host.
-func glue(rrs []dns.RR, host string) []string {
+// glue returns the addresses ("ip:port") that rrs give for host.
+func (r *Resolver) glue(rrs []dns.RR, host string) []string {
+	port := r.NameserverPort
+	if port == "" {
+		port = "53"
+	}
 	var addrs []string
 	for _, rr := range rrs {
 		if Normalize(rr.Header().Name) != host {
@@ -71,9 +75,9 @@ func glue(rrs []dns.RR, host string) []string {
 		}
 		switch a := rr.(type) {
 		case *dns.A:
-			addrs = append(addrs, net.JoinHostPort(a.A.String(), "53"))
+			addrs = append(addrs, net.JoinHostPort(a.A.String(), port))
 		case *dns.AAAA:
-			addrs = append(addrs, net.JoinHostPort(a.AAAA.String(), "53"))
+			addrs = append(addrs, net.JoinHostPort(a.AAAA.String(), port))
 		}
 	}
 	return addrs
@@ -166,7 +170,7 @@ func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, t
 		}
 		zone = owner
 		h := Nameserver{Name: Normalize(ns.Ns)}
-		if h.Addrs = glue(msg.Extra, h.Name); len(h.Addrs) == 0 {
+		if h.Addrs = r.glue(msg.Extra, h.Name); len(h.Addrs) == 0 {
 			h.Addrs, h.Err = r.addresses(ctx, h.Name)
 		}
 		hosts = append(hosts, h)

@@ -30,11 +30,25 @@ type Provider struct {
 	// Journal, if set, records every write before it happens and forgets it
 	// after the delete, so that Sweep can remove what a crash left behind.
 	Journal Journal
+	// Observer, if set, is told of every write, delete and wait (metrics).
+	Observer Observer
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
 	warned    map[string]bool // journal entries Sweep has warned about
 	now       func() time.Time
+}
+
+// Observer is told what the provider does, for metrics. Its methods must
+// be quick and safe for concurrent use.
+type Observer interface {
+	// Wrote reports a challenge write through the inner provider.
+	Wrote(err error)
+	// Deleted reports the delete of a challenge record.
+	Deleted(err error)
+	// Served reports how long after its write every authoritative server
+	// of the alias zone served a record.
+	Served(d time.Duration)
 }
 
 type presentedKey struct{ name, value string }
@@ -148,6 +162,9 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		written, err = target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
 		return err
 	})
+	if p.Observer != nil {
+		p.Observer.Wrote(err)
+	}
 	if err != nil {
 		// The write may have happened even though it reported failure.
 		err = fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
@@ -157,12 +174,16 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		written = []libdns.Record{inner}
 	}
 	if p.AuthoritativeWait > 0 {
+		wroteAt := p.clock()
 		wctx, cancel := context.WithTimeout(ctx, p.AuthoritativeWait)
 		err := p.Mapper.Resolver.WaitServed(wctx, target.Zone, target.Name, rr.Data)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
 			return nil, p.undo(ctx, target, entry, written, err, nil)
+		}
+		if p.Observer != nil {
+			p.Observer.Served(p.clock().Sub(wroteAt))
 		}
 	}
 
@@ -229,7 +250,11 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 			continue
 		}
 		t := pr.target
-		if err := p.deleteWritten(ctx, t, pr.written); err != nil {
+		err := p.deleteWritten(ctx, t, pr.written)
+		if p.Observer != nil {
+			p.Observer.Deleted(err)
+		}
+		if err != nil {
 			p.restore(key, pr)
 			p.logger().Error("could not delete challenge record; remove it by hand if this persists",
 				zap.String("domain", t.Domain), zap.String("name", t.Name), zap.String("zone", t.Zone),

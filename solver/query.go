@@ -15,6 +15,11 @@ import (
 // Resolver sends queries to recursive resolvers and caches the answers for
 // their TTL, so that a busy server does not repeat the same lookups.
 type Resolver struct {
+	// NameserverPort is the port authoritative servers are asked on
+	// directly (drift, propagation): "53" when empty, as everywhere but
+	// in tests that run an authoritative server on another port.
+	NameserverPort string
+
 	servers []string
 	timeout time.Duration
 	now     func() time.Time
@@ -146,7 +151,7 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 // API's checks of arbitrary names) must not push the answers that live
 // challenges use out of r's bounded cache.
 func (r *Resolver) Isolated() *Resolver {
-	return &Resolver{servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
 }
 
 func (r *Resolver) lookupCache(q question) (cached, bool) {

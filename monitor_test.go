@@ -1,0 +1,122 @@
+package alias
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+// eventLog is an events handler that keeps what it is handed.
+type eventLog struct {
+	mu     sync.Mutex
+	events []caddy.Event
+}
+
+func (l *eventLog) Handle(_ context.Context, e caddy.Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, e)
+	return nil
+}
+
+func (l *eventLog) names() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		out = append(out, e.Name()+" "+e.Data["identifier"].(string))
+	}
+	return out
+}
+
+// TestMonitor: the periodic check of the tracked names sets their state
+// and metrics, logs and emits dns_alias_delegation_broken once when a
+// delegation breaks and dns_alias_delegation_restored when it passes
+// again, and a recheck drops the permission module's cached refusal.
+func TestMonitor(t *testing.T) {
+	l := startGateLab(t, nil)
+	a := l.app
+	core, logs := observer.New(zap.InfoLevel)
+	a.logger, a.ctx = zap.New(core), l.ctx
+	events := new(caddyevents.App)
+	if err := events.Provision(l.ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := &eventLog{}
+	for _, name := range []string{"dns_alias_delegation_broken", "dns_alias_delegation_restored"} {
+		if err := events.On(name, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.events = events
+	p := a.policies[1].provider
+	a.setPolicies([]policy{{index: 0, subjects: []string{"shop.example.com", "missing.example.com", "192.0.2.1"}, provider: p}})
+	perm, err := l.ctx.LoadModuleByID("tls.permission.alias", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	state := func(domain, s string) float64 {
+		return testutil.ToFloat64(a.metrics.delegationState.WithLabelValues(domain, "0", s))
+	}
+	for range 2 {
+		a.checkTracked(ctx)
+	}
+	st := a.status("", "")
+	if len(st) != 2 || st[0].Domain != "missing.example.com" || st[0].State != solver.CodeNoDelegation || st[1].State != "ok" {
+		t.Fatalf("status %+v", st)
+	}
+	if !strings.Contains(st[0].Publish, "_acme-challenge.missing.example.com. 300 IN CNAME _acme-challenge.missing.example.com.validation.example.org.") {
+		t.Errorf("no record to publish: %+v", st[0])
+	}
+	if state("missing.example.com", solver.CodeNoDelegation) != 1 || state("shop.example.com", "ok") != 1 {
+		t.Errorf("delegation_state metrics are wrong")
+	}
+	if got := a.status("", "broken"); len(got) != 1 || got[0].Domain != "missing.example.com" {
+		t.Errorf("status?state=broken = %+v", got)
+	}
+	if n := logs.FilterMessageSnippet("the certificate of missing.example.com cannot be obtained").Len(); n != 1 {
+		t.Errorf("%d broken-delegation warnings for two checks, want 1", n)
+	}
+	if perm.(*Permission).CertificateAllowed(ctx, "missing.example.com") == nil {
+		t.Fatal("an undelegated name was admitted")
+	}
+
+	// The customer publishes the record; the next check (here a recheck,
+	// with a fresh resolver cache) restores the delegation and admits it.
+	l.srv.Add("_acme-challenge.missing.example.com. 30 IN CNAME _acme-challenge.missing.example.com.validation.example.org.")
+	res, err := solver.NewResolver([]string{l.srv.Addr()}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, res.NameserverPort, _ = net.SplitHostPort(l.srv.Addr())
+	p.Mapper.Resolver = res
+	a.forgetAdmission("missing.example.com")
+	if h := a.recheck(ctx, "missing.example.com", &a.policies[0]); h.State != "ok" || h.LastOK.IsZero() {
+		t.Fatalf("recheck %+v", h)
+	}
+	if err := perm.(*Permission).CertificateAllowed(ctx, "missing.example.com"); err != nil {
+		t.Errorf("admission after the recheck: %v", err)
+	}
+	if state("missing.example.com", "ok") != 1 || testutil.CollectAndCount(a.metrics.delegationState) != 2 {
+		t.Errorf("delegation_state after the restore: %d series", testutil.CollectAndCount(a.metrics.delegationState))
+	}
+	if logs.FilterMessage("delegation restored").Len() != 1 {
+		t.Errorf("no restored line logged")
+	}
+	want := []string{"dns_alias_delegation_broken missing.example.com", "dns_alias_delegation_restored missing.example.com"}
+	if names := got.names(); strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Errorf("events %v, want %v", names, want)
+	}
+}
