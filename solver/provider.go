@@ -140,7 +140,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	}
 	p.mu.Unlock()
 
-	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Value: rr.Data, Writer: target.Rule.WriterName, Written: p.clock()}
+	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data, Writer: target.Rule.WriterName, Written: p.clock()}
 	if p.Journal != nil {
 		if err := p.Journal.Put(ctx, entry); err != nil {
 			return nil, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
