@@ -127,14 +127,11 @@ func ValidResolver(s string) error {
 		return nil
 	}
 	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not an IP address or IP:port: %w", s, err)
-	}
-	if net.ParseIP(host) == nil {
-		return fmt.Errorf("%q: %q is not an IP address (resolvers are given by address)", s, host)
+	if err != nil || net.ParseIP(host) == nil {
+		return fmt.Errorf("resolver %q is not an IP address or IP:port (resolvers are given by address)", s)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
-		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+		return fmt.Errorf("resolver %q: port %q is not a number from 1 to 65535", s, port)
 	}
 	return nil
 }

@@ -213,15 +213,15 @@ func TestValidators(t *testing.T) {
 		"2001:db8::1":      "",
 		"[2001:db8::1]":    "",
 		"[2001:db8::1]:53": "",
-		"localhost:53":     "not an IP address",
-		"localhost":        "not an IP address",
+		"localhost:53":     "not an IP address or IP:port",
+		"localhost":        "not an IP address or IP:port",
 		"1.2.3.4:abc":      "port",
-		":53":              "not an IP address",
+		":53":              "not an IP address or IP:port",
 		"1.2.3.4:99999":    "port",
 		"1.2.3.4:":         "port",
 		"1.2.3.4:0":        "port",
 		"1.2.3.4:053":      "port",
-		"":                 "not an IP address",
+		"":                 "not an IP address or IP:port",
 	}}} {
 		for in, want := range tc.cases {
 			err := tc.fn(in)
