@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -39,6 +40,9 @@ func validateConfig(p *Provider, repl *caddy.Replacer) error {
 	}
 	if p.MaxHops < 0 || p.MaxHops > maxHopsLimit {
 		return fmt.Errorf("max_hops: %d is not between 0 (the default) and %d; Let's Encrypt's resolver follows no more than about 8-11 CNAMEs", p.MaxHops, maxHopsLimit)
+	}
+	if d := time.Duration(p.SweepAfter); d > 0 && d < solver.MinSweepAfter {
+		return fmt.Errorf("sweep_after: %s is shorter than %s: the entries are renewed every third of it, and a storage write must fit in between", d, solver.MinSweepAfter)
 	}
 	for i, s := range p.CAAIdentities {
 		if id := strings.TrimSpace(repl.ReplaceKnown(s, "")); id == "" || strings.ContainsFunc(id, func(r rune) bool { return r <= ' ' }) {

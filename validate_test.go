@@ -39,6 +39,9 @@ func TestValidateUnworkable(t *testing.T) {
 		{"max_hops above the bound", static + `,"max_hops":17`, "max_hops: 17"},
 		{"max_hops at the bound", static + `,"max_hops":16`, ""},
 		{"negative max_hops", static + `,"max_hops":-1`, "max_hops: -1"},
+		{"sweep_after 1ns", static + `,"sweep_after":1`, "sweep_after: 1ns is shorter than 3s"},
+		{"sweep_after 2s", static + `,"sweep_after":"2s"`, "sweep_after: 2s"},
+		{"sweep_after 3s", static + `,"sweep_after":"3s","sweep_interval":"1s"`, ""},
 		{"alias in alias", `"alias":"_acme-challenge.validation.example.org","provider":{"name":"alias",` + static + `}`, "provider: an alias provider cannot wrap another alias provider"},
 		{"alias in a rule", static + `,"rules":[{"match":["example.com"],"provider":{"name":"alias",` + static + `}}]`, "rules[0].provider: an alias provider cannot wrap"},
 	} {

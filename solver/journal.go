@@ -72,6 +72,12 @@ type JournalEntry struct {
 	Lease time.Duration `json:"lease,omitempty"`
 }
 
+// MinSweepAfter is the shortest sweep_after, the lease of a renewed entry:
+// its process renews the entry every third of it, which must leave time for
+// a storage write and for some clock difference between instances. A write
+// under way is covered by LongestPresent instead, however short this is.
+const MinSweepAfter = 3 * time.Second
+
 // lastSeen is when the entry was last known to be in use.
 func (e JournalEntry) lastSeen() time.Time {
 	if e.Seen.After(e.Written) {
@@ -216,12 +222,19 @@ func (p *Provider) Renew(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	var entries []JournalEntry
-	for k, pr := range p.presented {
-		if pr.journalID == "" {
-			continue
+	add := func(pr *presentation) {
+		e := JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
+			Name: pr.target.Name, Type: "TXT", Value: pr.value, Writer: pr.target.Rule.WriterName, Written: pr.since}
+		if !pr.finished() {
+			e.Lease = p.LongestPresent()
 		}
-		entries = append(entries, JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
-			Name: pr.target.Name, Type: "TXT", Value: k.value, Writer: pr.target.Rule.WriterName, Written: pr.since})
+		entries = append(entries, e)
+	}
+	for _, pr := range p.presented {
+		add(pr)
+	}
+	for _, pr := range p.retiring {
+		add(pr)
 	}
 	p.mu.Unlock()
 	var errs []error
@@ -253,7 +266,11 @@ func (p *Provider) Withdraw(ctx context.Context) int {
 	p.mu.Lock()
 	var items []item
 	for k, pr := range p.presented {
-		items = append(items, item{k.value, pr})
+		if pr.finished() {
+			// A write still under way keeps its journal entry for
+			// the sweep after the restart.
+			items = append(items, item{k.value, pr})
+		}
 	}
 	p.mu.Unlock()
 	removed := 0
@@ -320,7 +337,7 @@ func (p *Provider) presentsEntry(id string) bool {
 			return true
 		}
 	}
-	return false
+	return p.retiring[id] != nil
 }
 
 // firstWarning reports whether no warning about entry id was logged yet.
