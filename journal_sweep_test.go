@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -259,4 +260,156 @@ func mapKeys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// memStorage is a certmagic.Storage in memory that records the keys it
+// listed and the keys it was asked to delete.
+type memStorage struct {
+	mu      sync.Mutex
+	data    map[string][]byte
+	listed  map[string]bool
+	deleted []string
+}
+
+func newMemStorage() *memStorage {
+	return &memStorage{data: map[string][]byte{}, listed: map[string]bool{}}
+}
+
+func (s *memStorage) Lock(context.Context, string) error   { return nil }
+func (s *memStorage) Unlock(context.Context, string) error { return nil }
+
+func (s *memStorage) Store(_ context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data[key] = value
+	return nil
+}
+
+func (s *memStorage) Load(_ context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.data[key]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return v, nil
+}
+
+func (s *memStorage) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = append(s.deleted, key)
+	if _, ok := s.data[key]; !ok {
+		return fs.ErrNotExist
+	}
+	delete(s.data, key)
+	return nil
+}
+
+func (s *memStorage) Exists(_ context.Context, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.data[key]
+	return ok
+}
+
+func (s *memStorage) List(_ context.Context, prefix string, _ bool) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.data {
+		if strings.HasPrefix(k, prefix+"/") {
+			out = append(out, k)
+			s.listed[k] = true
+		}
+	}
+	if len(out) == 0 {
+		return nil, fs.ErrNotExist
+	}
+	return out, nil
+}
+
+func (s *memStorage) Stat(_ context.Context, key string) (certmagic.KeyInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.data[key]
+	if !ok {
+		return certmagic.KeyInfo{}, fs.ErrNotExist
+	}
+	return certmagic.KeyInfo{Key: key, Size: int64(len(v)), IsTerminal: true}, nil
+}
+
+// FuzzJournalSweep stores arbitrary bytes as a journal entry, under an
+// arbitrary key below the journal's prefix, next to another instance's
+// live entry, and sweeps: the inner provider is only asked to delete, only
+// a digest-shaped value, only strictly below a configured alias zone; the
+// only storage keys deleted are keys the sweep listed; the live entry and
+// its value are never touched.
+func FuzzJournalSweep(f *testing.F) {
+	old := time.Now().Add(-time.Hour)
+	entry := func(id, domain, zone, name, value string) string {
+		e := solver.JournalEntry{ID: id, Domain: domain, Zone: zone, Name: name, Type: "TXT", Value: value, Writer: "fake", Written: old}
+		data, _ := json.Marshal(e)
+		return string(data)
+	}
+	d := sweepDigest("fuzz")
+	for _, s := range []struct{ key, data string }{
+		{"a.json", entry("a", "example.com", sweepZone, sweepStatic, d)},
+		{"a.json", entry("../../../outside-victim", "example.com", sweepZone, sweepStatic, d)},
+		{"x/../../b.json", entry("b", "example.com", sweepZone, sweepStatic, d)},
+		{"../certificates/x.json", entry("c", "example.com", sweepZone, sweepStatic, d)},
+		{"apex.json", entry("apex", "example.com", sweepZone, sweepZone, "site-verification=keepme")},
+		{"zone.json", entry("zone", "example.com", "", "www.example.com", d)},
+		{"t.json", entry("t", "tmpl.example.com", sweepZone, "_acme-challenge.tmpl.example.com."+sweepZone, d)},
+		{"f.json", entry("f", "x.follow.example.com", sweepFollowZone, "x."+sweepFollowZone, d)},
+		{"f2.json", entry("f", "x.follow.example.com", sweepFollowZone, sweepFollowZone, d)},
+		{"u.json", entry("u", "example.com", "Validation.Example.ORG.", "_ACME-challenge.validation.example.org", d)},
+		{"live.json", entry("live", "example.com", sweepZone, sweepStatic, d)},
+		{"torn.json", `{"id":`},
+		{"empty.json", `{}`},
+		{"n.json", `null`},
+		{"s.json", `{"id":"s","zone":"validation.example.org","name":"_acme-challenge.validation.example.org","value":"` + d + `","writer":"fake","type":"A"}`},
+		{"s.json", `{"id":"s","zone":"validation.example.org","name":"_acme-challenge.validation.example.org","value":"` + d + `","writer":"fake","lease":-9223372036854775808}`},
+		{"tmp", `garbage`},
+	} {
+		f.Add(s.key, []byte(s.data))
+	}
+	f.Fuzz(func(t *testing.T, key string, data []byte) {
+		ctx := context.Background()
+		storage := newMemStorage()
+		live := solver.JournalEntry{ID: "live", Domain: "example.com", Zone: sweepZone, Name: sweepStatic, Type: "TXT",
+			Value: sweepDigest("live"), Writer: "fake", Written: time.Now()}
+		liveKey := journalPrefix + "/live.json"
+		fuzzKey := journalPrefix + "/" + key
+		liveData, _ := json.Marshal(live)
+		storage.Store(ctx, liveKey, liveData)
+		storage.Store(ctx, fuzzKey, data)
+		w := &sweepWriter{}
+		p, _ := sweepProvider(t, storage, w)
+		p.Sweep(ctx, time.Minute)
+		p.Sweep(ctx, time.Minute)
+
+		for _, c := range w.take() {
+			zone := solver.Normalize(c.zone)
+			name := solver.Normalize(libdns.AbsoluteName(c.rr.Name, c.zone))
+			if c.op != "delete" || c.rr.Type != "TXT" || (zone != sweepZone && zone != sweepFollowZone) ||
+				c.zone != zone+"." || name == zone || !solver.InZone(name, zone) || solver.ValidName(name) != nil {
+				t.Fatalf("inner provider called outside the alias zones: %+v (entry %q)", c, data)
+			}
+			if solver.ValidDigest(c.rr.Data) != nil {
+				t.Fatalf("inner provider asked to delete a value that is no digest: %+v", c)
+			}
+			if fuzzKey != liveKey && c.rr.Data == live.Value {
+				t.Fatalf("the live entry's value was deleted: %+v", c)
+			}
+		}
+		for _, k := range storage.deleted {
+			if !storage.listed[k] {
+				t.Fatalf("deleted storage key %q, which the sweep did not list", k)
+			}
+			if k == liveKey && fuzzKey != liveKey {
+				t.Fatalf("deleted the live entry")
+			}
+		}
+	})
 }

@@ -9,8 +9,8 @@ import (
 
 // FuzzProvision decodes fuzzed JSON as Caddy decodes a dns.providers.alias
 // module and provisions it: no input panics, and an input that provisions
-// yields a usable provider. The seeds are the configs of the validation
-// tests; testdata/fuzz/FuzzProvision holds more.
+// yields a provider with a mapping. The seeds cover the shapes the
+// validation tests refuse; go test runs them.
 func FuzzProvision(f *testing.F) {
 	const inner = `"provider":{"name":"rfc2136","key_name":"k","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.1:53"}`
 	for _, s := range []string{
