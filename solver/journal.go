@@ -119,16 +119,25 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 	}
 	removed := 0
 	now := p.clock()
+	leave := func(e JournalEntry, err error) {
+		if p.firstWarning(e.Key) {
+			p.logger().Warn("challenge journal entry left alone; if no other instance removes it, look at it and remove it by hand",
+				zap.String("key", e.Key), zap.Error(err))
+		}
+	}
 	for _, e := range entries {
-		w, err := p.entryWriter(e)
-		if err != nil {
-			if p.firstWarning(e.Key) {
-				p.logger().Warn("challenge journal entry left alone; if no other instance removes it, look at it and remove it by hand",
-					zap.String("key", e.Key), zap.Error(err))
-			}
+		if err := ValidateEntry(e); err != nil {
+			leave(e, fmt.Errorf("entry refused: %w", err))
 			continue
 		}
 		if now.Sub(e.lastSeen()) < max(maxAge, e.Lease) || p.presentsEntry(e.ID) {
+			continue
+		}
+		// Only now: a live entry of another provider of the config is
+		// no reason to warn.
+		w, err := p.entryWriter(e)
+		if err != nil {
+			leave(e, err)
 			continue
 		}
 		rec := libdns.TXT{Name: libdns.RelativeName(FQDN(e.Name), FQDN(e.Zone)), Text: e.Value}

@@ -292,12 +292,11 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 			continue
 		}
 		t := pr.target
-		p.retire(pr, true)
 		err := p.deleteWritten(ctx, t, pr.written)
 		if err != nil {
 			p.restore(key, pr)
 		}
-		p.retire(pr, false)
+		p.retired(pr)
 		if err != nil {
 			p.logger().Error("could not delete challenge record; remove it by hand if this persists",
 				zap.String("domain", t.Domain), zap.String("name", t.Name), zap.String("zone", t.Zone),
@@ -361,8 +360,9 @@ func (p *Provider) forget(ctx context.Context, id string) {
 
 // take drops one reference to the presentation of value at name, which is
 // either the alias name or the original challenge name. The presentation is
-// removed from the table once no reference is left; last reports that, so
-// that exactly one caller deletes the record (decided under the lock).
+// moved from the table to the retiring ones once no reference is left; last
+// reports that, so that exactly one caller deletes the record (decided
+// under the lock), and then calls retired.
 func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -381,24 +381,22 @@ func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) 
 	}
 	pr.refs--
 	if pr.refs == 0 {
+		// Its delete is under way: still in flight (retiring) until
+		// the caller's retire.
 		delete(p.presented, key)
+		if p.retiring == nil {
+			p.retiring = make(map[string]*presentation)
+		}
+		p.retiring[pr.journalID] = pr
 	}
 	return key, pr, pr.refs == 0
 }
 
-// retire marks pr as being deleted (on) or no longer (off): while its
-// delete is under way it has left presented but is still in flight.
-func (p *Provider) retire(pr *presentation, on bool) {
+// retired ends the retirement that take began: pr's delete is over.
+func (p *Provider) retired(pr *presentation) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !on {
-		delete(p.retiring, pr.journalID)
-		return
-	}
-	if p.retiring == nil {
-		p.retiring = make(map[string]*presentation)
-	}
-	p.retiring[pr.journalID] = pr
+	delete(p.retiring, pr.journalID)
 }
 
 func (p *Provider) restore(key presentedKey, pr *presentation) {
