@@ -114,6 +114,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	switch {
 	case a.SweepAfter < 0:
 		return fmt.Errorf("sweep_after: must not be negative, got %s", time.Duration(a.SweepAfter))
+	case a.SweepAfter > 0 && time.Duration(a.SweepAfter) < solver.MinSweepAfter:
+		return fmt.Errorf("sweep_after: %s is shorter than %s: the entries are renewed every third of it, and a storage write must fit in between", time.Duration(a.SweepAfter), solver.MinSweepAfter)
 	case a.SweepInterval < 0:
 		return fmt.Errorf("sweep_interval: must not be negative, got %s", time.Duration(a.SweepInterval))
 	case a.CheckInterval < 0 && a.CheckInterval != -1:

@@ -193,7 +193,7 @@ func TestValidate(t *testing.T) {
 		{"rule with malformed match", inner + `,"rules":[{"match":["exa mple.com"],"alias":"x.validation.example.org"}]`, "rules[0].match[0]"},
 		{"rule with unknown provider", `"rules":[{"match":["example.com"],"alias":"x.validation.example.org","provider":{"name":"nosuchdns"}}]`, "rules[0].provider"},
 		{"rule follow without zones", `"rules":[{"match":["example.com"],"follow":true,` + inner + `}]`, "rules[0].zones: follow mode needs"},
-		{"bad resolver", inner + `,"alias":"x.validation.example.org","resolvers":["not-an-ip"]`, "resolvers: resolver \"not-an-ip\""},
+		{"bad resolver", inner + `,"alias":"x.validation.example.org","resolvers":["not-an-ip"]`, "resolvers[0]: resolver \"not-an-ip\""},
 		{"negative max_hops", inner + `,"alias":"x.validation.example.org","max_hops":-1`, "max_hops"},
 	}
 	t.Setenv("ALIAS_TEST_ZONE", "validation.example.org")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,30 +36,62 @@ type storageJournal struct {
 	lease time.Duration
 }
 
-func (j storageJournal) key(id string) string { return path.Join(journalPrefix, id+".json") }
+// key is where the entry with this ID is stored. IDs are this process's own
+// (hex); anything that could leave the journal's directory is refused.
+func (j storageJournal) key(id string) (string, error) {
+	if id == "" || len(id) > 64 || strings.Trim(id, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_") != "" {
+		return "", fmt.Errorf("journal entry ID %q is not 1-64 letters, digits, '-' or '_'", id)
+	}
+	return journalPrefix + "/" + id + ".json", nil
+}
 
 func (j storageJournal) Put(ctx context.Context, e solver.JournalEntry) error {
-	if e.Lease == 0 {
-		e.Lease = j.lease
+	key, err := j.key(e.ID)
+	if err != nil {
+		return err
 	}
+	e.Lease = max(e.Lease, j.lease)
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	return j.storage.Store(ctx, j.key(e.ID), data)
+	return j.storage.Store(ctx, key, data)
 }
 
 func (j storageJournal) Delete(ctx context.Context, id string) error {
-	err := j.storage.Delete(ctx, j.key(id))
+	key, err := j.key(id)
+	if err != nil {
+		return err
+	}
+	return j.DeleteKey(ctx, key)
+}
+
+// DeleteKey deletes a key List returned; a key outside the journal's
+// directory is refused (with a file_system storage, Delete is os.RemoveAll).
+func (j storageJournal) DeleteKey(ctx context.Context, key string) error {
+	if !isJournalKey(key) {
+		return fmt.Errorf("refusing to delete storage key %q: not a challenge journal entry under %s/", key, journalPrefix)
+	}
+	err := j.storage.Delete(ctx, key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // another instance was first
 	}
 	return err
 }
 
-// List returns the readable entries; keys that are no entry (a storage's
-// temporary files, directory markers) are skipped, and an entry that cannot
-// be parsed is reported in the error without hiding the others. It lists
+// isJournalKey reports whether key is a clean key of an entry below the
+// journal's prefix.
+func isJournalKey(key string) bool {
+	rest, ok := strings.CutPrefix(key, journalPrefix+"/")
+	return ok && rest != ".json" && strings.HasSuffix(rest, ".json") && path.Clean(key) == key &&
+		!strings.Contains(key, "\\") && !slices.Contains(strings.Split(rest, "/"), "..")
+}
+
+// List returns the readable entries, each with the key it was listed
+// under; keys that are no entry (a storage's temporary files, directory
+// markers) are skipped, and a key that cannot be read or parsed (a
+// directory named like an entry, say) is reported as an
+// *solver.UnreadableEntryError without hiding the others. It lists
 // recursively: some storages (S3-based ones) answer a non-recursive listing
 // with the directory itself instead of the keys in it.
 func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error) {
@@ -75,18 +108,31 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 		if !strings.HasSuffix(k, ".json") {
 			continue
 		}
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		if !isJournalKey(k) {
+			errs = append(errs, &solver.UnreadableEntryError{Key: k, Err: fmt.Errorf("not a clean key below %s/", journalPrefix)})
+			continue
+		}
 		data, err := j.storage.Load(ctx, k)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted meanwhile by another instance
 		}
 		if err != nil {
-			return nil, err
-		}
-		var e solver.JournalEntry
-		if err := json.Unmarshal(data, &e); err != nil || e.ID == "" {
-			errs = append(errs, fmt.Errorf("journal entry %s is unreadable: %v", k, err))
+			errs = append(errs, &solver.UnreadableEntryError{Key: k, Err: err})
 			continue
 		}
+		var e solver.JournalEntry
+		if err := json.Unmarshal(data, &e); err != nil {
+			errs = append(errs, &solver.UnreadableEntryError{Key: k, Err: err})
+			continue
+		}
+		if e.ID == "" {
+			errs = append(errs, &solver.UnreadableEntryError{Key: k, Err: errors.New("no id")})
+			continue
+		}
+		e.Key = k
 		out = append(out, e)
 	}
 	return out, errors.Join(errs...)

@@ -99,3 +99,42 @@ func (j *countingJournal) List(ctx context.Context) ([]solver.JournalEntry, erro
 	j.lists++
 	return j.storageJournal.List(ctx)
 }
+
+// TestStorageJournalKeys: the journal deletes only clean keys below its
+// prefix, and stores entries only under IDs that cannot leave it.
+func TestStorageJournalKeys(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	storage := &certmagic.FileStorage{Path: filepath.Join(root, "storage")}
+	j := storageJournal{storage: storage}
+	victim := filepath.Join(root, "x.json")
+	os.WriteFile(victim, []byte("{}"), 0o600)
+	for key, ok := range map[string]bool{
+		journalPrefix + "/a.json":              true,
+		journalPrefix + "/sub/a.json":          true,
+		"../x.json":                            false,
+		journalPrefix + "/../../../x.json":     false,
+		journalPrefix + "/sub/../a.json":       false,
+		journalPrefix + "//a.json":             false,
+		journalPrefix + "/.json":               false,
+		journalPrefix + "/a":                   false,
+		journalPrefix + "x/a.json":             false,
+		journalPrefix + `/..\..\..\x.json`:     false,
+		"certificates/acme/example.com/a.json": false,
+	} {
+		if err := j.DeleteKey(ctx, key); (err == nil) != ok {
+			t.Errorf("DeleteKey(%q) = %v, want allowed %v", key, err, ok)
+		}
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("a refused key deleted %s", victim)
+	}
+	for _, id := range []string{"../../../x", "a/b", "", "a.json", strings.Repeat("a", 65), "a\x00"} {
+		if err := j.Put(ctx, solver.JournalEntry{ID: id}); err == nil {
+			t.Errorf("Put with ID %q accepted", id)
+		}
+		if err := j.Delete(ctx, id); err == nil {
+			t.Errorf("Delete of ID %q accepted", id)
+		}
+	}
+}

@@ -122,6 +122,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		}
 		return out
 	}
+	if err := validateConfig(p, repl); err != nil {
+		return err
+	}
 
 	writer, writerName, acme, err := loadWriter(ctx, p, p.ProviderRaw, p.ACMEDNS, repl, "")
 	if err != nil {
@@ -133,9 +136,6 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("resolvers: %w", err)
 	}
 	mapper := &solver.Mapper{Resolver: resolver, MaxHops: p.MaxHops}
-	if p.MaxHops < 0 {
-		return fmt.Errorf("max_hops: must not be negative, got %d", p.MaxHops)
-	}
 
 	zones := expand(p.Zones)
 	alias := repl.ReplaceKnown(p.Alias, "")
@@ -178,6 +178,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("rules[%d].%w", i, err)
 		}
 		mapper.Rules = append(mapper.Rules, rule)
+	}
+	if err := solver.ValidateRules(mapper.Rules); err != nil {
+		return err
 	}
 
 	p.CAAIdentities = expand(p.CAAIdentities)
@@ -315,6 +318,9 @@ func acmeDNSAlias(prefix, alias string, follow bool, zones []string, w *provider
 	}
 	if len(zones) == 0 {
 		_, server, _ := strings.Cut(full, ".")
+		if err := solver.ValidZone(server); err != nil {
+			return "", nil, fmt.Errorf("%sacme_dns.fulldomain: the acme-dns server's zone, the default alias zone: %w", prefix, err)
+		}
 		zones = []string{server}
 	}
 	return alias, zones, nil

@@ -257,8 +257,11 @@ func (w *ACMEDNSWriter) post(ctx context.Context, value string) error {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		// Redacted before it is cut short and quoted, either of which
+		// would hide the password from redaction.
+		e.Error = w.redactString(e.Error)
 		if len(e.Error) > 100 {
-			e.Error = e.Error[:100] + "..."
+			e.Error = strings.ToValidUTF8(e.Error[:100], "") + "..."
 		}
 		msg += fmt.Sprintf(" (%q)", e.Error)
 	}
@@ -274,10 +277,11 @@ func (w *ACMEDNSWriter) post(ctx context.Context, value string) error {
 // redact removes the password from err's text, should anything (a proxy's
 // error page, a transport error) have echoed it.
 func (w *ACMEDNSWriter) redact(err error) error {
-	if err == nil || w.account.Password == "" || !strings.Contains(err.Error(), w.account.Password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), w.account.Password, "[redacted]"))
+	return Redact(err, []string{w.account.Password})
+}
+
+func (w *ACMEDNSWriter) redactString(msg string) string {
+	return RedactString(msg, []string{w.account.Password})
 }
 
 // DeleteRecords deletes nothing: acme-dns has no delete, and its older value

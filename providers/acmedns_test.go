@@ -541,3 +541,43 @@ func TestACMEDNSStaleValueStopsBlocking(t *testing.T) {
 		t.Errorf("%d updates, want 3", n)
 	}
 }
+
+// TestACMEDNSErrorRedactedBeforeCut: a server error that echoes the
+// password is redacted before it is cut to 100 characters (a cut password
+// no longer matches, and its first characters leaked) and before it is
+// quoted (%q escapes '"' and '\', and the escaped password no longer
+// matched).
+func TestACMEDNSErrorRedactedBeforeCut(t *testing.T) {
+	r := newRecorder(t)
+	for _, tc := range []struct{ name, password, errText string }{
+		{"cut inside the password", testPassword, strings.Repeat("x", 85) + " key " + testPassword + " refused"},
+		{"quote and backslash", `pa"ss\wo` + testPassword[8:], "upstream rejected key " + `pa"ss\wo` + testPassword[8:]},
+		{"quote and backslash cut", `pa"ss\wo` + testPassword[8:], strings.Repeat("y", 80) + `pa"ss\wo` + testPassword[8:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sub := uniqueSub()
+			w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: r.srv.URL, Username: testUser, Password: tc.password,
+				Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example"}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := json.Marshal(map[string]string{"error": tc.errText})
+			r.answer(http.StatusBadGateway, string(body))
+			_, err = w.AppendRecords(context.Background(), sub+".auth.acme-dns.example", txtRec("@", val("a")))
+			if err == nil {
+				t.Fatal("no error for 502")
+			}
+			quoted := strings.Trim(fmt.Sprintf("%q", tc.password), `"`)
+			for _, spelling := range []string{tc.password, quoted} {
+				for n := 8; n <= len(spelling); n++ {
+					if strings.Contains(err.Error(), spelling[:n]) {
+						t.Fatalf("error shows the first %d characters of the password: %v", n, err)
+					}
+				}
+			}
+			if !strings.Contains(err.Error(), "[REDACTED]") {
+				t.Errorf("error %v does not say what was redacted", err)
+			}
+		})
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/libdns/libdns"
@@ -64,21 +67,40 @@ func Secrets(raw json.RawMessage, expand func(string) string) []string {
 	return out
 }
 
-// Redact returns err with every secret replaced by [REDACTED]. The result no
-// longer unwraps: an error that carried a secret is not passed on.
+// Redact returns err with every secret replaced by [REDACTED], in each of
+// the spellings an error message may carry it in: as it is, quoted (Go's
+// %q, JSON) and URL-escaped (query and path). The result no longer unwraps:
+// an error that carried a secret is not passed on.
 func Redact(err error, secrets []string) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
-	clean := msg
-	for _, s := range secrets {
-		clean = strings.ReplaceAll(clean, s, "[REDACTED]")
-	}
+	clean := RedactString(msg, secrets)
 	if clean == msg {
 		return err
 	}
 	return errors.New(clean)
+}
+
+// RedactString is Redact for a message. Redact before cutting a message
+// short: a cut secret no longer matches.
+func RedactString(msg string, secrets []string) string {
+	var spellings []string
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		q, _ := json.Marshal(s)
+		spellings = append(spellings, s, strings.Trim(strconv.Quote(s), `"`), strings.Trim(strconv.QuoteToASCII(s), `"`),
+			strings.Trim(string(q), `"`), url.QueryEscape(s), url.PathEscape(s))
+	}
+	// Longest first: a spelling may contain a shorter one.
+	sort.SliceStable(spellings, func(i, j int) bool { return len(spellings[i]) > len(spellings[j]) })
+	for _, s := range spellings {
+		msg = strings.ReplaceAll(msg, s, "[REDACTED]")
+	}
+	return msg
 }
 
 // RedactingWriter is a writer whose errors never carry its credentials:

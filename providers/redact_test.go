@@ -2,7 +2,10 @@ package providers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -68,4 +71,37 @@ func TestRedactingWriter(t *testing.T) {
 	if got := Redact(plain, []string{"cf-token-value"}); got != plain {
 		t.Error("an error without secrets was rewritten")
 	}
+}
+
+// TestRedactSpellings: a secret is redacted as it is, quoted (%q, JSON) and
+// URL-escaped, as inner providers' errors carry it (a request URL with the
+// token in its query, a JSON body echoed back).
+func TestRedactSpellings(t *testing.T) {
+	const secret = `tok/en+va"lue\ with=space&é`
+	for name, msg := range map[string]string{
+		"raw":         "rejected " + secret + " for zone x",
+		"%q":          fmt.Sprintf("rejected %q for zone x", secret),
+		"%+q":         fmt.Sprintf("rejected %+q for zone x", secret),
+		"JSON":        `{"error":"rejected","token":` + string(must(json.Marshal(secret))) + `}`,
+		"query":       "GET https://api.example/zones?token=" + url.QueryEscape(secret) + ": 403",
+		"path":        "GET https://api.example/" + url.PathEscape(secret) + "/zones: 403",
+		"%q of query": fmt.Sprintf("Get %q: EOF", "https://api.example/?t="+url.QueryEscape(secret)),
+	} {
+		got := Redact(errors.New(msg), []string{secret}).Error()
+		for _, spelling := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret), "en+va", `va\"lue`, "en%2Bva"} {
+			if strings.Contains(got, spelling) {
+				t.Errorf("%s: Redact(%q) = %q, still shows %q", name, msg, got, spelling)
+			}
+		}
+		if !strings.Contains(got, "[REDACTED]") || !strings.Contains(got, "rejected") && !strings.Contains(got, "api.example") {
+			t.Errorf("%s: Redact(%q) = %q", name, msg, got)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

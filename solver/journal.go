@@ -16,22 +16,50 @@ import (
 // storage that outlives the process (and that the instances of a cluster
 // share), so that a record orphaned by a crash between present and cleanup
 // is found and removed by a later sweep.
+//
+// What a journal holds is trusted no more than any other input: anyone with
+// write access to the storage can put entries there. A sweep deletes only
+// the keys it listed, and acts only on entries that pass ValidateEntry.
 type Journal interface {
-	// Put stores e, replacing an entry with the same ID.
+	// Put stores e under the key of its ID, replacing an entry with the
+	// same ID.
 	Put(ctx context.Context, e JournalEntry) error
+	// Delete removes the entry that this process Put with this ID.
 	Delete(ctx context.Context, id string) error
-	// List returns every entry. It may return the entries it could read
-	// together with an error about those it could not.
+	// DeleteKey removes the entry List returned with this Key, and nothing
+	// else.
+	DeleteKey(ctx context.Context, key string) error
+	// List returns every entry, each with the Key it is stored under. It
+	// may return the entries it could read together with an error about
+	// those it could not: an *UnreadableEntryError per key, joined.
 	List(ctx context.Context) ([]JournalEntry, error)
 }
+
+// UnreadableEntryError reports a journal key whose content is no entry (not
+// JSON, no ID, a directory, a failed read).
+type UnreadableEntryError struct {
+	Key string
+	Err error
+}
+
+func (e *UnreadableEntryError) Error() string {
+	return fmt.Sprintf("journal entry %s is unreadable: %v", e.Key, e.Err)
+}
+
+func (e *UnreadableEntryError) Unwrap() error { return e.Err }
 
 // JournalEntry is one challenge record written into an alias zone. Its value
 // is the ACME challenge digest, which is public in DNS anyway.
 type JournalEntry struct {
-	ID      string    `json:"id"`
-	Domain  string    `json:"domain"`
-	Zone    string    `json:"zone"`
-	Name    string    `json:"name"`
+	// Key is where List found the entry; it is not stored in the entry.
+	Key    string `json:"-"`
+	ID     string `json:"id"`
+	Domain string `json:"domain"`
+	Zone   string `json:"zone"`
+	Name   string `json:"name"`
+	// Type is the record type, always TXT ("" in entries of older
+	// versions).
+	Type    string    `json:"type,omitempty"`
 	Value   string    `json:"value"`
 	Writer  string    `json:"writer"`
 	Written time.Time `json:"written"`
@@ -43,6 +71,12 @@ type JournalEntry struct {
 	// within its lease, whatever its own maxAge.
 	Lease time.Duration `json:"lease,omitempty"`
 }
+
+// MinSweepAfter is the shortest sweep_after, the lease of a renewed entry:
+// its process renews the entry every third of it, which must leave time for
+// a storage write and for some clock difference between instances. A write
+// under way is covered by LongestPresent instead, however short this is.
+const MinSweepAfter = 3 * time.Second
 
 // lastSeen is when the entry was last known to be in use.
 func (e JournalEntry) lastSeen() time.Time {
@@ -65,31 +99,45 @@ func newJournalID() string {
 // another instance, is never swept however long it takes; only the records
 // of processes that died between present and cleanup are. It returns how
 // many records it removed.
+//
+// Nothing an entry says is trusted: an entry that is unreadable or fails
+// ValidateEntry, or that no rule of this config could have written, is
+// logged once with its key and left alone, and the entry deleted is the key
+// listed, never one built from the entry's content.
 func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error) {
 	if p.Journal == nil {
 		return 0, nil
 	}
 	entries, err := p.Journal.List(ctx)
 	if err != nil {
-		if len(entries) == 0 {
-			return 0, fmt.Errorf("reading the challenge journal: %w", err)
+		if other := p.warnUnreadable(err); other != nil {
+			if len(entries) == 0 {
+				return 0, fmt.Errorf("reading the challenge journal: %w", other)
+			}
+			p.logger().Warn("some challenge journal entries could not be read", zap.Error(other))
 		}
-		p.logger().Warn("some challenge journal entries could not be read", zap.Error(err))
 	}
 	removed := 0
 	now := p.clock()
+	leave := func(e JournalEntry, err error) {
+		if p.firstWarning(e.Key) {
+			p.logger().Warn("challenge journal entry left alone; if no other instance removes it, look at it and remove it by hand",
+				zap.String("key", e.Key), zap.Error(err))
+		}
+	}
 	for _, e := range entries {
+		if err := ValidateEntry(e); err != nil {
+			leave(e, fmt.Errorf("entry refused: %w", err))
+			continue
+		}
 		if now.Sub(e.lastSeen()) < max(maxAge, e.Lease) || p.presentsEntry(e.ID) {
 			continue
 		}
-		w := p.writerFor(e)
-		if w == nil {
-			// Perhaps another alias provider of the config (or another
-			// instance) has the writer; say so once, not every sweep.
-			if p.firstWarning(e.ID) {
-				p.logger().Warn("orphaned challenge record has no writer in this provider's config; if no other instance removes it, remove it by hand",
-					zap.String("name", e.Name), zap.String("zone", e.Zone), zap.String("writer", e.Writer), zap.String("value", e.Value))
-			}
+		// Only now: a live entry of another provider of the config is
+		// no reason to warn.
+		w, err := p.entryWriter(e)
+		if err != nil {
+			leave(e, err)
 			continue
 		}
 		rec := libdns.TXT{Name: libdns.RelativeName(FQDN(e.Name), FQDN(e.Zone)), Text: e.Value}
@@ -104,8 +152,8 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 				zap.String("name", e.Name), zap.String("zone", e.Zone), zap.String("value", e.Value), zap.Error(err))
 			continue
 		}
-		if err := p.Journal.Delete(ctx, e.ID); err != nil {
-			p.logger().Warn("removed orphaned challenge record but not its journal entry", zap.String("id", e.ID), zap.Error(err))
+		if err := p.Journal.DeleteKey(ctx, e.Key); err != nil {
+			p.logger().Warn("removed orphaned challenge record but not its journal entry", zap.String("key", e.Key), zap.Error(err))
 		}
 		p.logger().Info("removed orphaned challenge record",
 			zap.String("domain", e.Domain), zap.String("name", e.Name), zap.String("zone", e.Zone),
@@ -113,6 +161,65 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 		removed++
 	}
 	return removed, nil
+}
+
+// warnUnreadable logs each unreadable journal key in err once and returns
+// the rest of err (a failure to list at all, say), or nil.
+func (p *Provider) warnUnreadable(err error) error {
+	var rest []error
+	for _, e := range flatten(err) {
+		var u *UnreadableEntryError
+		if !errors.As(e, &u) {
+			rest = append(rest, e)
+			continue
+		}
+		if p.firstWarning(u.Key) {
+			p.logger().Warn("challenge journal entry is unreadable and left alone; look at it and remove it by hand",
+				zap.String("key", u.Key), zap.Error(u.Err))
+		}
+	}
+	return errors.Join(rest...)
+}
+
+// flatten returns the errors joined in err (errors.Join), or err itself.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// ValidateEntry checks a journal entry as a write is checked, without
+// trusting any of it: its name and zone are valid DNS names in canonical
+// form, the zone is no public suffix and contains the name, the record is
+// TXT, and the value has the shape of an ACME DNS-01 digest. Whether this
+// config's mapping could have produced the name is entryWriter's question.
+func ValidateEntry(e JournalEntry) error {
+	for _, f := range []struct{ field, name string }{{"name", e.Name}, {"zone", e.Zone}, {"domain", e.Domain}} {
+		if f.name != Normalize(f.name) {
+			return fmt.Errorf("%s %q is not in canonical form (lower case, no trailing dot)", f.field, f.name)
+		}
+		if err := ValidName(f.name + "."); err != nil {
+			return fmt.Errorf("%s: %w", f.field, err)
+		}
+	}
+	if err := ValidZone(e.Zone); err != nil {
+		return fmt.Errorf("zone: %w", err)
+	}
+	if e.Name == e.Zone || !InZone(e.Name, e.Zone) {
+		return fmt.Errorf("name %q does not lie below zone %q", e.Name, e.Zone)
+	}
+	if e.Type != "" && e.Type != "TXT" {
+		return fmt.Errorf("type %q: only TXT challenge records are written", e.Type)
+	}
+	if err := ValidDigest(e.Value); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Renew marks the journal entries of the challenges this process presents
@@ -124,12 +231,19 @@ func (p *Provider) Renew(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	var entries []JournalEntry
-	for k, pr := range p.presented {
-		if pr.journalID == "" {
-			continue
+	add := func(pr *presentation) {
+		e := JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
+			Name: pr.target.Name, Type: "TXT", Value: pr.value, Writer: pr.target.Rule.WriterName, Written: pr.since}
+		if !pr.finished() {
+			e.Lease = p.LongestPresent()
 		}
-		entries = append(entries, JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
-			Name: pr.target.Name, Value: k.value, Writer: pr.target.Rule.WriterName, Written: pr.since})
+		entries = append(entries, e)
+	}
+	for _, pr := range p.presented {
+		add(pr)
+	}
+	for _, pr := range p.retiring {
+		add(pr)
 	}
 	p.mu.Unlock()
 	var errs []error
@@ -161,7 +275,11 @@ func (p *Provider) Withdraw(ctx context.Context) int {
 	p.mu.Lock()
 	var items []item
 	for k, pr := range p.presented {
-		items = append(items, item{k.value, pr})
+		if pr.finished() {
+			// A write still under way keeps its journal entry for
+			// the sweep after the restart.
+			items = append(items, item{k.value, pr})
+		}
 	}
 	p.mu.Unlock()
 	removed := 0
@@ -181,32 +299,43 @@ func (p *Provider) Withdraw(ctx context.Context) int {
 	return removed
 }
 
-// writerFor finds the configured writer of an entry: a rule with the same
-// writer name whose zones contain the entry's name, preferring the rule
-// that is responsible for the entry's domain now. A rule without zones (its
-// zone found by an SOA lookup) qualifies only if its alias lies in the
-// entry's zone and the entry lies under its alias: two rules may use two
-// differently configured providers of the same module.
-func (p *Provider) writerFor(e JournalEntry) Writer {
+// entryWriter validates an entry (ValidateEntry) and finds its configured
+// writer: a rule with the same writer name that produces the entry's name
+// in the entry's zone, preferring the rule that is responsible for the
+// entry's domain now. A static or template rule produces the name its alias
+// expands to for the entry's domain; a follow rule any name in its zones. A
+// rule with zones must place the name in the entry's zone; one without
+// (its zone found by an SOA lookup) must have its alias in the entry's
+// zone. Two rules may use two differently configured providers of the same
+// module.
+func (p *Provider) entryWriter(e JournalEntry) (Writer, error) {
+	if err := ValidateEntry(e); err != nil {
+		return nil, fmt.Errorf("entry refused: %w", err)
+	}
 	fits := func(r *Rule) bool {
 		if r == nil || r.WriterName != e.Writer {
 			return false
 		}
-		if len(r.Zones) > 0 {
-			return r.zoneOf(e.Name) == Normalize(e.Zone)
+		if !r.Follow {
+			if name, err := r.Alias.Expand(e.Domain); err != nil || name != e.Name {
+				return false
+			}
 		}
-		suffix := r.Alias.Suffix()
-		return suffix != "" && InZone(suffix, e.Zone) && InZone(e.Name, suffix)
+		if len(r.Zones) > 0 {
+			return r.zoneOf(e.Name) == e.Zone
+		}
+		return !r.Follow && InZone(r.Alias.Suffix(), e.Zone)
 	}
 	if r, err := p.Mapper.Rule(e.Domain); err == nil && fits(r) {
-		return r.Writer
+		return r.Writer, nil
 	}
 	for _, r := range append([]*Rule{p.Mapper.Default}, p.Mapper.Rules...) {
 		if fits(r) {
-			return r.Writer
+			return r.Writer, nil
 		}
 	}
-	return nil
+	return nil, fmt.Errorf("no rule of this provider's config writes TXT %s in zone %s through %q for %s (perhaps another alias provider or instance does)",
+		e.Name, e.Zone, e.Writer, e.Domain)
 }
 
 func (p *Provider) presentsEntry(id string) bool {
@@ -217,7 +346,7 @@ func (p *Provider) presentsEntry(id string) bool {
 			return true
 		}
 	}
-	return false
+	return p.retiring[id] != nil
 }
 
 // firstWarning reports whether no warning about entry id was logged yet.

@@ -2,6 +2,8 @@ package solver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,26 +15,39 @@ import (
 	"github.com/libdns/libdns"
 )
 
-// memJournal is an in-memory Journal; the storage-backed one is glue.
+// memJournal is an in-memory Journal; the storage-backed one is glue. Keys
+// are "mem/<id>"; entries put under other keys (putKey) stand for what
+// anyone with access to the storage can write there.
 type memJournal struct {
 	mu      sync.Mutex
-	entries map[string]JournalEntry
+	entries map[string]JournalEntry // by key
+	deleted []string                // keys DeleteKey was asked for
 }
 
 func (j *memJournal) Put(_ context.Context, e JournalEntry) error {
+	j.putKey("mem/"+e.ID, e)
+	return nil
+}
+
+func (j *memJournal) putKey(key string, e JournalEntry) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.entries == nil {
 		j.entries = map[string]JournalEntry{}
 	}
-	j.entries[e.ID] = e
-	return nil
+	e.Key = ""
+	j.entries[key] = e
 }
 
-func (j *memJournal) Delete(_ context.Context, id string) error {
+func (j *memJournal) Delete(ctx context.Context, id string) error {
+	return j.DeleteKey(ctx, "mem/"+id)
+}
+
+func (j *memJournal) DeleteKey(_ context.Context, key string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	delete(j.entries, id)
+	j.deleted = append(j.deleted, key)
+	delete(j.entries, key)
 	return nil
 }
 
@@ -40,10 +55,18 @@ func (j *memJournal) List(context.Context) ([]JournalEntry, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var out []JournalEntry
-	for _, e := range j.entries {
+	for k, e := range j.entries {
+		e.Key = k
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// digest is a stand-in ACME DNS-01 TXT value derived from s: 43 characters
+// of base64url, as a sweep demands.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 func (j *memJournal) len() int {
@@ -87,12 +110,12 @@ func TestSweepAfterCrash(t *testing.T) {
 	clock := newFakeClock()
 	crashed := staticProvider(t, w)
 	crashed.Journal, crashed.now = j, clock.Now
-	mustAppend(t, crashed, "example.com.", txt("_acme-challenge", "orphan"))
+	mustAppend(t, crashed, "example.com.", txt("_acme-challenge", digest("orphan")))
 
 	clock.Advance(10 * time.Minute)
 	other := staticProvider(t, w)
 	other.Journal, other.now = j, clock.Now
-	mustAppend(t, other, "example.net.", txt("_acme-challenge", "in-flight"))
+	mustAppend(t, other, "example.net.", txt("_acme-challenge", digest("in-flight")))
 
 	restarted := staticProvider(t, w)
 	restarted.Journal, restarted.now = j, clock.Now
@@ -100,7 +123,7 @@ func TestSweepAfterCrash(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1 removed", n, err)
 	}
-	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"in-flight"}) {
+	if got := w.values(testStaticAlias); !slices.Equal(got, []string{digest("in-flight")}) {
 		t.Errorf("alias holds %v after the sweep, want only the in-flight value", got)
 	}
 	if j.len() != 1 {
@@ -118,7 +141,7 @@ func TestSweepAfterCrash(t *testing.T) {
 func TestSweepKeepsEntriesWithoutWriter(t *testing.T) {
 	w := &fakeWriter{}
 	j := &memJournal{}
-	j.Put(context.Background(), JournalEntry{ID: "x", Zone: "gone.example", Name: "_acme-challenge.gone.example", Value: "v", Writer: "fake", Written: time.Unix(0, 0)})
+	j.Put(context.Background(), JournalEntry{ID: "x", Zone: "gone.example", Name: "_acme-challenge.gone.example", Value: digest("v"), Writer: "fake", Written: time.Unix(0, 0)})
 	p := staticProvider(t, w)
 	p.Journal = j
 	if n, err := p.Sweep(context.Background(), time.Minute); n != 0 || err != nil {

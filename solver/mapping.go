@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/libdns/libdns"
 )
@@ -37,16 +38,27 @@ type Rule struct {
 // Validate checks a rule before use, naming the offending field.
 func (r *Rule) Validate() error {
 	for i, z := range r.Zones {
-		if err := ValidName(z); err != nil {
+		if err := ValidZone(z); err != nil {
 			return fmt.Errorf("zones[%d]: %w", i, err)
 		}
 		r.Zones[i] = Normalize(z)
 	}
+	seen := map[string]int{}
 	for i, m := range r.Match {
-		if err := ValidName(strings.TrimPrefix(m, "*.")); err != nil {
+		if strings.ContainsFunc(m, unicode.IsSpace) {
+			return fmt.Errorf("match[%d]: %q contains white space", i, m)
+		}
+		// The added dot keeps ValidName from normalizing away a second
+		// trailing dot ("example.com..").
+		n := Normalize(m)
+		if err := ValidName(strings.TrimPrefix(n, "*.") + "."); err != nil {
 			return fmt.Errorf("match[%d]: %w", i, err)
 		}
-		r.Match[i] = Normalize(m)
+		if j, ok := seen[n]; ok {
+			return fmt.Errorf("match[%d]: %q is match[%d] already", i, n, j)
+		}
+		seen[n] = i
+		r.Match[i] = n
 	}
 	if r.Writer == nil {
 		return fmt.Errorf("provider: no inner DNS provider configured")
@@ -60,6 +72,22 @@ func (r *Rule) Validate() error {
 		return fmt.Errorf("alias: no alias name or template, and follow is off")
 	case !r.Follow && len(r.Zones) > 0 && r.zoneOf(r.Alias.Suffix()) == "":
 		return fmt.Errorf("alias: %q is outside the configured zones %v", r.Alias, r.Zones)
+	}
+	return nil
+}
+
+// ValidateRules checks what no single rule can: that no domain or pattern
+// is matched by two rules, where the choice between them would be arbitrary.
+// Errors name the field as rules[N].match[M].
+func ValidateRules(rules []*Rule) error {
+	first := map[string]int{}
+	for i, r := range rules {
+		for j, m := range r.Match {
+			if k, ok := first[m]; ok && k != i {
+				return fmt.Errorf("rules[%d].match[%d]: %q is matched by rules[%d] already", i, j, m, k)
+			}
+			first[m] = i
+		}
 	}
 	return nil
 }
@@ -229,6 +257,16 @@ func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain)
 	}
 	if t.Zone == "" {
 		return t, fmt.Errorf("the CNAME chain of %s ends at %s, outside the alias zones %v; nothing was written", ChallengeName(d), t.Name, rule.Zones)
+	}
+	if t.Name == Normalize(t.Zone) {
+		// The apex holds the zone's own records (SOA, NS, verification
+		// TXT); a journal sweep refuses it too (ValidateEntry).
+		return t, fmt.Errorf("the alias of %s is %s, the apex of alias zone %s, where no challenge record is written; nothing was written", d, t.Name, t.Zone)
+	}
+	if len(rule.Zones) == 0 {
+		if err := ValidZone(t.Zone); err != nil {
+			return t, fmt.Errorf("alias zone of %s, found by an SOA lookup of %s: %w; nothing was written", d, t.Name, err)
+		}
 	}
 	return t, nil
 }

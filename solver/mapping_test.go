@@ -245,6 +245,11 @@ func TestRuleValidate(t *testing.T) {
 			[]string{"alias", "_acme-challenge.validation.example.org", "outside", "other.example.org"}},
 		{"template outside zones", Rule{Alias: tmpl, Zones: []string{"badexample.org"}, Writer: w},
 			[]string{"alias", "outside"}},
+		{"public suffix zone", Rule{Alias: static, Zones: []string{"org"}, Writer: w}, []string{"zones[0]", "public suffix"}},
+		{"unknown TLD zone", Rule{Alias: static, Zones: []string{"validation.example.org", "example"}, Writer: w}, []string{"zones[1]", "public suffix"}},
+		{"private public suffix zone", Rule{Alias: mustTemplate(t, "_acme-challenge.github.io"), Zones: []string{"github.io"}, Writer: w}, []string{"zones[0]", "public suffix"}},
+		{"pattern with a space", Rule{Match: []string{"*.exa mple.com"}, Alias: static, Writer: w}, []string{"match[0]", "exa mple.com"}},
+		{"two matches for one domain", Rule{Match: []string{"example.com", "Example.COM."}, Alias: static, Writer: w}, []string{"match[1]", `"example.com"`, "match[0]"}},
 		{"template suffix above zone", Rule{Alias: tmpl, Zones: []string{"x.validation.example.org"}, Writer: w},
 			[]string{"alias", "outside"}},
 	} {
@@ -446,6 +451,9 @@ func TestMapFollow(t *testing.T) {
 		{name: "no false suffix match", domain: "example.com",
 			setup:   func(d *fakeDNS) { d.chain(start, "x.badvalidation.example.org") },
 			wantErr: []string{"nothing was written", "x.badvalidation.example.org"}},
+		{name: "ends at the apex of the zone", domain: "example.com",
+			setup:   func(d *fakeDNS) { d.chain(start, "validation.example.org") },
+			wantErr: []string{"apex", "validation.example.org", "nothing was written"}},
 		{name: "ends at the parent of the zone", domain: "example.com",
 			setup:   func(d *fakeDNS) { d.chain(start, "example.org") },
 			wantErr: []string{"nothing was written"}},
@@ -834,4 +842,30 @@ func delegatedResolver(t testing.TB, zone, alias string) *Resolver {
 	d.delegateAll = alias
 	res, _ := newTestResolver(t, d)
 	return res
+}
+
+// TestValidateRules: a domain or pattern matched by two rules is refused,
+// naming both; the same name as exact domain and as pattern is not a clash.
+func TestValidateRules(t *testing.T) {
+	w := &fakeWriter{}
+	static := mustTemplate(t, "_acme-challenge.validation.example.org")
+	rule := func(match ...string) *Rule {
+		return mustValidate(t, &Rule{Match: match, Alias: static, Writer: w})
+	}
+	for _, tc := range []struct {
+		name    string
+		rules   []*Rule
+		wantErr string
+	}{
+		{"distinct", []*Rule{rule("example.com"), rule("example.net", "*.example.com")}, ""},
+		{"same domain", []*Rule{rule("example.com"), rule("example.net", "Example.COM.")}, `rules[1].match[1]: "example.com" is matched by rules[0]`},
+		{"same pattern", []*Rule{rule("*.example.com"), rule("x.example.net"), rule("*.example.com")}, `rules[2].match[0]: "*.example.com" is matched by rules[0]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateRules(tc.rules)
+			if (tc.wantErr == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ValidateRules = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
 }

@@ -7,7 +7,11 @@ package solver
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // ChallengePrefix is the label ACME DNS-01 puts in front of the domain.
@@ -77,6 +81,57 @@ func ValidName(name string) error {
 				return fmt.Errorf("name %q contains %q, which is not allowed in a challenge name", n, r)
 			}
 		}
+	}
+	return nil
+}
+
+// ValidZone checks that zone can be an alias zone: a valid name that is not
+// a public suffix ("org", "example", "co.uk", "github.io"), which nobody can
+// own as a validation zone. The Public Suffix List decides, as
+// golang.org/x/net/publicsuffix embeds it.
+func ValidZone(zone string) error {
+	if err := ValidName(zone); err != nil {
+		return err
+	}
+	z := Normalize(zone)
+	if suffix, _ := publicsuffix.PublicSuffix(z); suffix == z {
+		return fmt.Errorf("%q is a public suffix (Public Suffix List), not a zone this server can own", z)
+	}
+	return nil
+}
+
+// DigestLen is the length of an ACME DNS-01 TXT value: the unpadded
+// base64url encoding of a SHA-256 digest (RFC 8555 §8.4).
+const DigestLen = 43
+
+// ValidDigest checks that value has the shape of an ACME DNS-01 TXT value:
+// 43 characters of base64url.
+func ValidDigest(value string) error {
+	if len(value) != DigestLen {
+		return fmt.Errorf("value is %d characters long, not the %d of an ACME DNS-01 digest", len(value), DigestLen)
+	}
+	for _, r := range value {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return fmt.Errorf("value contains %q, which is not base64url (an ACME DNS-01 digest)", r)
+		}
+	}
+	return nil
+}
+
+// ValidResolver checks a resolvers entry: an IP address, or an IP address
+// and a port (1-65535) as "1.2.3.4:53" or "[2001:db8::1]:53". Host names are
+// refused: resolving the resolver would need a resolver.
+func ValidResolver(s string) error {
+	s = strings.TrimSpace(s)
+	if net.ParseIP(strings.Trim(s, "[]")) != nil {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || net.ParseIP(host) == nil {
+		return fmt.Errorf("resolver %q is not an IP address or IP:port (resolvers are given by address)", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return fmt.Errorf("resolver %q: port %q is not a number from 1 to 65535", s, port)
 	}
 	return nil
 }

@@ -180,3 +180,57 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestValidators: each input maps to "" (valid) or a part of its error.
+func TestValidators(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fn    func(string) error
+		cases map[string]string
+	}{"ValidZone": {ValidZone, map[string]string{
+		"validation.example.org": "",
+		"Example.ORG.":           "",
+		"acme.example":           "",
+		"x.co.uk":                "",
+		"org":                    "public suffix",
+		"example":                "public suffix",
+		"co.uk":                  "public suffix",
+		"github.io":              "public suffix",
+		"":                       "empty name",
+		"a b.example.org":        "not allowed",
+	}}, "ValidDigest": {ValidDigest, map[string]string{
+		"LPJNul-wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ": "",
+		"_-0123456789abcdefghijklmnopqrstuvwxyzABCDE": "",
+		"site-verification=keepme":                    "not the 43",
+		"":                                            "not the 43",
+		"LPJNul-wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=": "not the 43",
+		"LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ":  "base64url",
+		"LPJNul wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ":  "base64url",
+		"LPJNul\"wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ": "base64url",
+	}}, "ValidResolver": {ValidResolver, map[string]string{
+		"1.2.3.4":          "",
+		" 1.2.3.4:53 ":     "",
+		"127.0.0.1:5353":   "",
+		"2001:db8::1":      "",
+		"[2001:db8::1]":    "",
+		"[2001:db8::1]:53": "",
+		"localhost:53":     "not an IP address or IP:port",
+		"localhost":        "not an IP address or IP:port",
+		"1.2.3.4:abc":      "port",
+		":53":              "not an IP address or IP:port",
+		"1.2.3.4:99999":    "port",
+		"1.2.3.4:":         "port",
+		"1.2.3.4:0":        "port",
+		"1.2.3.4:053":      "port",
+		"":                 "not an IP address or IP:port",
+	}}} {
+		for in, want := range tc.cases {
+			err := tc.fn(in)
+			switch {
+			case want == "" && err != nil:
+				t.Errorf("%s(%q) refused: %v", name, in, err)
+			case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Errorf("%s(%q) = %v, want an error containing %q", name, in, err, want)
+			}
+		}
+	}
+}

@@ -35,8 +35,11 @@ type Provider struct {
 
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
-	warned    map[string]bool // journal entries Sweep has warned about
-	now       func() time.Time
+	// retiring holds, by journal ID, the presentations whose delete is
+	// under way: still in flight for Renew and Sweep.
+	retiring map[string]*presentation
+	warned   map[string]bool // journal keys Sweep has warned about
+	now      func() time.Time
 }
 
 // Observer is told what the provider does, for metrics. Its methods must
@@ -56,13 +59,34 @@ type presentedKey struct{ name, value string }
 // presentation is one challenge value this process wrote. Deleting uses the
 // name recorded here, never a fresh resolution of the chain: a CNAME that
 // changed meanwhile must not send the delete elsewhere.
+//
+// A presentation is registered, with its journal ID, before its journal
+// entry is stored, and stays registered (in presented, then in retiring)
+// until its delete finishes: for its whole life Renew renews the entry and
+// Sweep passes it by.
 type presentation struct {
 	target    Target
 	original  string          // challenge name in the production zone
-	written   []libdns.Record // as the inner provider returned them
+	value     string          // the TXT value
+	written   []libdns.Record // as the inner provider returned them; set when done closes
 	refs      int
 	since     time.Time
 	journalID string
+	// done is closed when the write (and the wait for the authoritative
+	// servers) finished; err is its failure. Concurrent presents of the
+	// same value wait for it instead of writing (and journalling) again.
+	done chan struct{}
+	err  error
+}
+
+// finished reports whether the presentation's write is over.
+func (pr *presentation) finished() bool {
+	select {
+	case <-pr.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Presented describes a challenge record currently presented. It carries no
@@ -144,13 +168,73 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 
 	p.mu.Lock()
 	if pr, ok := p.presented[key]; ok {
+		// The same value at the same name: one record, deleted when its
+		// last user deletes it, and one journal entry.
 		pr.refs++
 		p.mu.Unlock()
+		if err := p.awaitWrite(ctx, pr, domain); err != nil {
+			return nil, err
+		}
 		return aliasRecord(target.Name, rr), nil
 	}
+	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data,
+		Writer: target.Rule.WriterName, Written: p.clock(), Lease: p.LongestPresent()}
+	pr := &presentation{target: target, original: original, value: rr.Data, refs: 1, since: entry.Written, journalID: entry.ID, done: make(chan struct{})}
+	if p.presented == nil {
+		p.presented = make(map[presentedKey]*presentation)
+	}
+	p.presented[key] = pr
 	p.mu.Unlock()
 
-	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Value: rr.Data, Writer: target.Rule.WriterName, Written: p.clock()}
+	written, err := p.write(ctx, target, entry, rr)
+	p.mu.Lock()
+	pr.written, pr.err = written, err
+	if err != nil && p.presented[key] == pr {
+		delete(p.presented, key)
+	}
+	p.mu.Unlock()
+	close(pr.done)
+	if err != nil {
+		return nil, err
+	}
+	p.logger().Info("presented challenge on alias",
+		zap.String("domain", domain),
+		zap.String("alias", target.Name),
+		zap.String("zone", target.Zone),
+		zap.String("provider", target.Rule.WriterName))
+	return aliasRecord(target.Name, rr), nil
+}
+
+// LongestPresent bounds how long a present can take from storing its
+// journal entry to the end of its wait for the authoritative servers: the
+// write's retries (a caller without a deadline gets retryBudget) and
+// AuthoritativeWait. An entry is leased for that long while its write is
+// under way, on top of its renewals, so that no sweep can take it.
+func (p *Provider) LongestPresent() time.Duration {
+	return retryBudget + p.AuthoritativeWait
+}
+
+// awaitWrite waits for the write of a presentation another call started,
+// and returns its failure. A caller that gives up drops its reference.
+func (p *Provider) awaitWrite(ctx context.Context, pr *presentation, domain string) error {
+	select {
+	case <-pr.done:
+	case <-ctx.Done():
+		p.mu.Lock()
+		pr.refs--
+		p.mu.Unlock()
+		return fmt.Errorf("waiting for a concurrent write of the same challenge value of %s: %w", domain, ctx.Err())
+	}
+	if pr.err != nil {
+		return fmt.Errorf("a concurrent write of the same challenge value of %s failed: %w", domain, pr.err)
+	}
+	return nil
+}
+
+// write journals entry, writes rr at its target and waits until the alias
+// zone serves it; a write that fails or does not propagate is undone.
+func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry, rr libdns.RR) ([]libdns.Record, error) {
+	domain := entry.Domain
 	if p.Journal != nil {
 		if err := p.Journal.Put(ctx, entry); err != nil {
 			return nil, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
@@ -158,7 +242,8 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	}
 	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
 	var written []libdns.Record
-	err = retry(ctx, func(ctx context.Context) error {
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
 		written, err = target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
 		return err
 	})
@@ -186,26 +271,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 			p.Observer.Served(p.clock().Sub(wroteAt))
 		}
 	}
-
-	p.mu.Lock()
-	if p.presented == nil {
-		p.presented = make(map[presentedKey]*presentation)
-	}
-	if pr, ok := p.presented[key]; ok {
-		// A concurrent call presented the same value meanwhile; both writes
-		// stand for one record that goes when the last user deletes it.
-		pr.refs++
-	} else {
-		p.presented[key] = &presentation{target: target, original: original, written: written, refs: 1, since: p.clock(), journalID: entry.ID}
-	}
-	p.mu.Unlock()
-
-	p.logger().Info("presented challenge on alias",
-		zap.String("domain", domain),
-		zap.String("alias", target.Name),
-		zap.String("zone", target.Zone),
-		zap.String("provider", target.Rule.WriterName))
-	return aliasRecord(target.Name, rr), nil
+	return written, nil
 }
 
 // mapDomain runs the write path's own delegation check, the last line of
@@ -256,6 +322,9 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 		}
 		if err != nil {
 			p.restore(key, pr)
+		}
+		p.retired(pr)
+		if err != nil {
 			p.logger().Error("could not delete challenge record; remove it by hand if this persists",
 				zap.String("domain", t.Domain), zap.String("name", t.Name), zap.String("zone", t.Zone),
 				zap.String("value", rr.Data), zap.Error(err))
@@ -318,8 +387,9 @@ func (p *Provider) forget(ctx context.Context, id string) {
 
 // take drops one reference to the presentation of value at name, which is
 // either the alias name or the original challenge name. The presentation is
-// removed from the table once no reference is left; last reports that, so
-// that exactly one caller deletes the record (decided under the lock).
+// moved from the table to the retiring ones once no reference is left; last
+// reports that, so that exactly one caller deletes the record (decided
+// under the lock), and then calls retired.
 func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -338,9 +408,22 @@ func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) 
 	}
 	pr.refs--
 	if pr.refs == 0 {
+		// Its delete is under way: still in flight (retiring) until
+		// the caller's retire.
 		delete(p.presented, key)
+		if p.retiring == nil {
+			p.retiring = make(map[string]*presentation)
+		}
+		p.retiring[pr.journalID] = pr
 	}
 	return key, pr, pr.refs == 0
+}
+
+// retired ends the retirement that take began: pr's delete is over.
+func (p *Provider) retired(pr *presentation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.retiring, pr.journalID)
 }
 
 func (p *Provider) restore(key presentedKey, pr *presentation) {
@@ -358,7 +441,7 @@ func (p *Provider) GetRecords(_ context.Context, zone string) ([]libdns.Record, 
 	defer p.mu.Unlock()
 	var out []libdns.Record
 	for k, pr := range p.presented {
-		if InZone(pr.original, zone) {
+		if pr.finished() && pr.err == nil && InZone(pr.original, zone) {
 			out = append(out, libdns.TXT{Name: FQDN(k.name), Text: k.value})
 		}
 	}
@@ -386,11 +469,11 @@ func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns
 func (p *Provider) isPresented(name, value string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.presented[presentedKey{name, value}]; ok {
+	if pr, ok := p.presented[presentedKey{name, value}]; ok && pr.finished() {
 		return true
 	}
 	for k, pr := range p.presented {
-		if pr.original == name && k.value == value {
+		if pr.original == name && k.value == value && pr.finished() {
 			return true
 		}
 	}

@@ -78,14 +78,14 @@ func NewResolver(servers []string, timeout time.Duration) (*Resolver, error) {
 }
 
 func resolverAddr(s string) (string, error) {
+	if err := ValidResolver(s); err != nil {
+		return "", err
+	}
 	s = strings.TrimSpace(s)
-	if _, _, err := net.SplitHostPort(s); err == nil {
-		return s, nil
+	if ip := strings.Trim(s, "[]"); net.ParseIP(ip) != nil {
+		return net.JoinHostPort(ip, "53"), nil
 	}
-	if net.ParseIP(strings.Trim(s, "[]")) == nil {
-		return "", fmt.Errorf("resolver %q is not an IP address or IP:port", s)
-	}
-	return net.JoinHostPort(strings.Trim(s, "[]"), "53"), nil
+	return s, nil
 }
 
 // Servers returns the resolvers' addresses.

@@ -24,7 +24,7 @@ func TestSweepSparesRenewedEntries(t *testing.T) {
 	clock := newFakeClock()
 	other := staticProvider(t, w)
 	other.Journal, other.now = j, clock.Now
-	mustAppend(t, other, "example.net.", txt("_acme-challenge", "slow"))
+	mustAppend(t, other, "example.net.", txt("_acme-challenge", digest("slow")))
 
 	sweeper := staticProvider(t, w)
 	sweeper.Journal, sweeper.now = j, clock.Now
@@ -38,7 +38,7 @@ func TestSweepSparesRenewedEntries(t *testing.T) {
 			t.Fatalf("Sweep = %d, %v: a renewed challenge of another instance was swept", n, err)
 		}
 	}
-	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"slow"}) {
+	if got := w.values(testStaticAlias); !slices.Equal(got, []string{digest("slow")}) {
 		t.Fatalf("alias holds %v", got)
 	}
 	// The other process dies: no more renewals.
@@ -58,7 +58,7 @@ func TestSweepHonoursLease(t *testing.T) {
 	j := &memJournal{}
 	clock := newFakeClock()
 	j.Put(context.Background(), JournalEntry{ID: "a", Domain: "example.com", Zone: testAliasZone, Name: testStaticAlias,
-		Value: "v", Writer: "fake", Written: clock.Now(), Lease: time.Hour})
+		Value: digest("v"), Writer: "fake", Written: clock.Now(), Lease: time.Hour})
 	p := staticProvider(t, w)
 	p.Journal, p.now = j, clock.Now
 	clock.Advance(30 * time.Minute)
@@ -80,7 +80,7 @@ func TestRenewRacingCleanup(t *testing.T) {
 	clock := newFakeClock()
 	p := staticProvider(t, w)
 	p.Journal, p.now = j, clock.Now
-	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", "v"))
+	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", digest("v")))
 	hook := &hookJournal{Journal: j}
 	p.Journal = hook
 	hook.beforePut = func() {
@@ -122,17 +122,17 @@ func TestSweepWriterByRule(t *testing.T) {
 	rb := mustValidate(t, &Rule{Match: []string{"example.net"}, Alias: mustTemplate(t, "_acme-challenge.b.example"), Writer: wB, WriterName: "rfc2136"})
 	p := &Provider{Mapper: &Mapper{Default: def, Rules: []*Rule{rb}}, Journal: &memJournal{}}
 	old := time.Now().Add(-time.Hour)
-	p.Journal.Put(context.Background(), JournalEntry{ID: "1", Domain: "example.net", Zone: "b.example", Name: "_acme-challenge.b.example", Value: "b", Writer: "rfc2136", Written: old})
-	p.Journal.Put(context.Background(), JournalEntry{ID: "2", Domain: "example.com", Zone: "a.example", Name: "_acme-challenge.example.com.a.example", Value: "a", Writer: "rfc2136", Written: old})
+	p.Journal.Put(context.Background(), JournalEntry{ID: "1", Domain: "example.net", Zone: "b.example", Name: "_acme-challenge.b.example", Value: digest("b"), Writer: "rfc2136", Written: old})
+	p.Journal.Put(context.Background(), JournalEntry{ID: "2", Domain: "example.com", Zone: "a.example", Name: "_acme-challenge.example.com.a.example", Value: digest("a"), Writer: "rfc2136", Written: old})
 	// A domain since moved to another rule: found by its zone.
-	p.Journal.Put(context.Background(), JournalEntry{ID: "3", Domain: "moved.example.net", Zone: "a.example", Name: "_acme-challenge.moved.example.net.a.example", Value: "m", Writer: "rfc2136", Written: old})
+	p.Journal.Put(context.Background(), JournalEntry{ID: "3", Domain: "moved.example.net", Zone: "a.example", Name: "_acme-challenge.moved.example.net.a.example", Value: digest("m"), Writer: "rfc2136", Written: old})
 	if n, err := p.Sweep(context.Background(), time.Minute); n != 3 || err != nil {
 		t.Fatalf("Sweep = %d, %v", n, err)
 	}
 	if d := wB.callsOf("delete"); len(d) != 1 {
 		t.Errorf("rule writer deletes %v", d)
 	} else {
-		checkCall(t, d[0], "delete", "b.example", "_acme-challenge.b.example", "b")
+		checkCall(t, d[0], "delete", "b.example", "_acme-challenge.b.example", digest("b"))
 	}
 	if d := wA.callsOf("delete"); len(d) != 2 {
 		t.Errorf("default writer deletes %v", d)
@@ -150,7 +150,7 @@ func (b brokenJournal) List(ctx context.Context) ([]JournalEntry, error) {
 func TestSweepPastUnreadableEntries(t *testing.T) {
 	w := &fakeWriter{}
 	j := &memJournal{}
-	j.Put(context.Background(), JournalEntry{ID: "a", Domain: "example.com", Zone: testAliasZone, Name: testStaticAlias, Value: "v", Writer: "fake", Written: time.Now().Add(-time.Hour)})
+	j.Put(context.Background(), JournalEntry{ID: "a", Domain: "example.com", Zone: testAliasZone, Name: testStaticAlias, Value: digest("v"), Writer: "fake", Written: time.Now().Add(-time.Hour)})
 	p := staticProvider(t, w)
 	p.Journal = brokenJournal{j}
 	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil {
@@ -284,7 +284,7 @@ func TestUncertainWriteStaysJournalled(t *testing.T) {
 	p.Journal, p.now = j, clock.Now
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", "late")})
+	_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
 	if err == nil || strings.Contains(err.Error(), "by hand") {
 		t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
 	}

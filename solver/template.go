@@ -31,6 +31,9 @@ func ParseTemplate(s string) (Template, error) {
 	if t.raw == "" {
 		return t, fmt.Errorf("alias is empty")
 	}
+	if strings.HasSuffix(t.raw, ".") {
+		return t, fmt.Errorf("alias %q ends in more than one dot", s)
+	}
 	rest := t.raw
 	for {
 		open := strings.IndexByte(rest, '{')
@@ -84,9 +87,16 @@ func (t Template) Suffix() string {
 
 // Expand returns the alias name for domain. When inserting the domain would
 // exceed a DNS length limit, {domain} is replaced by HashLabel(domain) instead
-// of producing a broken name; if even that does not fit, it is an error.
+// of producing a broken name; if even that does not fit, it is an error. A
+// domain that is no valid DNS name ("", "a b.x", "*.*.example.com") is
+// refused, never hashed.
 func (t Template) Expand(domain string) (string, error) {
 	d := strings.TrimPrefix(Normalize(domain), "*.")
+	// The added dot keeps ValidName from normalizing away a second
+	// trailing dot ("example.com..").
+	if err := ValidName(d + "."); err != nil {
+		return "", fmt.Errorf("alias for %q: the domain is no valid DNS name: %w", domain, err)
+	}
 	hash := HashLabel(d)
 	name := strings.NewReplacer(PlaceholderDomain, d, PlaceholderDomainHash, hash).Replace(t.raw)
 	if ValidName(name) != nil && strings.Contains(t.raw, PlaceholderDomain) {

@@ -1,6 +1,7 @@
 package solver
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,8 @@ func TestParseTemplate(t *testing.T) {
 			wantSuffix: "validation.example.org"},
 		{in: "", wantErr: "empty"},
 		{in: ".", wantErr: "empty"},
+		{in: "_acme-challenge.validation.example.org..", wantErr: "more than one dot"},
+		{in: "_acme-challenge.{domain}.validation.example.org...", wantErr: "more than one dot"},
 		{in: "_acme-challenge.{domains}.validation.example.org", wantErr: "unknown placeholder {domains}"},
 		{in: "_acme-challenge.{host}.validation.example.org", wantErr: "unknown placeholder {host}"},
 		{in: "_acme-challenge.{}.validation.example.org", wantErr: "unknown placeholder {}"},
@@ -116,9 +119,6 @@ func TestTemplateExpand(t *testing.T) {
 		// Too long: {domain} becomes the hash label.
 		{perDomain, longDomain, "_acme-challenge." + HashLabel(longDomain) + ".validation.example.org"},
 		{both, longDomain, HashLabel(longDomain) + "." + HashLabel(longDomain) + ".validation.example.org"},
-		// Not a usable name: the hash label too, never a broken name.
-		{perDomain, "exa mple.com", "_acme-challenge." + HashLabel("exa mple.com") + ".validation.example.org"},
-		{perDomain, "a..b", "_acme-challenge." + HashLabel("a..b") + ".validation.example.org"},
 	} {
 		got, err := tc.tpl.Expand(tc.domain)
 		if err != nil || got != tc.want {
@@ -130,6 +130,17 @@ func TestTemplateExpand(t *testing.T) {
 		}
 		if !InZone(got, tc.tpl.Suffix()) {
 			t.Errorf("%q.Expand(%q) = %q, outside the suffix %q", tc.tpl, tc.domain, got, tc.tpl.Suffix())
+		}
+	}
+
+	// A domain that is no DNS name is refused, never hashed: hashing is
+	// for the length limits only.
+	for _, tpl := range []Template{static, perDomain, hashed, both} {
+		for _, domain := range []string{"", ".", "a b.x", "exa mple.com", "a..b", "*.*.example.com", "example.com..",
+			"a\x00b.example.com", "exämple.com", strings.Repeat("a", 64) + ".example.com", longDomain + ".dddddddddddd"} {
+			if got, err := tpl.Expand(domain); err == nil || !strings.Contains(err.Error(), "no valid DNS name") || !strings.Contains(err.Error(), fmt.Sprintf("%q", domain)) {
+				t.Errorf("%q.Expand(%q) = %q, %v; want it refused, naming the domain", tpl, domain, got, err)
+			}
 		}
 	}
 

@@ -1,0 +1,52 @@
+package alias
+
+import (
+	"context"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// FuzzProvision decodes fuzzed JSON as Caddy decodes a dns.providers.alias
+// module and provisions it: no input panics, and an input that provisions
+// yields a provider with a mapping. The seeds cover the shapes the
+// validation tests refuse; go test runs them.
+func FuzzProvision(f *testing.F) {
+	const inner = `"provider":{"name":"rfc2136","key_name":"k","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.1:53"}`
+	for _, s := range []string{
+		`{` + inner + `,"alias":"_acme-challenge.validation.example.org"}`,
+		`{` + inner + `,"alias":"_acme-challenge.{domain}.validation.example.org","zones":["validation.example.org"],"resolvers":["127.0.0.1:53"],"max_hops":3}`,
+		`{` + inner + `,"follow":true,"zones":["validation.example.org"],"caa_identities":["letsencrypt.org"]}`,
+		`{"rules":[{"match":["example.com","*.example.net"],"alias":"x.validation.example.org",` + inner + `}]}`,
+		`{` + inner + `,"alias":"a.validation.example.org","rules":[null]}`,
+		`{"rules":[{}]}`,
+		`{"rules":null}`,
+		`{"acme_dns":{"server":"https://auth.acme-dns.io","username":"u","password":"p","subdomain":"s","fulldomain":"s.auth.acme-dns.io"}}`,
+		`{"acme_dns":{}}`,
+		`{"acme_dns":null,"provider":null}`,
+		`{"provider":{"name":"alias","provider":{"name":"alias"}}}`,
+		`{"provider":{}}`,
+		`{"provider":{"name":""}}`,
+		`{"rules":[{"match":["example.com"],"acme_dns":{},"provider":{"name":"rfc2136"}}]}`,
+		`{` + inner + `,"alias":"x.validation.example.org","authoritative_wait":-1,"sweep_after":1,"sweep_interval":-5}`,
+		`{` + inner + `,"alias":"x.validation.example.org..","resolvers":["1.2.3.4:"]}`,
+		`{` + inner + `,"alias":"{domain}{domain_hash}.x"}`,
+		`{}`, `null`, `[]`, `{"alias":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p Provider
+		if caddy.StrictUnmarshalJSON(data, &p) != nil {
+			return
+		}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), newApp())})
+		defer cancel()
+		if err := p.Provision(ctx); err != nil {
+			return
+		}
+		if p.Provider == nil || p.Mapper == nil || p.Mapper.Default == nil && len(p.Mapper.Rules) == 0 {
+			t.Fatalf("%s provisioned without a mapping", data)
+		}
+	})
+}

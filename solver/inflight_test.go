@@ -1,0 +1,204 @@
+package solver
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/libdns/libdns"
+)
+
+// hookWriter runs a hook before each call of the wrapped writer (outside
+// its lock, so that the hook may use the writer).
+type hookWriter struct {
+	*fakeWriter
+	beforeAppend, beforeDelete func()
+}
+
+func (h *hookWriter) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	if f := h.beforeAppend; f != nil {
+		h.beforeAppend = nil
+		f()
+	}
+	return h.fakeWriter.AppendRecords(ctx, zone, recs)
+}
+
+func (h *hookWriter) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	if f := h.beforeDelete; f != nil {
+		h.beforeDelete = nil
+		f()
+	}
+	return h.fakeWriter.DeleteRecords(ctx, zone, recs)
+}
+
+// TestSweepSparesChallengeInFlight: a journal entry is in flight from the
+// moment it is stored until its delete finishes. Sweeps with a short maxAge
+// (sweep_after 3s), run while the write is still under way (retries,
+// authoritative_wait) and while the delete is, by this process and by
+// another instance sharing the journal, take nothing; renewals during both
+// keep the entry current. Once the delete is done, the entry is gone.
+func TestSweepSparesChallengeInFlight(t *testing.T) {
+	fw := &fakeWriter{}
+	w := &hookWriter{fakeWriter: fw}
+	j := &memJournal{}
+	clock := newFakeClock()
+	rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
+	p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, now: clock.Now}
+	other := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, now: clock.Now}
+	value := digest("in flight")
+	ctx := context.Background()
+
+	// Three rounds of: this process renews (every third of sweep_after,
+	// as its journal loop does), time passes, both sweep.
+	sweepAll := func(phase string) {
+		t.Helper()
+		for range 3 {
+			if err := p.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(2 * time.Second)
+			for name, sweeper := range map[string]*Provider{"this process": p, "another instance": other} {
+				if n, err := sweeper.Sweep(ctx, 3*time.Second); n != 0 || err != nil {
+					t.Errorf("%s: %s swept %d (%v) of a challenge in flight", phase, name, n, err)
+				}
+			}
+		}
+		es, _ := j.List(ctx)
+		if len(es) != 1 || !es[0].Seen.Equal(clock.Now().Add(-2*time.Second)) {
+			t.Errorf("%s: journal %+v, want the entry renewed 2 s ago", phase, es)
+		}
+	}
+	w.beforeAppend = func() {
+		if es, _ := j.List(ctx); len(es) != 1 {
+			t.Errorf("journal %+v before the write, want its entry", es)
+		}
+		sweepAll("during the write")
+	}
+	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", value))
+	sweepAll("presented")
+	w.beforeDelete = func() { sweepAll("during the delete") }
+	mustDelete(t, p, "example.com.", recs...)
+	if d := fw.callsOf("delete"); len(d) != 1 {
+		t.Errorf("%d deletes, want the cleanup's only", len(d))
+	}
+	if j.len() != 0 || !fw.empty() {
+		t.Errorf("after the cleanup: %d journal entries, alias %v", j.len(), fw.values(testStaticAlias))
+	}
+}
+
+// TestPendingEntryLease: the entry stored before the write is leased for
+// the longest possible present, so that another instance's sweep, whatever
+// its maxAge, cannot take it even if a renewal is late; renewals after the
+// write carry the journal's own lease again.
+func TestPendingEntryLease(t *testing.T) {
+	fw := &fakeWriter{}
+	w := &hookWriter{fakeWriter: fw}
+	j := &memJournal{}
+	rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
+	p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, AuthoritativeWait: 30 * time.Second}
+	if got, want := p.LongestPresent(), retryBudget+30*time.Second; got != want {
+		t.Fatalf("LongestPresent = %s, want %s", got, want)
+	}
+	var pending []JournalEntry
+	w.beforeAppend = func() {
+		pending, _ = j.List(context.Background())
+		p.Renew(context.Background())
+		renewed, _ := j.List(context.Background())
+		pending = append(pending, renewed...)
+		p.AuthoritativeWait = 0 // skip the wait itself: there is no resolver here
+	}
+	mustAppend(t, p, "example.com.", txt("_acme-challenge", digest("x")))
+	if len(pending) != 2 {
+		t.Fatalf("journal during the write: %+v", pending)
+	}
+	for _, e := range pending {
+		if e.Lease != retryBudget+30*time.Second {
+			t.Errorf("entry during the write leased for %s, want the longest present %s", e.Lease, retryBudget+30*time.Second)
+		}
+	}
+	p.Renew(context.Background())
+	if es, _ := j.List(context.Background()); len(es) != 1 || es[0].Lease != 0 {
+		t.Errorf("entry after the write: %+v, want the journal's own lease", es)
+	}
+}
+
+// TestConcurrentSamePresentOneEntry: two concurrent presents of the same
+// name and value write once and leave one journal entry, which goes with
+// the last delete; before, the second left an unrenewed entry behind that
+// a later sweep took for an orphan, deleting the value still in use.
+func TestConcurrentSamePresentOneEntry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fw := &fakeWriter{}
+		w := &hookWriter{fakeWriter: fw}
+		j := &memJournal{}
+		rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
+		p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j}
+		value := digest("shared")
+		var wg sync.WaitGroup
+		var second []libdns.Record
+		var secondErr error
+		w.beforeAppend = func() {
+			// The first write is under way: a second present of the
+			// same value (the wildcard's, another instance of the
+			// same order) arrives.
+			wg.Go(func() {
+				second, secondErr = p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", value)})
+			})
+			synctest.Wait()
+		}
+		first := mustAppend(t, p, "example.com.", txt("_acme-challenge", value))
+		wg.Wait()
+		if secondErr != nil {
+			t.Fatalf("second present: %v", secondErr)
+		}
+		if n := len(fw.callsOf("append")); n != 1 || j.len() != 1 {
+			t.Fatalf("%d writes, %d journal entries; want one of each", n, j.len())
+		}
+		mustDelete(t, p, "example.com.", first...)
+		if !slices.Equal(fw.values(testStaticAlias), []string{value}) || j.len() != 1 {
+			t.Fatalf("after the first delete: alias %v, %d journal entries; want the value and its entry kept", fw.values(testStaticAlias), j.len())
+		}
+		// Much later, a sweep: the value is still in use and stays.
+		time.Sleep(time.Hour)
+		if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
+			t.Fatalf("a sweep removed the value still in use")
+		}
+		mustDelete(t, p, "example.com.", second...)
+		if !fw.empty() || j.len() != 0 {
+			t.Errorf("after both deletes: alias %v, %d journal entries", fw.values(testStaticAlias), j.len())
+		}
+	})
+}
+
+// TestConcurrentSamePresentFailure: when the first of two concurrent
+// presents of one value fails, the second fails with it, and nothing
+// (record, journal entry, presentation) is left.
+func TestConcurrentSamePresentFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fw := &fakeWriter{}
+		fw.setFailures(func(string, libdns.RR) error { return errors.New(`dns response error code "REFUSED" (5)`) }, nil)
+		w := &hookWriter{fakeWriter: fw}
+		j := &memJournal{}
+		rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
+		p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j}
+		rec := txt("_acme-challenge", digest("refused"))
+		var wg sync.WaitGroup
+		var secondErr error
+		w.beforeAppend = func() {
+			wg.Go(func() { _, secondErr = p.AppendRecords(context.Background(), "example.com.", []libdns.Record{rec}) })
+			synctest.Wait()
+		}
+		_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{rec})
+		wg.Wait()
+		if err == nil || secondErr == nil {
+			t.Fatalf("errors %v and %v, want both presents failed", err, secondErr)
+		}
+		if j.len() != 0 || len(p.Presented()) != 0 {
+			t.Errorf("left: %d journal entries, presented %v", j.len(), p.Presented())
+		}
+	})
+}
