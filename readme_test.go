@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -91,4 +92,57 @@ func quotingFormat(formats []readme.Format, q string) (readme.Format, bool) {
 		}
 	}
 	return readme.Format{}, false
+}
+
+// TestReadmeVersions: the versions README states (supported versions, the
+// build commands) are the ones go.mod and lab/env.sh pin.
+func TestReadmeVersions(t *testing.T) {
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	envsh, err := os.ReadFile("lab/env.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(re, text, what string) string {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("no %s (%s)", what, re)
+		}
+		return m[1]
+	}
+	goVersion := find(`(?m)^go (\d+\.\d+\.\d+)$`, string(gomod), "go line in go.mod")
+	caddyVersion := find(`(?m)^\s+github\.com/caddyserver/caddy/v2 (v\S+)$`, string(gomod), "Caddy in go.mod")
+	rfc2136Version := find(`(?m)^\s+github\.com/caddy-dns/rfc2136 (v\S+)$`, string(gomod), "caddy-dns/rfc2136 in go.mod")
+	xcaddyVersion := find(`(?m)^XCADDY_VERSION=(v\S+)$`, string(envsh), "XCADDY_VERSION in lab/env.sh")
+	pebbleVersion := find(`(?m)^PEBBLE_VERSION=(v\S+)$`, string(envsh), "PEBBLE_VERSION in lab/env.sh")
+	goMinor := goVersion[:strings.LastIndex(goVersion, ".")]
+	caddyMinor := caddyVersion[:strings.LastIndex(caddyVersion, ".")]
+
+	var rows strings.Builder
+	for _, r := range doc.TableRows("## Supported versions") {
+		rows.WriteString(strings.Join(r, " | ") + "\n")
+	}
+	var build strings.Builder
+	for _, b := range doc.In("## Building Caddy with the plugin") {
+		build.WriteString(b.Text)
+	}
+	for _, want := range []struct{ where, text, want string }{
+		{"Supported versions", rows.String(), "Go | " + goMinor + " or newer (tested: " + goVersion + ")"},
+		{"Supported versions", rows.String(), "Caddy | " + caddyMinor + ".x (built and tested: " + caddyVersion + ")"},
+		{"Supported versions", rows.String(), "xcaddy | " + xcaddyVersion},
+		{"Supported versions", rows.String(), "Pebble " + pebbleVersion},
+		{"the build commands", build.String(), "xcaddy build " + caddyVersion + " "},
+		{"the build commands", build.String(), "github.com/caddy-dns/rfc2136@" + rfc2136Version},
+	} {
+		if !strings.Contains(want.text, want.want) {
+			t.Errorf("README's %s do not say %q (go.mod, lab/env.sh):\n%s", want.where, want.want, want.text)
+		}
+	}
 }

@@ -140,6 +140,19 @@ func (d *Doc) under(n int, heading string, level int) bool {
 	return in
 }
 
+// JSONAfter returns the ```json block that follows b, if the next fenced
+// block after b is one, under the same heading: the JSON README shows for
+// b's Caddyfile.
+func (d *Doc) JSONAfter(b Block) (Block, bool) {
+	for i, x := range d.Blocks {
+		if x.Line == b.Line && i+1 < len(d.Blocks) {
+			next := d.Blocks[i+1]
+			return next, next.Lang == "json" && next.Heading == b.Heading
+		}
+	}
+	return Block{}, false
+}
+
 // TableRows returns the rows of the first table under heading (not its
 // header or separator), each split into its cells, trimmed. A "|" inside a
 // `code span` does not split a cell.

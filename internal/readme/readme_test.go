@@ -85,6 +85,20 @@ func TestParse(t *testing.T) {
 	if got := d.In("## B"); len(got) != 1 || got[0].Lang != "caddyfile" {
 		t.Errorf("In(## B) = %+v", got)
 	}
+	if j, ok := d.JSONAfter(d.Blocks[0]); ok {
+		t.Errorf("JSONAfter(sh block) = %+v, under another heading", j)
+	}
+	md2 := "## X\n\n```caddyfile\na\n```\n\ntext\n\n```json\n{}\n```\n\n```caddyfile\nb\n```\n"
+	d2, err := Parse([]byte(md2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, ok := d2.JSONAfter(d2.Blocks[0]); !ok || j.Text != "{}\n" {
+		t.Errorf("JSONAfter = %+v, %v", j, ok)
+	}
+	if _, ok := d2.JSONAfter(d2.Blocks[2]); ok {
+		t.Error("JSONAfter of the last block found one")
+	}
 	want := [][]string{{"`a | b` (`c`)", "d"}, {"e", "f"}}
 	if got := d.TableRows("### A.1"); !reflect.DeepEqual(got, want) {
 		t.Errorf("TableRows = %q, want %q", got, want)
