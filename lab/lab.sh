@@ -18,7 +18,9 @@ UNBOUND_PORT="${UNBOUND_PORT:-15353}"
 PEBBLE_PORT="${PEBBLE_PORT:-14000}"
 PEBBLE_MGMT_PORT="${PEBBLE_MGMT_PORT:-15000}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+# shellcheck source=lab/env.sh
+. "$HERE/env.sh" # Go and its bin directory (pebble) on PATH
+export PATH="$PATH:/usr/sbin:/sbin"
 
 ADDR_A=127.0.0.2
 ADDR_B=127.0.0.3
@@ -103,13 +105,7 @@ tail_log() {
 
 find_pebble() {
 	local p
-	p=$(command -v pebble 2>/dev/null || true)
-	if [ -z "$p" ] && command -v go >/dev/null 2>&1; then
-		local gobin
-		gobin=$(go env GOBIN 2>/dev/null || true)
-		[ -n "$gobin" ] || gobin="$(go env GOPATH 2>/dev/null)/bin"
-		[ -x "$gobin/pebble" ] && p="$gobin/pebble"
-	fi
+	p=$(command -v pebble 2>/dev/null || true) # lab/env.sh put Go's bin directory on PATH
 	[ -z "$p" ] && [ -x "$HOME/go/bin/pebble" ] && p="$HOME/go/bin/pebble"
 	[ -z "$p" ] && [ -x /root/go/bin/pebble ] && p=/root/go/bin/pebble
 	echo "$p"
