@@ -5,7 +5,9 @@
 # obtained through it. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")"
-export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
+# shellcheck source=lab/env.sh
+. lab/env.sh
+admin=127.0.0.1:12019
 
 bash lab/install.sh
 bash lab/lab.sh up
@@ -36,9 +38,9 @@ printf 'server %s %s\nzone example.com\nupdate add %s\nsend\n' "${AUTH_A%:*}" "$
 
 sed -e "s|@STORAGE@|$demo/storage|" -e "s|@PEBBLE_DIR@|$PEBBLE_DIR|" -e "s|@PEBBLE_CA@|$PEBBLE_CA_PEM|" \
 	-e "s|@DOMAIN@|$domain|" -e "s|@ZONE@|$ALIAS_ZONE|g" -e "s|@KEY_NAME@|$CADDY_KEY_NAME|" \
-	-e "s|@SERVER@|$AUTH_A|" -e "s|@RESOLVER@|$RESOLVER|g" >"$demo/Caddyfile" <<'CADDYFILE'
+	-e "s|@SERVER@|$AUTH_A|" -e "s|@RESOLVER@|$RESOLVER|g" -e "s|@ADMIN@|$admin|" >"$demo/Caddyfile" <<'CADDYFILE'
 {
-	admin 127.0.0.1:12019
+	admin @ADMIN@
 	storage file_system @STORAGE@
 	email demo@example.com
 	acme_ca @PEBBLE_DIR@
@@ -78,8 +80,20 @@ for _ in $(seq 1 120); do
 		echo "   \$ ${curl_cmd[*]}"
 		echo "   $out"
 		echo
+		check_cmd=(curl -sS "$admin/dns-alias/check?domain=$domain")
+		echo "== Caddy's admin API listens on $admin; it checks the delegation as the running config sees it:"
+		echo "   \$ curl -sS '$admin/dns-alias/check?domain=$domain'"
+		report=$("${check_cmd[@]}")
+		echo "   $report"
+		[[ $report == *'"ok":true'* ]] || {
+			echo "the admin API's check does not report the delegation ok" >&2
+			exit 1
+		}
+		echo
 		echo "Caddy keeps running (pid $(cat "$demo/caddy.pid")). Stop it and the lab with:"
 		echo "   kill \$(cat $demo/caddy.pid); bash lab/lab.sh down"
+		echo "Restarting the lab (down, then up) rebuilds its zones without this CNAME: the check then"
+		echo "reports FAIL (no CNAME) for $domain until ./demo.sh runs again and publishes it."
 		exit 0
 	fi
 	sleep 0.5

@@ -3,13 +3,14 @@ package alias
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
 
 // aliasPolicyConfig is a whole config whose one ACME policy uses the alias
@@ -43,33 +44,27 @@ func checkErr(t *testing.T, err error, want string) {
 	}
 }
 
-// readmeBlocks returns the first ```caddyfile and ```json blocks of the
-// README.md section whose heading starts with heading.
+// readmeBlocks returns the first ```caddyfile block of the README.md
+// section whose heading starts with heading, and the ```json block shown
+// right after it.
 func readmeBlocks(t *testing.T, heading string) (caddyfile, jsonText string) {
 	t.Helper()
-	data, err := os.ReadFile("README.md")
+	doc, err := readme.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(data), "\n"+heading)
-	if !ok {
-		t.Fatalf("README.md has no %q section", heading)
-	}
-	if end := strings.Index(section, "\n## "); end >= 0 {
-		section = section[:end]
-	}
-	block := func(lang string) string {
-		_, rest, ok := strings.Cut(section, "\n```"+lang+"\n")
-		if !ok {
-			t.Fatalf("README's %q section has no ```%s block", heading, lang)
+	for _, b := range doc.In(heading) {
+		if b.Lang != "caddyfile" {
+			continue
 		}
-		text, _, ok := strings.Cut(rest, "\n```\n")
+		j, ok := doc.JSONAfter(b)
 		if !ok {
-			t.Fatalf("README's %q section's ```%s block is not closed", heading, lang)
+			t.Fatalf("%s has no ```json block after it", b)
 		}
-		return text + "\n"
+		return b.Text, j.Text
 	}
-	return block("caddyfile"), block("json")
+	t.Fatalf("README's %q section has no ```caddyfile block", heading)
+	return "", ""
 }
 
 // checkAliasProvider fails t unless the adapted config holds exactly one

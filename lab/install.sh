@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
 # Installs everything the lab needs (idempotent). Run as root on Debian 12.
+#   - Go: the release go.mod names (1.26.x), in /usr/local/go: a
+#     prerequisite, checked here (Debian's golang package is too old)
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
 #     bind9-dnsutils (dig, nsupdate), unbound, openssl, iproute2, curl
-#   - Go: pebble v2.10.3, xcaddy v0.4.5 (into $(go env GOPATH)/bin)
+#   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
+#     $(go env GOPATH)/bin)
 # The Debian services bind9/named and unbound are stopped and disabled
 # afterwards: the lab starts its own instances (lab/lab.sh).
 set -euo pipefail
 
-export PATH="/usr/local/go/bin:$PATH"
-export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/*,github.com/libdns/*}"
+# shellcheck source=lab/env.sh
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 export DEBIAN_FRONTEND=noninteractive
 
-PEBBLE_VERSION=v2.10.3
-XCADDY_VERSION=v0.4.5
-
 log() { echo "install.sh: $*" >&2; }
+
+# --- Go (a prerequisite) -------------------------------------------------
+# go_too_old HAVE WANT: true if Go version HAVE (e.g. 1.26.8) is below WANT
+go_too_old() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | sed -n 1p)" = "$1" ]; }
+go_missing() {
+	log "$1"
+	log "this module needs Go $GO_VERSION or newer (go.mod), in $GO_ROOT. As root:"
+	log "  curl -fsSLO https://go.dev/dl/go$GO_VERSION.linux-amd64.tar.gz"
+	log "  rm -rf $GO_ROOT && tar -C ${GO_ROOT%/go} -xzf go$GO_VERSION.linux-amd64.tar.gz"
+	exit 1
+}
+if ! command -v go >/dev/null 2>&1; then
+	go_missing "go not found (looked in $GO_ROOT/bin and PATH)"
+fi
+have_go="$(go env GOVERSION)"
+have_go="${have_go#go}"
+if go_too_old "$have_go" "$GO_VERSION"; then
+	go_missing "go $have_go is too old"
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	log "must run as root"
@@ -24,7 +43,8 @@ fi
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
 for p in bind9 bind9-utils bind9-dnsutils unbound openssl iproute2 curl ca-certificates; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")
 	fi
 done
@@ -80,17 +100,12 @@ for pidf in /run/named/named.pid /run/unbound.pid /var/run/named/named.pid /var/
 done
 
 # --- Go tools --------------------------------------------------------------
-if ! command -v go >/dev/null 2>&1; then
-	log "go not found (expected /usr/local/go/bin/go)"
-	exit 1
-fi
-gobin="$(go env GOBIN)"
-[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+gobin="$GOBIN_DIR" # lab/env.sh
 
 go_tool() { # name module version
 	local name=$1 mod=$2 ver=$3 have
 	if [ -x "$gobin/$name" ]; then
-		have=$(go version -m "$gobin/$name" 2>/dev/null | awk '$1=="mod"{print $3; exit}')
+		have=$(go version -m "$gobin/$name" 2>/dev/null | awk '$1 == "mod" && !seen { print $3; seen = 1 }')
 		if [ "$have" = "$ver" ]; then
 			log "$name $ver already installed"
 			return

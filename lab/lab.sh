@@ -9,8 +9,8 @@
 # Knobs (environment): LAB_DIR (/tmp/caddy-dns-alias-lab), UNBOUND_PORT (15353),
 # PEBBLE_PORT (14000), PEBBLE_MGMT_PORT (15000), PEBBLE_RETRY_AFTER (unset:
 # Pebble's sample config, authz 3 s / order 5 s; 0 for fast),
-# PEBBLE_CERT_VALIDITY (seconds; unset: Pebble's default 90 days),
-# LAB_NO_INSTALL=1 (do not run lab/install.sh when a tool is missing).
+# PEBBLE_CERT_VALIDITY (seconds; unset: Pebble's default 90 days).
+# up installs nothing: run lab/install.sh first.
 set -euo pipefail
 
 LAB_DIR="${LAB_DIR:-/tmp/caddy-dns-alias-lab}"
@@ -18,7 +18,9 @@ UNBOUND_PORT="${UNBOUND_PORT:-15353}"
 PEBBLE_PORT="${PEBBLE_PORT:-14000}"
 PEBBLE_MGMT_PORT="${PEBBLE_MGMT_PORT:-15000}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+# shellcheck source=lab/env.sh
+. "$HERE/env.sh" # Go and its bin directory (pebble) on PATH
+export PATH="$PATH:/usr/sbin:/sbin"
 
 ADDR_A=127.0.0.2
 ADDR_B=127.0.0.3
@@ -103,13 +105,7 @@ tail_log() {
 
 find_pebble() {
 	local p
-	p=$(command -v pebble 2>/dev/null || true)
-	if [ -z "$p" ] && command -v go >/dev/null 2>&1; then
-		local gobin
-		gobin=$(go env GOBIN 2>/dev/null || true)
-		[ -n "$gobin" ] || gobin="$(go env GOPATH 2>/dev/null)/bin"
-		[ -x "$gobin/pebble" ] && p="$gobin/pebble"
-	fi
+	p=$(command -v pebble 2>/dev/null || true) # lab/env.sh put Go's bin directory on PATH
 	[ -z "$p" ] && [ -x "$HOME/go/bin/pebble" ] && p="$HOME/go/bin/pebble"
 	[ -z "$p" ] && [ -x /root/go/bin/pebble ] && p=/root/go/bin/pebble
 	echo "$p"
@@ -123,10 +119,39 @@ tools_present() {
 	[ -n "$(find_pebble)" ]
 }
 
-has_addr() { ip -4 -o addr show dev lo | grep -q " inet $1/"; }
+# With pipefail, `ip ... | grep -q` fails at random: grep -q exits at its
+# first match, and ip, still writing, dies of SIGPIPE, which then is the
+# pipeline's status. So every command's output is taken whole first, and
+# only then searched.
+
+# lo_addrs [LABEL]: the `ip -4 -o addr` lines of lo (only LABEL's, if given)
+lo_addrs() {
+	if [ $# -gt 0 ]; then
+		ip -4 -o addr show dev lo label "$1"
+	else
+		ip -4 -o addr show dev lo
+	fi
+}
+has_addr() {
+	local out
+	out=$(lo_addrs) || die "ip addr show dev lo failed"
+	[[ $out == *" inet $1/"* ]]
+}
 # Addresses the lab adds carry this label, so down removes exactly those.
 ADDR_LABEL=lo:cdalab
-our_addr() { ip -4 -o addr show dev lo label "$ADDR_LABEL" | grep -q " inet $1/32 "; }
+our_addr() {
+	local out
+	out=$(lo_addrs "$ADDR_LABEL") || die "ip addr show dev lo label $ADDR_LABEL failed"
+	[[ $out == *" inet $1/32 "* ]]
+}
+
+# answers STATUS CMD...: true if CMD's output (a dig) contains "status: STATUS"
+answers() {
+	local want=$1 out
+	shift
+	out=$("$@" 2>&1) || return 1
+	[[ $out == *"status: $want"* ]]
+}
 
 # The lock lives beside $LAB_DIR so that down --purge does not delete it
 # under a waiting lab.sh.
@@ -566,15 +591,15 @@ EOF
 
 check_all() { # quiet health check; prints what fails
 	local ok=0
-	dig +time=1 +tries=1 +norec @"$ADDR_A" -p 53 SOA example.com | grep -q 'status: NOERROR' || {
+	answers NOERROR dig +time=1 +tries=1 +norec @"$ADDR_A" -p 53 SOA example.com || {
 		echo "named A ($ADDR_A:53) does not answer SOA example.com"
 		ok=1
 	}
-	dig +time=1 +tries=1 +norec @"$ADDR_B" -p 53 SOA alias2.example | grep -q 'status: NOERROR' || {
+	answers NOERROR dig +time=1 +tries=1 +norec @"$ADDR_B" -p 53 SOA alias2.example || {
 		echo "named B ($ADDR_B:53) does not answer SOA alias2.example"
 		ok=1
 	}
-	dig +time=2 +tries=1 @127.0.0.1 -p "$UNBOUND_PORT" SOA "$ALIAS_ZONE" | grep -q 'status: NOERROR' || {
+	answers NOERROR dig +time=2 +tries=1 @127.0.0.1 -p "$UNBOUND_PORT" SOA "$ALIAS_ZONE" || {
 		echo "unbound (127.0.0.1:$UNBOUND_PORT) does not resolve SOA $ALIAS_ZONE"
 		ok=1
 	}
@@ -592,13 +617,9 @@ check_all() { # quiet health check; prints what fails
 
 cmd_up() {
 	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3, adds loopback addresses 127.0.0.2-4)"
-	if ! tools_present; then
-		if [ "${LAB_NO_INSTALL:-}" = 1 ]; then
-			die "tools missing; run lab/install.sh"
-		fi
-		log "tools missing, running lab/install.sh"
-		bash "$HERE/install.sh" >&2
-	fi
+	# up installs nothing and touches no system service: that is
+	# lab/install.sh's job (test.sh and demo.sh run it first).
+	tools_present || die "tools missing: run lab/install.sh as root first"
 	lock
 	mkdir -p "$LAB_DIR"/{keys,a,b,unbound,pebble}
 	chmod 700 "$LAB_DIR/keys"
@@ -623,15 +644,15 @@ cmd_up() {
 	write_env
 
 	# wait for every server to answer
-	if ! wait_for "named A" 15 sh -c "dig +time=1 +tries=1 +norec @$ADDR_A SOA example.com | grep -q 'status: NOERROR'"; then
+	if ! wait_for "named A" 15 answers NOERROR dig +time=1 +tries=1 +norec @"$ADDR_A" SOA example.com; then
 		tail_log "$LAB_DIR/a/named.log"
 		die "named A does not answer"
 	fi
-	if ! wait_for "named B" 15 sh -c "dig +time=1 +tries=1 +norec @$ADDR_B SOA alias2.example | grep -q 'status: NOERROR'"; then
+	if ! wait_for "named B" 15 answers NOERROR dig +time=1 +tries=1 +norec @"$ADDR_B" SOA alias2.example; then
 		tail_log "$LAB_DIR/b/named.log"
 		die "named B does not answer"
 	fi
-	if ! wait_for "unbound" 15 sh -c "dig +time=1 +tries=1 @127.0.0.1 -p $UNBOUND_PORT SOA $ALIAS_ZONE | grep -q 'status: NOERROR'"; then
+	if ! wait_for "unbound" 15 answers NOERROR dig +time=1 +tries=1 @127.0.0.1 -p "$UNBOUND_PORT" SOA "$ALIAS_ZONE"; then
 		tail_log "$LAB_DIR/unbound/unbound.log"
 		die "unbound does not resolve $ALIAS_ZONE"
 	fi

@@ -25,8 +25,9 @@ import (
 )
 
 var (
-	// caddyBin is the xcaddy-built binary; empty when the lab or the
-	// build is unavailable, with the reason in setupErr.
+	// caddyBin is the xcaddy-built binary; empty when the lab suite is
+	// off (lab.SwitchEnv) or the lab or the build failed, with the reason
+	// in setupErr.
 	caddyBin string
 	theLab   *lab.Lab
 	setupErr error
@@ -38,7 +39,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	setupErr = setup(dir)
+	if lab.Enabled() {
+		setupErr = setup(dir)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -76,15 +79,14 @@ func setup(dir string) error {
 	return nil
 }
 
-// requireLab returns the lab, skipping the test when it could not be set up
-// outside CI and failing it under CI.
+// requireLab returns the lab: it skips the test when the lab suite is off
+// (lab.SwitchEnv) and fails it when the suite is on but the lab or the
+// Caddy build could not be had.
 func requireLab(t *testing.T) *lab.Lab {
 	t.Helper()
+	lab.SkipUnlessEnabled(t)
 	if setupErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("lab or Caddy build unavailable under CI: %v", setupErr)
-		}
-		t.Skipf("lab or Caddy build unavailable (run ./test.sh as root): %v", setupErr)
+		t.Fatalf("lab or Caddy build unavailable: %v", setupErr)
 	}
 	return theLab
 }

@@ -3,6 +3,7 @@ package xcaddy_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +11,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
 
 // TestListModules: the xcaddy-built binary has every module of this plugin
@@ -77,67 +80,190 @@ func pluginModuleIDs(t *testing.T) []string {
 	return ids
 }
 
-// TestReadmeExamples: every Caddyfile in README.md's "### Examples" section
-// adapts to the provider JSON printed after it, and `caddy validate` accepts
-// it: the inner providers (Cloudflare and Route53 included, whose APIs can't
-// be reached here) are provisioned.
-func TestReadmeExamples(t *testing.T) {
+// TestReadmeCaddyfiles: every ```caddyfile block of README.md adapts with
+// the xcaddy-built Caddy; the ```json block shown right after it (same
+// heading, nothing fenced between) is what `caddy adapt` makes, at some
+// place of the adapted config (an alias provider object: every alias
+// provider of it); and `caddy validate` accepts it, with the placeholder
+// values README's Examples section gives (the inner providers, Cloudflare
+// and Route53 included, whose APIs can't be reached here, are provisioned).
+func TestReadmeCaddyfiles(t *testing.T) {
 	requireLab(t)
-	examples := readmeExamples(t)
-	if len(examples) < 4 {
-		t.Fatalf("README.md's Examples section has %d Caddyfile+JSON pairs, want at least 4", len(examples))
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ex := range examples {
-		t.Run(ex.title, func(t *testing.T) {
+	placeholders := readmePlaceholderEnv(t, doc)
+	blocks, paired := 0, 0
+	for _, b := range doc.Blocks {
+		if b.Lang != "caddyfile" {
+			continue
+		}
+		blocks++
+		var jsonText string
+		if j, ok := doc.JSONAfter(b); ok {
+			jsonText = j.Text
+			paired++
+		}
+		t.Run(fmt.Sprintf("line %d", b.Line), func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "Caddyfile")
-			if err := os.WriteFile(file, []byte(ex.caddyfile), 0o600); err != nil {
+			if err := os.WriteFile(file, []byte(b.Text), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			env := append(os.Environ(),
 				"HOME="+dir,
 				"XDG_DATA_HOME="+filepath.Join(dir, "data"),
-				"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-				// dummies: provisioning only checks their form
-				"TSIG_SECRET=ZHVtbXktdHNpZy1zZWNyZXQtZm9yLXZhbGlkYXRl",
-				"TSIG_SECRET_2=ZHVtbXktdHNpZy1zZWNyZXQtMi1mb3ItdmFsaWRhdGU=",
-				"CF_API_TOKEN=dummy0cloudflare0api0token0for0validate00",
-			)
-
+				"XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+			env = append(env, placeholders...)
 			var stdout, stderr bytes.Buffer
 			cmd := exec.Command(caddyBin, "adapt", "--config", file, "--adapter", "caddyfile")
 			cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &stdout, &stderr
 			if err := cmd.Run(); err != nil {
-				t.Fatalf("caddy adapt: %v\n%s%s", err, stdout.String(), stderr.String())
+				t.Fatalf("%s: caddy adapt: %v\n%s%s", b, err, stdout.String(), stderr.String())
 			}
-			var adapted any
-			if err := json.Unmarshal(stdout.Bytes(), &adapted); err != nil {
-				t.Fatalf("caddy adapt printed no JSON: %v\n%s", err, stdout.String())
+			if jsonText != "" {
+				checkShownJSON(t, b, stdout.Bytes(), jsonText)
 			}
-			var want any
-			if err := json.Unmarshal([]byte(ex.json), &want); err != nil {
-				t.Fatalf("README's JSON block does not parse: %v\n%s", err, ex.json)
-			}
-			found := findAliasProviders(adapted)
-			if len(found) == 0 {
-				t.Fatalf("the adapted config has no provider object with \"name\": \"alias\":\n%s", stdout.String())
-			}
-			for _, got := range found {
-				if !reflect.DeepEqual(got, want) {
-					g, _ := json.MarshalIndent(got, "", "  ")
-					w, _ := json.MarshalIndent(want, "", "  ")
-					t.Errorf("caddy adapt made\n%s\nREADME.md says\n%s", g, w)
-				}
-			}
-
 			cmd = exec.Command(caddyBin, "validate", "--config", file, "--adapter", "caddyfile")
 			cmd.Dir, cmd.Env = dir, env
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				t.Fatalf("caddy validate: %v\n%s", err, out)
+				t.Fatalf("%s: caddy validate: %v\n%s", b, err, out)
 			}
 			if !bytes.Contains(out, []byte("Valid configuration")) {
-				t.Errorf("caddy validate did not report a valid configuration:\n%s", out)
+				t.Errorf("%s: caddy validate did not report a valid configuration:\n%s", b, out)
+			}
+		})
+	}
+	// the Examples (4), platform onboarding, ACME-DNS, the journal's sweep
+	if blocks < 7 || paired < 6 {
+		t.Errorf("README.md has %d Caddyfile blocks, %d of them with JSON after them; want at least 7 and 6", blocks, paired)
+	}
+}
+
+// readmePlaceholderEnv returns the KEY=value pairs of the `export` lines of
+// the ```sh block in README's Examples section that runs `caddy validate`.
+func readmePlaceholderEnv(t *testing.T, doc *readme.Doc) []string {
+	t.Helper()
+	var env []string
+	for _, b := range doc.In("### Examples") {
+		if b.Lang != "sh" || !strings.Contains(b.Text, "caddy validate") {
+			continue
+		}
+		for _, c := range readme.Commands(b) {
+			if rest, ok := strings.CutPrefix(c, "export "); ok {
+				env = append(env, strings.Fields(rest)...)
+			}
+		}
+	}
+	if len(env) < 4 {
+		t.Fatalf("README's Examples section gives %d placeholder values (export lines before caddy validate): %q", len(env), env)
+	}
+	return env
+}
+
+// checkShownJSON fails t unless the JSON README shows is a part of the
+// adapted config: equal to the value at some place in it, or, for an alias
+// provider object, equal to every alias provider in it.
+func checkShownJSON(t *testing.T, b readme.Block, adapted []byte, shown string) {
+	t.Helper()
+	var cfg, want any
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatalf("caddy adapt printed no JSON: %v\n%s", err, adapted)
+	}
+	if err := json.Unmarshal([]byte(shown), &want); err != nil {
+		t.Fatalf("%s: README's JSON after it does not parse: %v\n%s", b, err, shown)
+	}
+	if obj, ok := want.(map[string]any); ok && obj["name"] == "alias" {
+		found := findAliasProviders(cfg)
+		if len(found) == 0 {
+			t.Fatalf("%s: the adapted config has no alias provider:\n%s", b, adapted)
+		}
+		for _, got := range found {
+			if !reflect.DeepEqual(got, want) {
+				g, _ := json.MarshalIndent(got, "", "  ")
+				t.Errorf("%s: caddy adapt made the provider\n%s\nREADME.md shows\n%s", b, g, shown)
+			}
+		}
+		return
+	}
+	if !containsValue(cfg, want) {
+		t.Errorf("%s: README's JSON after it is nowhere in what caddy adapt makes of it:\n%s\nREADME.md shows\n%s", b, adapted, shown)
+	}
+}
+
+// containsValue reports whether want equals v or a value anywhere in it.
+func containsValue(v, want any) bool {
+	if reflect.DeepEqual(v, want) {
+		return true
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for _, child := range x {
+			if containsValue(child, want) {
+				return true
+			}
+		}
+	case []any:
+		for _, child := range x {
+			if containsValue(child, want) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestReadmeBuild runs every command of the ```sh blocks of README's
+// "Building Caddy with the plugin" section as it stands, in a fresh
+// directory, with the checkout for /path/to/caddy-dns-alias and the
+// repository's root for the relative lab/ path, and checks that what each
+// built is Caddy with the plugin and the rfc2136 provider.
+func TestReadmeBuild(t *testing.T) {
+	requireLab(t)
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	for _, b := range doc.In("## Building Caddy with the plugin") {
+		if b.Lang == "sh" {
+			cmds = append(cmds, readme.Commands(b)...)
+		}
+	}
+	if len(cmds) < 2 {
+		t.Fatalf("README's build section has %d commands, want the script and xcaddy by hand: %q", len(cmds), cmds)
+	}
+	for i, c := range cmds {
+		t.Run(fmt.Sprintf("command %d", i+1), func(t *testing.T) {
+			dir := t.TempDir()
+			line := strings.ReplaceAll(c, "/path/to/caddy-dns-alias", root)
+			line = strings.ReplaceAll(line, "lab/build-caddy.sh", filepath.Join(root, "lab", "build-caddy.sh"))
+			if !strings.Contains(line, "./caddy") {
+				t.Fatalf("README's build command does not write ./caddy: %s", c)
+			}
+			ctx := testCtx(t, 15*time.Minute)
+			start := time.Now()
+			cmd := exec.CommandContext(ctx, "bash", "-c", line)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("README's build command failed: %v\n$ %s\n%s", err, c, out)
+			}
+			t.Logf("%s: built in %s", c, time.Since(start).Round(time.Second))
+			mods, err := exec.Command(filepath.Join(dir, "caddy"), "list-modules").CombinedOutput()
+			if err != nil {
+				t.Fatalf("caddy list-modules: %v\n%s", err, mods)
+			}
+			for _, id := range []string{"dns.providers.alias", "dns.providers.rfc2136"} {
+				if !bytes.Contains(mods, []byte(id+"\n")) {
+					t.Errorf("the Caddy README's %q built has no %s:\n%s", c, id, mods)
+				}
 			}
 		})
 	}

@@ -1,0 +1,40 @@
+# Sourced (not run) by lab/install.sh, lab/build-caddy.sh, demo.sh and
+# test.sh: the one place for the versions of what the lab installs and
+# builds, and for Go's environment.   . lab/env.sh
+#
+# Versions that go.mod pins are read from go.mod, so that there is one
+# number to change:
+#   GO_VERSION     the `go` line: the Go release this module needs
+#   CADDY_VERSION  github.com/caddyserver/caddy/v2, which build-caddy.sh builds
+#   RFC2136_VERSION github.com/caddy-dns/rfc2136
+# and the rest are pinned here.
+
+CDA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# modver MODULE: its version in go.mod's require block
+cda_modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$CDA_ROOT/go.mod"; }
+GO_VERSION="$(awk '$1 == "go" { print $2; exit }' "$CDA_ROOT/go.mod")"
+CADDY_VERSION="$(cda_modver github.com/caddyserver/caddy/v2)"
+RFC2136_VERSION="$(cda_modver github.com/caddy-dns/rfc2136)"
+CLOUDFLARE_VERSION=v0.2.4
+ROUTE53_VERSION=v1.6.2
+XCADDY_VERSION=v0.4.5
+PEBBLE_VERSION=v2.10.3
+GO_ROOT=/usr/local/go # where install.sh puts Go when it is missing or too old
+
+# Go first, on its own line: `go env GOPATH` below must find this go, and a
+# `go env` in the same export that puts Go on PATH runs before PATH is set.
+export PATH="$GO_ROOT/bin:$PATH"
+if command -v go >/dev/null 2>&1; then
+	GOBIN_DIR="$(go env GOBIN)"
+	[ -n "$GOBIN_DIR" ] || GOBIN_DIR="$(go env GOPATH)/bin"
+	export PATH="$PATH:$GOBIN_DIR" # xcaddy, pebble
+fi
+
+# The Go checksum database has no entry for these modules (its lookup
+# answers 404, so `go get` in xcaddy's fresh build module stops with
+# "verifying go.mod: ... 404 Not Found"): their checksums come from the
+# module proxy alone. Found with, in an empty module and a fresh
+# GOMODCACHE, GONOSUMDB= GOFLAGS=-mod=mod go mod download -json MODULE@VERSION
+# for every caddy-dns and libdns module of the build. Every other module is
+# verified against the checksum database.
+export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/rfc2136}"
