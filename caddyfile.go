@@ -223,8 +223,10 @@ func init() {
 // name. Syntax:
 //
 //	dns_alias {
-//	    sweep_after    <duration>
-//	    sweep_interval <duration>
+//	    sweep_after       <duration>
+//	    sweep_interval    <duration>
+//	    check_interval    <duration | -1>
+//	    check_concurrency <n>
 //	}
 func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
@@ -237,18 +239,31 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		field := d.Val()
+		var s string
+		if !d.AllArgs(&s) {
+			return nil, d.ArgErr()
+		}
 		var dst *caddy.Duration
 		switch field {
 		case "sweep_after":
 			dst = &app.SweepAfter
 		case "sweep_interval":
 			dst = &app.SweepInterval
+		case "check_interval":
+			dst = &app.CheckInterval
+			if s == "-1" {
+				app.CheckInterval = -1
+				continue
+			}
+		case "check_concurrency":
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return nil, d.Errf("check_concurrency: %v", err)
+			}
+			app.CheckConcurrency = n
+			continue
 		default:
 			return nil, d.Errf("unrecognized dns_alias option '%s'", field)
-		}
-		var s string
-		if !d.AllArgs(&s) {
-			return nil, d.ArgErr()
 		}
 		dur, err := caddy.ParseDuration(s)
 		if err != nil {

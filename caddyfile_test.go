@@ -203,3 +203,21 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestAppCaddyfile: the dns_alias global option adapts to the top-level
+// app with every setting, and refuses what it does not know.
+func TestAppCaddyfile(t *testing.T) {
+	out, err := adapt(t, "{\n\tdns_alias {\n\t\tsweep_after 10m\n\t\tsweep_interval 1m\n\t\tcheck_interval -1\n\t\tcheck_concurrency 4\n\t}\n}\nexample.com\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"dns_alias":{"sweep_after":600000000000,"sweep_interval":60000000000,"check_interval":-1,"check_concurrency":4}`
+	if !strings.Contains(string(out), want) {
+		t.Errorf("adapted config lacks %s:\n%s", want, out)
+	}
+	for _, bad := range []string{"bogus 1", "sweep_after soon", "check_concurrency many", "sweep_after"} {
+		if _, err := adapt(t, "{\n\tdns_alias {\n\t\t"+bad+"\n\t}\n}\nexample.com\n"); err == nil {
+			t.Errorf("dns_alias { %s } adapted", bad)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package alias
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -118,5 +119,34 @@ func TestMonitor(t *testing.T) {
 	want := []string{"dns_alias_delegation_broken missing.example.com", "dns_alias_delegation_restored missing.example.com"}
 	if names := got.names(); strings.Join(names, ",") != strings.Join(want, ",") {
 		t.Errorf("events %v, want %v", names, want)
+	}
+}
+
+// TestMonitorQueryBound measures what one periodic run costs for 500
+// tracked names of one zone, delegated in template mode: every query the
+// DNS server (resolver and authoritative at once here) receives. README's
+// Monitoring section quotes the per-name figure; the bound keeps it true.
+func TestMonitorQueryBound(t *testing.T) {
+	const names = 500
+	l := startGateLab(t, nil)
+	p := l.app.policies[1].provider
+	var subjects, records []string
+	for i := range names {
+		n := fmt.Sprintf("n%03d.example.com", i)
+		subjects = append(subjects, n)
+		records = append(records, fmt.Sprintf("_acme-challenge.%s. 300 IN CNAME _acme-challenge.%s.validation.example.org.", n, n))
+	}
+	l.srv.Add(records...)
+	l.app.setPolicies([]policy{{index: 0, subjects: subjects, provider: p}})
+	before := len(l.srv.Queries())
+	l.app.checkTracked(context.Background())
+	queries := len(l.srv.Queries()) - before
+	perName := float64(queries) / names
+	t.Logf("one periodic run: %d queries for %d names, %.1f per name", queries, names, perName)
+	if ok := l.app.status("", "ok"); len(ok) != names {
+		t.Fatalf("%d of %d names ok", len(ok), names)
+	}
+	if perName > 7.5 {
+		t.Errorf("%.1f queries per name, more than README states (7.5)", perName)
 	}
 }
