@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"go.uber.org/zap"
@@ -199,31 +198,8 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
-	parent := owner(ctx)
-	p.app.register(p, parent)
-	if iss, ok := parent.(*caddytls.ACMEIssuer); ok && wait > 0 {
-		skipPropagationCheck(iss, ctx.Logger())
-	}
+	p.app.register(p, owner(ctx))
 	return nil
-}
-
-// skipPropagationCheck switches off certmagic's propagation check for the
-// issuer this provider solves for, unless the config sets one: the
-// provider's authoritative wait has seen every authoritative server of the
-// alias zone serve the record when a write returns, so certmagic's check
-// (a fixed 2 s sleep, then polling) only adds time. The issuer builds its
-// DNS solver from these settings after its provider's Provision.
-func skipPropagationCheck(iss *caddytls.ACMEIssuer, logger *zap.Logger) {
-	if iss.Challenges == nil || iss.Challenges.DNS == nil {
-		return
-	}
-	dns := iss.Challenges.DNS
-	if dns.PropagationTimeout != 0 || dns.PropagationDelay != 0 {
-		return
-	}
-	dns.PropagationTimeout = -1
-	logger.Info("certmagic's DNS propagation check is off for this issuer: authoritative_wait already waits until every authoritative server of the alias zone serves the record; set propagation_timeout (or authoritative_wait -1) to keep certmagic's check",
-		zap.String("ca", iss.CA))
 }
 
 // AppendRecords is the solver's, counted by the app, so that an exiting

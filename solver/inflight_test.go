@@ -202,3 +202,24 @@ func TestConcurrentSamePresentFailure(t *testing.T) {
 		}
 	})
 }
+
+// TestLeaseDropsAfterWrite: a pending entry is leased for the longest
+// present, but once the write is done its lease drops at once (not at the
+// next renewal): a process killed right after a write leaves an orphan the
+// sweep takes after sweep_after, not after minutes.
+func TestLeaseDropsAfterWrite(t *testing.T) {
+	j := &memJournal{}
+	rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: &fakeWriter{}, WriterName: "fake"})
+	clock := newFakeClock()
+	p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, now: clock.Now}
+	mustAppend(t, p, "example.com.", txt("_acme-challenge", digest("crash after write")))
+	es, _ := j.List(context.Background())
+	if len(es) != 1 || es[0].Lease != 0 || !es[0].Seen.Equal(clock.Now()) {
+		t.Fatalf("after the write: %+v, want one entry with no lease of its own, seen now", es)
+	}
+	clock.Advance(4 * time.Second)
+	crashed := &Provider{Mapper: p.Mapper, Journal: j, now: clock.Now} // another process: p's presentations are not its own
+	if n, err := crashed.Sweep(context.Background(), 3*time.Second); n != 1 || err != nil {
+		t.Errorf("a sweep after sweep_after removed %d (%v), want the orphan", n, err)
+	}
+}

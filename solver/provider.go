@@ -197,6 +197,16 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	if err != nil {
 		return nil, err
 	}
+	if p.Journal != nil {
+		// The write is done: the entry's lease drops from the longest
+		// present to sweep_after now, not at the next renewal, so that a
+		// crash right after the write leaves an orphan for no longer than
+		// one after a renewal.
+		entry.Lease, entry.Seen = 0, p.clock()
+		if err := p.Journal.Put(ctx, entry); err != nil {
+			p.logger().Warn("renewing the challenge journal entry after the write; the next renewal will", zap.String("domain", domain), zap.Error(err))
+		}
+	}
 	p.logger().Info("presented challenge on alias",
 		zap.String("domain", domain),
 		zap.String("alias", target.Name),
