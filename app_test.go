@@ -352,4 +352,3 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		t.Error("Stop did not stop the app's journal loop")
 	}
 }
-
