@@ -869,3 +869,45 @@ func TestValidateRules(t *testing.T) {
 		})
 	}
 }
+
+// TestResolverIsolated: an isolated view answers from the live cache but
+// never fills it, and a full cache keeps its live entries rather than
+// being cleared, so that diagnostic lookups of arbitrary names (the admin
+// API's checks) cannot push out what live challenges use.
+func TestResolverIsolated(t *testing.T) {
+	d := newFakeDNS("example.com")
+	d.cname("_acme-challenge.live.example.com", "x.validation.example.org")
+	live, _ := newTestResolver(t, d)
+	ctx := context.Background()
+	if _, err := live.Query(ctx, "_acme-challenge.live.example.com", dns.TypeCNAME); err != nil {
+		t.Fatal(err)
+	}
+	view := live.Isolated()
+	if _, err := view.Query(ctx, "_acme-challenge.live.example.com", dns.TypeCNAME); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.count("_acme-challenge.live.example.com", dns.TypeCNAME); n != 1 {
+		t.Errorf("the view asked again (%d queries), want the live cache's answer", n)
+	}
+	for i := range 50 {
+		d.cname(fmt.Sprintf("_acme-challenge.d%d.example.com", i), "y.example.net")
+		if _, err := view.Query(ctx, fmt.Sprintf("_acme-challenge.d%d.example.com", i), dns.TypeCNAME); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(live.cache); n != 1 {
+		t.Errorf("diagnostic lookups put %d entries into the live cache, want only its own 1", n-1)
+	}
+
+	// Full of live answers: a new one is not stored, the old ones stay.
+	for i := range maxCacheEntries - 1 {
+		live.cache[question{fmt.Sprintf("filler%d.", i), dns.TypeA}] = cached{expires: live.now().Add(time.Minute)}
+	}
+	d.cname("_acme-challenge.new.example.com", "z.example.net")
+	if _, err := live.Query(ctx, "_acme-challenge.new.example.com", dns.TypeCNAME); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := live.lookupCache(question{"_acme-challenge.live.example.com.", dns.TypeCNAME}); !ok || len(live.cache) != maxCacheEntries {
+		t.Errorf("a full cache lost its live entries (%d left)", len(live.cache))
+	}
+}
