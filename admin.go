@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -102,7 +101,21 @@ func validState(s string) bool {
 // drops the permission module's cached answers for them, so that a
 // customer who just published the CNAME is admitted at once.
 func (AdminAPI) handleRecheck(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodPost {
+	return serveDomains(w, r, http.MethodPost, func(ctx context.Context, app *App, domains []string) any {
+		out := make([]*health, len(domains))
+		inParallel(len(domains), checkConcurrency, func(i int) {
+			app.forgetAdmission(domains[i])
+			pol, _ := app.Resolve(domains[i])
+			out[i] = app.recheck(ctx, domains[i], pol)
+		})
+		return out
+	})
+}
+
+// serveDomains answers a request about the ?domain= names with the JSON of
+// what answer returns for them, within the request limits.
+func serveDomains(w http.ResponseWriter, r *http.Request, method string, answer func(context.Context, *App, []string) any) error {
+	if r.Method != method {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
 	domains, err := checkDomains(r.URL.Query()["domain"])
@@ -115,21 +128,8 @@ func (AdminAPI) handleRecheck(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
 	defer cancel()
-	out := make([]*health, len(domains))
-	sem := make(chan struct{}, checkConcurrency)
-	var wg sync.WaitGroup
-	for i, d := range domains {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			app.forgetAdmission(d)
-			pol, _ := app.Resolve(d)
-			out[i] = app.recheck(ctx, d, pol)
-		})
-	}
-	wg.Wait()
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(out)
+	return json.NewEncoder(w).Encode(answer(ctx, app, domains))
 }
 
 // runningApp returns the dns_alias app of the running config.
@@ -142,21 +142,9 @@ func runningApp() (*App, error) {
 }
 
 func (AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
-	}
-	domains, err := checkDomains(r.URL.Query()["domain"])
-	if err != nil {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
-	}
-	app, err := runningApp()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
-	defer cancel()
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(app.checkDomains(ctx, domains))
+	return serveDomains(w, r, http.MethodGet, func(ctx context.Context, app *App, domains []string) any {
+		return app.checkDomains(ctx, domains)
+	})
 }
 
 // checkDomains validates the domains of a check request: at least one, at
@@ -186,16 +174,7 @@ func checkDomains(domains []string) ([]string, error) {
 // providers cache for their challenges.
 func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
 	reports := make([]*solver.Report, len(domains))
-	sem := make(chan struct{}, checkConcurrency)
-	var wg sync.WaitGroup
-	for i, d := range domains {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			reports[i] = a.Check(ctx, d)
-		})
-	}
-	wg.Wait()
+	inParallel(len(domains), checkConcurrency, func(i int) { reports[i] = a.Check(ctx, domains[i]) })
 	return reports
 }
 

@@ -382,6 +382,21 @@ func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 	}
 }
 
+// inParallel runs f(0) ... f(n-1), at most limit at a time, and returns
+// when all have.
+func inParallel(n, limit int, f func(i int)) {
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
 // appCtxKey carries an App for providers provisioned outside a config (the
 // check command, tests), where caddy.Context has no config to load it from.
 type appCtxKey struct{}

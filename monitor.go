@@ -95,20 +95,11 @@ func jitter(d time.Duration) time.Duration {
 // checkTracked checks every tracked name, check_concurrency at a time.
 func (a *App) checkTracked(ctx context.Context) {
 	names := a.trackedNames(ctx)
-	sem := make(chan struct{}, cmp.Or(a.CheckConcurrency, defaultCheckConcurrency))
-	var wg sync.WaitGroup
-	for _, tn := range names {
-		wg.Go(func() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			defer func() { <-sem }()
-			a.recheck(ctx, tn.name, tn.pol)
-		})
-	}
-	wg.Wait()
+	inParallel(len(names), cmp.Or(a.CheckConcurrency, defaultCheckConcurrency), func(i int) {
+		if ctx.Err() == nil {
+			a.recheck(ctx, names[i].name, names[i].pol)
+		}
+	})
 }
 
 // trackedNames are the names of every policy with an alias provider: its
