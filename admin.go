@@ -106,7 +106,7 @@ func (AdminAPI) handleRecheck(w http.ResponseWriter, r *http.Request) error {
 		inParallel(len(domains), checkConcurrency, func(i int) {
 			app.forgetAdmission(domains[i])
 			pol, _ := app.Resolve(domains[i])
-			out[i] = app.recheck(ctx, domains[i], pol)
+			out[i] = app.recheck(ctx, domains[i], pol, cacheRefresh)
 		})
 		return out
 	})

@@ -275,18 +275,31 @@ func (a *App) Resolve(name string) (*policy, *Provider) {
 	return pol, pol.provider
 }
 
+// cacheUse says how a check uses the provider's resolver cache.
+type cacheUse int
+
+const (
+	cacheShared   cacheUse = iota // read and fill it (gate, permission, periodic checks)
+	cacheReadOnly                 // read it, never fill it (admin API, CLI: arbitrary names)
+	cacheRefresh                  // never read it, fill it (recheck on request)
+)
+
 // checker returns the delegation checker of name's policy, judging CAA
 // against that policy's CA, or a report of why no alias provider covers
-// name. An isolated checker does not fill the provider's resolver cache.
-func (a *App) checker(ctx context.Context, name string, isolated bool) (*solver.Checker, *solver.Report) {
+// name.
+func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *solver.Report) {
 	pol, p := a.Resolve(name)
 	if p == nil {
 		return nil, noPolicyReport(pol, name)
 	}
 	m := p.Mapper
-	if isolated {
+	if use != cacheShared {
 		view := *m
-		view.Resolver = m.Resolver.Isolated()
+		if use == cacheReadOnly {
+			view.Resolver = m.Resolver.Isolated()
+		} else {
+			view.Resolver = m.Resolver.Refreshing()
+		}
 		m = &view
 	}
 	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, nil
@@ -295,11 +308,11 @@ func (a *App) checker(ctx context.Context, name string, isolated bool) (*solver.
 // Check reports on name's delegation in full, for people (admin API,
 // check command), without filling the providers' resolver caches.
 func (a *App) Check(ctx context.Context, name string) *solver.Report {
-	return a.check(ctx, name, true)
+	return a.check(ctx, name, cacheReadOnly)
 }
 
-func (a *App) check(ctx context.Context, name string, isolated bool) *solver.Report {
-	c, rep := a.checker(ctx, name, isolated)
+func (a *App) check(ctx context.Context, name string, use cacheUse) *solver.Report {
+	c, rep := a.checker(ctx, name, use)
 	if c == nil {
 		return rep
 	}
@@ -312,7 +325,7 @@ func (a *App) check(ctx context.Context, name string, isolated bool) *solver.Rep
 // the delegation: those say nothing about it, and the CA's validation is
 // the judge then.
 func (a *App) Verify(ctx context.Context, name string) (solver.Target, *solver.Report) {
-	c, rep := a.checker(ctx, name, false)
+	c, rep := a.checker(ctx, name, cacheShared)
 	if c == nil {
 		return solver.Target{}, rep
 	}
@@ -356,7 +369,7 @@ func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 	for attempt := 1; ; attempt++ {
 		// The whole check, not one that stops at the first failure: when
 		// the chain fails, the nameservers may say why (drift).
-		rep := a.check(ctx, name, false)
+		rep := a.check(ctx, name, cacheShared)
 		err := rep.Err()
 		switch {
 		case rep.Verdict == solver.VerdictBroken:

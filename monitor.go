@@ -97,7 +97,7 @@ func (a *App) checkTracked(ctx context.Context) {
 	names := a.trackedNames(ctx)
 	inParallel(len(names), cmp.Or(a.CheckConcurrency, defaultCheckConcurrency), func(i int) {
 		if ctx.Err() == nil {
-			a.recheck(ctx, names[i].name, names[i].pol)
+			a.recheck(ctx, names[i].name, names[i].pol, cacheShared)
 		}
 	})
 }
@@ -159,8 +159,8 @@ func mapsKeys(m map[string]bool) func(func(string) bool) {
 
 // recheck checks name now, records its health and metrics, and logs and
 // emits the change when its delegation breaks or is restored.
-func (a *App) recheck(ctx context.Context, name string, pol *policy) *health {
-	rep := a.check(ctx, name, false)
+func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUse) *health {
+	rep := a.check(ctx, name, use)
 	if pol == nil || pol.provider == nil {
 		// Not ours to track.
 		return &health{Domain: solver.Normalize(name), State: solver.CodeNoPolicy, Message: rep.Err().Error(), LastCheck: time.Now()}

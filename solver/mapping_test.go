@@ -899,6 +899,16 @@ func TestResolverIsolated(t *testing.T) {
 		t.Errorf("diagnostic lookups put %d entries into the live cache, want only its own 1", n-1)
 	}
 
+	// A refreshing view asks although the answer is cached, and leaves
+	// what it learnt in the live cache.
+	d.cname("_acme-challenge.live.example.com", "moved.validation.example.org")
+	if _, err := live.Refreshing().Query(ctx, "_acme-challenge.live.example.com", dns.TypeCNAME); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := live.lookupCache(question{"_acme-challenge.live.example.com.", dns.TypeCNAME}); !ok || !strings.Contains(c.msg.String(), "moved.validation.example.org") {
+		t.Errorf("the refreshed answer is not in the live cache")
+	}
+
 	// Full of live answers: a new one is not stored, the old ones stay.
 	for i := range maxCacheEntries - 1 {
 		live.cache[question{fmt.Sprintf("filler%d.", i), dns.TypeA}] = cached{expires: live.now().Add(time.Minute)}

@@ -29,8 +29,10 @@ type Resolver struct {
 	mu    sync.Mutex
 	cache map[question]cached
 	// parent, if set, is a resolver whose cache this one reads but never
-	// fills (Isolated).
-	parent *Resolver
+	// fills (Isolated), or, with refresh, fills but never reads
+	// (Refreshing).
+	parent  *Resolver
+	refresh bool
 }
 
 type question struct {
@@ -154,7 +156,18 @@ func (r *Resolver) Isolated() *Resolver {
 	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
 }
 
+// Refreshing returns a resolver that asks the same servers without
+// reading any cache and stores what it learns in r's: a recheck on request
+// must see a record just published, and what it saw must be what live
+// challenges see next.
+func (r *Resolver) Refreshing() *Resolver {
+	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
+}
+
 func (r *Resolver) lookupCache(q question) (cached, bool) {
+	if r.refresh {
+		return cached{}, false
+	}
 	r.mu.Lock()
 	c, ok := r.cache[q]
 	r.mu.Unlock()
@@ -168,6 +181,10 @@ func (r *Resolver) lookupCache(q question) (cached, bool) {
 }
 
 func (r *Resolver) store(q question, msg *dns.Msg, server string) {
+	if r.refresh {
+		r.parent.store(q, msg, server)
+		return
+	}
 	ttl := answerTTL(msg)
 	if ttl <= 0 {
 		return

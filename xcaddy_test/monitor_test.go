@@ -133,7 +133,7 @@ func TestMonitorDelegation(t *testing.T) {
 		`caddy_dns_alias_record_deletes_total{result="ok"} 2`,
 		`caddy_dns_alias_write_served_seconds_count 2`,
 		`caddy_dns_alias_sweep_removed_total 0`,
-		`# TYPE caddy_dns_alias_gate_refusals_total counter`,
+		`# TYPE caddy_dns_alias_records_presented gauge`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
