@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -123,20 +124,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	case a.CheckConcurrency < 0:
 		return fmt.Errorf("check_concurrency: must not be negative, got %d", a.CheckConcurrency)
 	}
-	if a.CheckInterval == 0 {
-		a.CheckInterval = caddy.Duration(defaultCheckInterval)
-	}
-	if a.CheckConcurrency == 0 {
-		a.CheckConcurrency = defaultCheckConcurrency
-	}
+	a.SweepAfter = cmp.Or(a.SweepAfter, caddy.Duration(defaultSweepAfter))
+	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
+	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
+	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
-	}
-	if a.SweepAfter == 0 {
-		a.SweepAfter = caddy.Duration(defaultSweepAfter)
-	}
-	if a.SweepInterval == 0 {
-		a.SweepInterval = caddy.Duration(defaultSweepInterval)
 	}
 	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
 
@@ -152,7 +145,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 }
 
 // Start builds the policy map, if the gate has not needed it yet, and
-// starts the journal's renewals and sweeps.
+// starts the journal's renewals and sweeps and the periodic delegation
+// checks.
 func (a *App) Start() error {
 	a.policyMap()
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -172,7 +166,7 @@ func (a *App) Start() error {
 // before it.
 const withdrawTimeout = 10 * time.Second
 
-// Stop ends the journal's loop. On a config reload, the challenges under
+// Stop ends the journal's loop and the periodic checks. On a config reload, the challenges under
 // way finish and clean up through their providers, and the new config's
 // app takes over the journal. When the process exits, the writes and
 // deletes under way are waited for, and the records still presented are

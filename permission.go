@@ -21,9 +21,11 @@ func init() {
 }
 
 // Permission admits a name for on-demand TLS only if the name delegated its
-// _acme-challenge to us: its CNAME chain ends at the alias the running
-// config's dns.providers.alias expects (static, template, rule) or inside
-// one of its alias zones (follow), with no wildcard synthesis and no loop.
+// _acme-challenge to us: the delegation check of the alias provider of the
+// automation policy that will obtain the name passes (its CNAME chain ends
+// at the alias that provider expects or inside one of its alias zones, with
+// no wildcard synthesis and no loop, every authoritative server agreeing,
+// CAA allowing the CA).
 // Answers are cached, and concurrent handshakes for one name share one
 // check, so a flood of handshakes for unknown names stays a trickle of DNS
 // queries.
