@@ -281,28 +281,31 @@ func TestRetryReportsAttempts(t *testing.T) {
 
 // TestUncertainWriteStaysJournalled: a write that timed out may land after
 // its compensating delete; its journal entry stays, so that a sweep deletes
-// the record once more.
+// the record once more. The retries' backoffs pass on the synctest
+// bubble's clock.
 func TestUncertainWriteStaysJournalled(t *testing.T) {
-	w := &fakeWriter{}
-	w.setFailures(func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }, nil)
-	j := &memJournal{}
-	clock := newFakeClock()
-	p := staticProvider(t, w)
-	p.Journal, p.now = j, clock.Now
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
-	if err == nil || strings.Contains(err.Error(), "by hand") {
-		t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
-	}
-	if n := len(w.callsOf("delete")); n != 1 || j.len() != 1 {
-		t.Fatalf("%d compensating deletes, %d journal entries; want 1 and 1", n, j.len())
-	}
-	clock.Advance(time.Hour)
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
-		t.Fatalf("Sweep = %d, %v, journal %d; want the late write deleted once more", n, err, j.len())
-	}
-	if n := len(w.callsOf("delete")); n != 2 {
-		t.Errorf("%d deletes, want 2", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{}
+		w.setFailures(func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }, nil)
+		j := &memJournal{}
+		clock := newFakeClock()
+		p := staticProvider(t, w)
+		p.Journal, p.now = j, clock.Now
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
+		if err == nil || strings.Contains(err.Error(), "by hand") {
+			t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
+		}
+		if n := len(w.callsOf("delete")); n != 1 || j.len() != 1 {
+			t.Fatalf("%d compensating deletes, %d journal entries; want 1 and 1", n, j.len())
+		}
+		clock.Advance(time.Hour)
+		if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
+			t.Fatalf("Sweep = %d, %v, journal %d; want the late write deleted once more", n, err, j.len())
+		}
+		if n := len(w.callsOf("delete")); n != 2 {
+			t.Errorf("%d deletes, want 2", n)
+		}
+	})
 }
