@@ -262,7 +262,10 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		if global != nil {
 			tls["dns"] = global
 		}
-		apps := map[string]any{"tls": tls}
+		// The internal issuer's CA does not try to install its root in
+		// the system's trust store (a second, and sudo, on every load).
+		apps := map[string]any{"tls": tls, "pki": map[string]any{"certificate_authorities": map[string]any{
+			"local": map[string]any{"install_trust": false}}}}
 		if app != "" {
 			apps["dns_alias"] = json.RawMessage(app)
 		}

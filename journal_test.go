@@ -2,11 +2,14 @@ package alias
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -61,34 +64,87 @@ func TestStorageJournal(t *testing.T) {
 // TestSweepLockedTakesTurns: a sweep waits for another holder of the sweep
 // lock (another instance, another provider of the config) to finish, skips
 // its round if the lock stays taken for an interval, and releases the lock.
+// The storage's lock waits on the bubble's clock, so the intervals pass at
+// once.
 func TestSweepLockedTakesTurns(t *testing.T) {
-	ctx := context.Background()
-	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	j := &countingJournal{storageJournal: storageJournal{storage: storage}}
-	p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}}}
-	_, app := standalone(t)
-	app.journal = &j.storageJournal
-	app.register(p, nil)
-	p.Journal = j
-	if err := storage.Lock(ctx, sweepLockName); err != nil {
-		t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		storage := newLockingStorage()
+		j := &countingJournal{storageJournal: storageJournal{storage: storage}}
+		p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}}}
+		_, app := standalone(t)
+		app.journal = &j.storageJournal
+		app.register(p, nil)
+		p.Journal = j
+		if err := storage.Lock(ctx, sweepLockName); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		app.sweepLocked(ctx, time.Minute, 1500*time.Millisecond)
+		if j.lists != 0 {
+			t.Errorf("swept while another holder kept the lock")
+		}
+		if waited := time.Since(start); waited != 1500*time.Millisecond {
+			t.Errorf("gave up on the lock after %s, want the interval (1.5s)", waited)
+		}
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			storage.Unlock(ctx, sweepLockName)
+		}()
+		start = time.Now()
+		app.sweepLocked(ctx, time.Minute, 10*time.Second)
+		if j.lists != 1 {
+			t.Errorf("%d sweeps after the other holder released the lock, want 1", j.lists)
+		}
+		if waited := time.Since(start); waited != 500*time.Millisecond {
+			t.Errorf("swept %s after the call, want when the other holder released the lock (500ms)", waited)
+		}
+		if storage.held(sweepLockName) {
+			t.Errorf("the sweep lock is still held after a sweep")
+		}
+	})
+}
+
+// lockingStorage is a memStorage whose locks are held until unlocked, and
+// waited for until the context ends.
+type lockingStorage struct {
+	*memStorage
+	mu    sync.Mutex
+	locks map[string]chan struct{} // full while held
+}
+
+func newLockingStorage() *lockingStorage {
+	return &lockingStorage{memStorage: newMemStorage(), locks: map[string]chan struct{}{}}
+}
+
+func (s *lockingStorage) lock(name string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.locks[name] == nil {
+		s.locks[name] = make(chan struct{}, 1)
 	}
-	app.sweepLocked(ctx, time.Minute, 1500*time.Millisecond)
-	if j.lists != 0 {
-		t.Errorf("swept while another holder kept the lock")
-	}
-	go func() {
-		time.Sleep(500 * time.Millisecond)
-		storage.Unlock(ctx, sweepLockName)
-	}()
-	app.sweepLocked(ctx, time.Minute, 10*time.Second)
-	if j.lists != 1 {
-		t.Errorf("%d sweeps after the other holder released the lock, want 1", j.lists)
-	}
-	if ok, err := storage.TryLock(ctx, sweepLockName); !ok || err != nil {
-		t.Errorf("the sweep lock is still held after a sweep: %v %v", ok, err)
+	return s.locks[name]
+}
+
+func (s *lockingStorage) Lock(ctx context.Context, name string) error {
+	select {
+	case s.lock(name) <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
+
+func (s *lockingStorage) Unlock(_ context.Context, name string) error {
+	select {
+	case <-s.lock(name):
+		return nil
+	default:
+		return fmt.Errorf("unlock of %s, which is not locked", name)
+	}
+}
+
+func (s *lockingStorage) held(name string) bool { return len(s.lock(name)) == 1 }
 
 type countingJournal struct {
 	storageJournal

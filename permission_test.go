@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
@@ -351,24 +352,29 @@ func TestPermissionAsk(t *testing.T) {
 
 func TestPermissionCacheExpiry(t *testing.T) {
 	l := startPermLab(t, `{"negative_ttl":"1s","max_ttl":"1m"}`)
-	ctx := context.Background()
-	// Revocation: the customer removes the CNAME (TTL 1 s). The admission
-	// is remembered for the CNAME's TTL (max_ttl is longer), then the name
-	// is refused with the record to publish.
-	const cname = "_acme-challenge.late.example.com. 1 IN CNAME _acme-challenge.late.example.com.validation.example.org."
-	l.srv.Add(cname)
-	if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
-		t.Fatal(err)
-	}
-	l.srv.Remove(cname)
-	if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
-		t.Fatalf("within the CNAME's TTL: %v, want the cached admission", err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	err := l.perm.CertificateAllowed(ctx, "late.example.com")
-	if err == nil || !strings.Contains(err.Error(), "has no CNAME record") || !strings.Contains(err.Error(), cname[:len(cname)-len("1 IN CNAME _acme-challenge.late.example.com.validation.example.org.")]) {
-		t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)
-	}
+	// The admission cache and the resolver's cache expire on the bubble's
+	// clock, so the CNAME's TTL passes at once. The lab, started outside
+	// the bubble, answers over the network as ever.
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		// Revocation: the customer removes the CNAME (TTL 1 s). The admission
+		// is remembered for the CNAME's TTL (max_ttl is longer), then the name
+		// is refused with the record to publish.
+		const cname = "_acme-challenge.late.example.com. 1 IN CNAME _acme-challenge.late.example.com.validation.example.org."
+		l.srv.Add(cname)
+		if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
+			t.Fatal(err)
+		}
+		l.srv.Remove(cname)
+		if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
+			t.Fatalf("within the CNAME's TTL: %v, want the cached admission", err)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		err := l.perm.CertificateAllowed(ctx, "late.example.com")
+		if err == nil || !strings.Contains(err.Error(), "has no CNAME record") || !strings.Contains(err.Error(), cname[:len(cname)-len("1 IN CNAME _acme-challenge.late.example.com.validation.example.org.")]) {
+			t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)
+		}
+	})
 }
 
 // TestPermissionReadmeOnboarding: the onboarding section's Caddyfile adapts

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -42,36 +44,63 @@ type recorded struct {
 	raw                                  string
 }
 
-// recorder is an httptest acme-dns that records every request and answers
-// with status and body.
+// recorder is an in-process acme-dns that records every request and
+// answers with status and body. Its client reaches it without the network,
+// so that tests can run in a synctest bubble.
 type recorder struct {
 	mu     sync.Mutex
 	reqs   []recorded
 	status int
 	body   string
-	srv    *httptest.Server
+	closed bool // its client's connections are refused
+	url    string
 }
 
-func newRecorder(t *testing.T) *recorder {
-	r := &recorder{status: http.StatusOK}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		data, _ := io.ReadAll(req.Body)
-		var body map[string]string
-		_ = json.Unmarshal(data, &body)
-		r.mu.Lock()
-		r.reqs = append(r.reqs, recorded{req.URL.Path, req.Method, req.Header.Get("X-Api-User"), req.Header.Get("X-Api-Key"),
-			req.Header.Get("Content-Type"), body, string(data)})
-		status, answer := r.status, r.body
-		r.mu.Unlock()
-		if answer == "" && status == http.StatusOK {
-			answer = fmt.Sprintf(`{"txt": %q}`, body["txt"])
-		}
-		w.WriteHeader(status)
-		io.WriteString(w, answer)
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
+func newRecorder() *recorder {
+	return &recorder{status: http.StatusOK, url: "http://acme-dns.test:8080"}
 }
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	data, _ := io.ReadAll(req.Body)
+	var body map[string]string
+	_ = json.Unmarshal(data, &body)
+	r.mu.Lock()
+	r.reqs = append(r.reqs, recorded{req.URL.Path, req.Method, req.Header.Get("X-Api-User"), req.Header.Get("X-Api-Key"),
+		req.Header.Get("Content-Type"), body, string(data)})
+	status, answer := r.status, r.body
+	r.mu.Unlock()
+	if answer == "" && status == http.StatusOK {
+		answer = fmt.Sprintf(`{"txt": %q}`, body["txt"])
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, answer)
+}
+
+// client returns an HTTP client that hands requests to r in-process, or
+// fails them as a refused connection once r is closed.
+func (r *recorder) client() *http.Client {
+	in := acmednstest.InProcessClient(r).Transport
+	return &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+		}
+		return in.RoundTrip(req)
+	})}
+}
+
+// close makes the recorder's address refuse connections.
+func (r *recorder) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func (r *recorder) requests() []recorded {
 	r.mu.Lock()
@@ -94,9 +123,9 @@ func uniqueSub() string {
 func recorderWriter(t *testing.T, r *recorder) (*ACMEDNSWriter, ACMEDNSAccount) {
 	t.Helper()
 	sub := uniqueSub()
-	acct := ACMEDNSAccount{Server: r.srv.URL + "/", Username: testUser, Password: testPassword,
+	acct := ACMEDNSAccount{Server: r.url + "/", Username: testUser, Password: testPassword,
 		Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example."}
-	w, err := NewACMEDNSWriter(acct, nil, nil)
+	w, err := NewACMEDNSWriter(acct, r.client(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,43 +133,45 @@ func recorderWriter(t *testing.T, r *recorder) (*ACMEDNSWriter, ACMEDNSAccount) 
 }
 
 func TestACMEDNSAppendSendsUpdate(t *testing.T) {
-	r := newRecorder(t)
-	w, acct := recorderWriter(t, r)
-	full := strings.TrimSuffix(acct.FullDomain, ".")
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		w, acct := recorderWriter(t, r)
+		full := strings.TrimSuffix(acct.FullDomain, ".")
+		ctx := context.Background()
 
-	// The wrapper's form: relative "@" in the fulldomain's zone.
-	got, err := w.AppendRecords(ctx, full+".", txtRec("@", val("one")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].RR().Data != val("one") {
-		t.Errorf("returned %v", got)
-	}
-	// Absolute, upper case, without the trailing dot in the zone.
-	if _, err := w.DeleteRecords(ctx, full, got); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.AppendRecords(ctx, "auth.acme-dns.example", txtRec(strings.ToUpper(full)+".", val("two"))); err != nil {
-		t.Fatal(err)
-	}
-	reqs := r.requests()
-	if len(reqs) != 2 {
-		t.Fatalf("%d requests, want 2 (DeleteRecords sends nothing): %+v", len(reqs), reqs)
-	}
-	for i, want := range []string{val("one"), val("two")} {
-		q := reqs[i]
-		if q.method != http.MethodPost || q.path != "/update" || q.user != testUser || q.key != testPassword || q.contentType != "application/json" {
-			t.Errorf("request %d: %+v", i, q)
+		// The wrapper's form: relative "@" in the fulldomain's zone.
+		got, err := w.AppendRecords(ctx, full+".", txtRec("@", val("one")))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if len(q.body) != 2 || q.body["subdomain"] != acct.Subdomain || q.body["txt"] != want {
-			t.Errorf("request %d body %s, want {subdomain: %s, txt: %s}", i, q.raw, acct.Subdomain, want)
+		if len(got) != 1 || got[0].RR().Data != val("one") {
+			t.Errorf("returned %v", got)
 		}
-	}
+		// Absolute, upper case, without the trailing dot in the zone.
+		if _, err := w.DeleteRecords(ctx, full, got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.AppendRecords(ctx, "auth.acme-dns.example", txtRec(strings.ToUpper(full)+".", val("two"))); err != nil {
+			t.Fatal(err)
+		}
+		reqs := r.requests()
+		if len(reqs) != 2 {
+			t.Fatalf("%d requests, want 2 (DeleteRecords sends nothing): %+v", len(reqs), reqs)
+		}
+		for i, want := range []string{val("one"), val("two")} {
+			q := reqs[i]
+			if q.method != http.MethodPost || q.path != "/update" || q.user != testUser || q.key != testPassword || q.contentType != "application/json" {
+				t.Errorf("request %d: %+v", i, q)
+			}
+			if len(q.body) != 2 || q.body["subdomain"] != acct.Subdomain || q.body["txt"] != want {
+				t.Errorf("request %d body %s, want {subdomain: %s, txt: %s}", i, q.raw, acct.Subdomain, want)
+			}
+		}
+	})
 }
 
 func TestACMEDNSRefusesBeforeSending(t *testing.T) {
-	r := newRecorder(t)
+	r := newRecorder()
 	w, acct := recorderWriter(t, r)
 	full := strings.TrimSuffix(acct.FullDomain, ".")
 	ctx := context.Background()
@@ -177,52 +208,54 @@ func TestACMEDNSRefusesBeforeSending(t *testing.T) {
 }
 
 func TestACMEDNSErrorsNameServerNeverPassword(t *testing.T) {
-	r := newRecorder(t)
-	w, acct := recorderWriter(t, r)
-	full := strings.TrimSuffix(acct.FullDomain, ".")
-	ctx := context.Background()
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		w, acct := recorderWriter(t, r)
+		full := strings.TrimSuffix(acct.FullDomain, ".")
+		ctx := context.Background()
 
-	r.answer(http.StatusUnauthorized, `{"error": "forbidden"}`)
-	_, err := w.AppendRecords(ctx, full, txtRec("@", val("a")))
-	if err == nil {
-		t.Fatal("no error for 401")
-	}
-	for _, s := range []string{r.srv.URL, full, "401", "forbidden"} {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("error %q does not mention %q", err, s)
+		r.answer(http.StatusUnauthorized, `{"error": "forbidden"}`)
+		_, err := w.AppendRecords(ctx, full, txtRec("@", val("a")))
+		if err == nil {
+			t.Fatal("no error for 401")
 		}
-	}
-	// A server (or proxy) that echoes the key.
-	r.answer(http.StatusBadGateway, fmt.Sprintf(`{"error": "upstream rejected key %s"}`, testPassword))
-	_, err2 := w.AppendRecords(ctx, full, txtRec("@", val("b")))
+		for _, s := range []string{r.url, full, "401", "forbidden"} {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("error %q does not mention %q", err, s)
+			}
+		}
+		// A server (or proxy) that echoes the key.
+		r.answer(http.StatusBadGateway, fmt.Sprintf(`{"error": "upstream rejected key %s"}`, testPassword))
+		_, err2 := w.AppendRecords(ctx, full, txtRec("@", val("b")))
 
-	// Failed updates hold no slot: two more values go through at once.
-	r.answer(http.StatusOK, "")
-	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for _, v := range []string{val("d"), val("e")} {
-		if _, err := w.AppendRecords(tctx, full, txtRec("@", v)); err != nil {
-			t.Fatalf("after failed updates: %v", err)
+		// Failed updates hold no slot: two more values go through at once.
+		r.answer(http.StatusOK, "")
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for _, v := range []string{val("d"), val("e")} {
+			if _, err := w.AppendRecords(tctx, full, txtRec("@", v)); err != nil {
+				t.Fatalf("after failed updates: %v", err)
+			}
 		}
-	}
 
-	// Nothing listening any more.
-	r.srv.Close()
-	w.DeleteRecords(ctx, full, txtRec("@", val("d")))
-	_, err3 := w.AppendRecords(tctx, full, txtRec("@", val("f")))
-	for i, e := range []error{err, err2, err3} {
-		if e == nil {
-			t.Errorf("error %d: nil", i)
-			continue
+		// Nothing listening any more.
+		r.close()
+		w.DeleteRecords(ctx, full, txtRec("@", val("d")))
+		_, err3 := w.AppendRecords(tctx, full, txtRec("@", val("f")))
+		for i, e := range []error{err, err2, err3} {
+			if e == nil {
+				t.Errorf("error %d: nil", i)
+				continue
+			}
+			if strings.Contains(e.Error(), testPassword) {
+				t.Errorf("error %d contains the password: %v", i, e)
+			}
+			if !strings.Contains(e.Error(), full) || !strings.Contains(e.Error(), r.url) {
+				t.Errorf("error %d does not name the fulldomain and the server: %v", i, e)
+			}
 		}
-		if strings.Contains(e.Error(), testPassword) {
-			t.Errorf("error %d contains the password: %v", i, e)
-		}
-		if !strings.Contains(e.Error(), full) || !strings.Contains(e.Error(), r.srv.URL) {
-			t.Errorf("error %d does not name the fulldomain and the server: %v", i, e)
-		}
-	}
-	t.Logf("errors: %v / %v / %v", err, err2, err3)
+		t.Logf("errors: %v / %v / %v", err, err2, err3)
+	})
 }
 
 func TestACMEDNSAccountValidate(t *testing.T) {
@@ -258,8 +291,10 @@ func TestACMEDNSAccountValidate(t *testing.T) {
 	}
 }
 
-// standIn starts the stand-in server and a writer for a fresh account on it.
-func standIn(t *testing.T) (*acmednstest.Server, acmednstest.Account, *ACMEDNSWriter) {
+// standIn starts the stand-in server and registers a fresh account on it.
+// It listens on the network, so it is started outside a synctest bubble;
+// the writers in the bubble reach it in-process (standInWriter).
+func standIn(t *testing.T) (*acmednstest.Server, acmednstest.Account) {
 	t.Helper()
 	s, err := acmednstest.Start(acmednstest.Config{})
 	if err != nil {
@@ -270,13 +305,16 @@ func standIn(t *testing.T) (*acmednstest.Server, acmednstest.Account, *ACMEDNSWr
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, a, standInWriter(t, s, a)
+	return s, a
 }
 
-func standInWriter(t *testing.T, s *acmednstest.Server, a acmednstest.Account) *ACMEDNSWriter {
+// standInWriter returns a writer of account a that reaches s in-process.
+// The account's bookkeeping is made with the account's first writer: in a
+// synctest test, inside the bubble.
+func standInWriter(t *testing.T, s *acmednstest.Server, a acmednstest.Account, logger *zap.Logger) *ACMEDNSWriter {
 	t.Helper()
 	w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: s.URL(), Username: a.Username, Password: a.Password,
-		Subdomain: a.Subdomain, FullDomain: a.FullDomain}, nil, nil)
+		Subdomain: a.Subdomain, FullDomain: a.FullDomain}, s.Client(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,12 +331,15 @@ func appendAsync(ctx context.Context, w *ACMEDNSWriter, value string) <-chan err
 	return done
 }
 
+// mustWait asserts that the call behind done is blocked for good: every
+// goroutine of the synctest bubble is blocked, and done holds nothing.
 func mustWait(t *testing.T, done <-chan error, what string) {
 	t.Helper()
+	synctest.Wait()
 	select {
 	case err := <-done:
 		t.Fatalf("%s: did not wait (err %v)", what, err)
-	case <-time.After(1500 * time.Millisecond):
+	default:
 	}
 }
 
@@ -315,231 +356,250 @@ func mustFinish(t *testing.T, done <-chan error, what string) {
 }
 
 func TestACMEDNSThirdWaitsForTheValueItEvicts(t *testing.T) {
-	s, a, w := standIn(t)
-	ctx := context.Background()
-	A, B, C := val("A"), val("B"), val("C")
-	for _, v := range []string{A, B} {
-		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+	s, a := standIn(t)
+	synctest.Test(t, func(t *testing.T) {
+		w := standInWriter(t, s, a, nil)
+		ctx := context.Background()
+		A, B, C := val("A"), val("B"), val("C")
+		for _, v := range []string{A, B} {
+			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		third := appendAsync(ctx, w, C)
+		mustWait(t, third, "third value while two are in flight")
+
+		// B's challenge ends first: writing C would still evict A.
+		if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", B)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	third := appendAsync(ctx, w, C)
-	mustWait(t, third, "third value while two are in flight")
+		mustWait(t, third, "third value while the older one (A) is in flight")
+		if got := s.Values(a.Subdomain); !slices.Contains(got, A) {
+			t.Fatalf("A evicted while in flight: %v", got)
+		}
 
-	// B's challenge ends first: writing C would still evict A.
-	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", B)); err != nil {
-		t.Fatal(err)
-	}
-	mustWait(t, third, "third value while the older one (A) is in flight")
-	if got := s.Values(a.Subdomain); !slices.Contains(got, A) {
-		t.Fatalf("A evicted while in flight: %v", got)
-	}
-
-	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", A)); err != nil {
-		t.Fatal(err)
-	}
-	mustFinish(t, third, "third value after A's delete")
-	if got := s.Values(a.Subdomain); !slices.Equal(got, []string{C, B}) {
-		t.Errorf("served values %v, want [C B]", got)
-	}
-	if n := len(s.Updates()); n != 3 {
-		t.Errorf("%d updates, want 3", n)
-	}
+		if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", A)); err != nil {
+			t.Fatal(err)
+		}
+		mustFinish(t, third, "third value after A's delete")
+		if got := s.Values(a.Subdomain); !slices.Equal(got, []string{C, B}) {
+			t.Errorf("served values %v, want [C B]", got)
+		}
+		if n := len(s.Updates()); n != 3 {
+			t.Errorf("%d updates, want 3", n)
+		}
+	})
 }
 
 func TestACMEDNSWaitHonoursContext(t *testing.T) {
-	s, _, w := standIn(t)
-	ctx := context.Background()
-	for _, v := range []string{val("A"), val("B")} {
-		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+	s, a := standIn(t)
+	synctest.Test(t, func(t *testing.T) {
+		w := standInWriter(t, s, a, nil)
+		ctx := context.Background()
+		for _, v := range []string{val("A"), val("B")} {
+			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("C")))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err %v, want context.DeadlineExceeded", err)
+		}
+		if !strings.Contains(err.Error(), w.FullDomain()) || time.Since(start) > 3*time.Second {
+			t.Errorf("err %v after %s", err, time.Since(start))
+		}
+		// A cancelled waiter, queued behind another, gives up its turn too.
+		waiter := appendAsync(ctx, w, val("D"))
+		mustWait(t, waiter, "D")
+		cctx2, cancel2 := context.WithCancel(ctx)
+		queued := appendAsync(cctx2, w, val("E"))
+		mustWait(t, queued, "E, queued behind D")
+		cancel2()
+		if err := <-queued; !errors.Is(err, context.Canceled) {
+			t.Errorf("queued waiter: %v, want context.Canceled", err)
+		}
+		if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A"))); err != nil {
 			t.Fatal(err)
 		}
-	}
-	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("C")))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err %v, want context.DeadlineExceeded", err)
-	}
-	if !strings.Contains(err.Error(), w.FullDomain()) || time.Since(start) > 3*time.Second {
-		t.Errorf("err %v after %s", err, time.Since(start))
-	}
-	// A cancelled waiter, queued behind another, gives up its turn too.
-	waiter := appendAsync(ctx, w, val("D"))
-	mustWait(t, waiter, "D")
-	cctx2, cancel2 := context.WithCancel(ctx)
-	queued := appendAsync(cctx2, w, val("E"))
-	time.Sleep(100 * time.Millisecond)
-	cancel2()
-	if err := <-queued; !errors.Is(err, context.Canceled) {
-		t.Errorf("queued waiter: %v, want context.Canceled", err)
-	}
-	if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A"))); err != nil {
-		t.Fatal(err)
-	}
-	mustFinish(t, waiter, "D after A's delete")
-	if n := len(s.Updates()); n != 3 {
-		t.Errorf("%d updates, want 3 (A, B, D; C and E gave up)", n)
-	}
+		mustFinish(t, waiter, "D after A's delete")
+		if n := len(s.Updates()); n != 3 {
+			t.Errorf("%d updates, want 3 (A, B, D; C and E gave up)", n)
+		}
+	})
 }
 
 func TestACMEDNSReleaseNeverMoreThanAcquired(t *testing.T) {
-	s, _, w := standIn(t)
-	ctx := context.Background()
-	A, B := val("A"), val("B")
-	for _, v := range []string{A, B} {
-		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+	s, a := standIn(t)
+	synctest.Test(t, func(t *testing.T) {
+		w := standInWriter(t, s, a, nil)
+		ctx := context.Background()
+		A, B := val("A"), val("B")
+		for _, v := range []string{A, B} {
+			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A deleted twice, a value never written, an empty delete.
+		for _, recs := range [][]libdns.Record{txtRec("@", A), txtRec("@", A), txtRec("@", val("never")), nil} {
+			if _, err := w.DeleteRecords(ctx, w.FullDomain(), recs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// A deleted twice, a value never written, an empty delete.
-	for _, recs := range [][]libdns.Record{txtRec("@", A), txtRec("@", A), txtRec("@", val("never")), nil} {
-		if _, err := w.DeleteRecords(ctx, w.FullDomain(), recs); err != nil {
-			t.Fatal(err)
+		// B is still in flight and the older of [B, C]: D must wait.
+		cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		defer cancel()
+		if _, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("D"))); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("D: %v; extra deletes of A freed B's slot", err)
 		}
-	}
-	if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
-		t.Fatal(err)
-	}
-	// B is still in flight and the older of [B, C]: D must wait.
-	cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-	defer cancel()
-	if _, err := w.AppendRecords(cctx, w.FullDomain(), txtRec("@", val("D"))); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("D: %v; extra deletes of A freed B's slot", err)
-	}
-	if n := len(s.Updates()); n != 3 {
-		t.Errorf("%d updates, want 3", n)
-	}
+		if n := len(s.Updates()); n != 3 {
+			t.Errorf("%d updates, want 3", n)
+		}
+	})
 }
 
 func TestACMEDNSAccountSharedByWriters(t *testing.T) {
-	s, a, w1 := standIn(t)
-	w2 := standInWriter(t, s, a)
-	ctx := context.Background()
-	if _, err := w1.AppendRecords(ctx, w1.FullDomain(), txtRec("@", val("A"))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w2.AppendRecords(ctx, w2.FullDomain(), txtRec("@", val("B"))); err != nil {
-		t.Fatal(err)
-	}
-	third := appendAsync(ctx, w1, val("C"))
-	mustWait(t, third, "third value through another writer of the account")
-	if _, err := w2.DeleteRecords(ctx, w2.FullDomain(), txtRec("@", val("A"))); err != nil {
-		t.Fatal(err)
-	}
-	mustFinish(t, third, "third value")
-
-	// Another account on the same server is independent.
-	b, err := s.Register(ctx)
+	s, a := standIn(t)
+	// Another account on the same server, registered before the bubble.
+	b, err := s.Register(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := standInWriter(t, s, b)
-	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := other.AppendRecords(tctx, other.FullDomain(), txtRec("@", val("X"))); err != nil {
-		t.Fatalf("other account: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		w1 := standInWriter(t, s, a, nil)
+		w2 := standInWriter(t, s, a, nil)
+		ctx := context.Background()
+		if _, err := w1.AppendRecords(ctx, w1.FullDomain(), txtRec("@", val("A"))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w2.AppendRecords(ctx, w2.FullDomain(), txtRec("@", val("B"))); err != nil {
+			t.Fatal(err)
+		}
+		third := appendAsync(ctx, w1, val("C"))
+		mustWait(t, third, "third value through another writer of the account")
+		if _, err := w2.DeleteRecords(ctx, w2.FullDomain(), txtRec("@", val("A"))); err != nil {
+			t.Fatal(err)
+		}
+		mustFinish(t, third, "third value")
+
+		// Another account on the same server is independent: its write
+		// waits neither for a slot nor for the next second.
+		other := standInWriter(t, s, b, nil)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		if _, err := other.AppendRecords(tctx, other.FullDomain(), txtRec("@", val("X"))); err != nil {
+			t.Fatalf("other account: %v", err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("other account's write waited %s", waited)
+		}
+	})
 }
 
 // TestACMEDNSConcurrentChallengesKeepTheirValues runs many challenges on one
 // account at once: each must see its own value served from its Append to
 // its Delete.
 func TestACMEDNSConcurrentChallengesKeepTheirValues(t *testing.T) {
-	s, a, _ := standIn(t)
-	core, logs := observer.New(zap.DebugLevel)
-	w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: s.URL(), Username: a.Username, Password: a.Password,
-		Subdomain: a.Subdomain, FullDomain: a.FullDomain}, nil, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 10)
-	for i := range 5 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			v := val(fmt.Sprintf("value%d", i))
-			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
-				errs <- err
-				return
-			}
-			for range 3 {
-				if !slices.Contains(s.Values(a.Subdomain), v) {
-					errs <- fmt.Errorf("challenge %d: value no longer served while in flight: %v", i, s.Values(a.Subdomain))
+	s, a := standIn(t)
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zap.DebugLevel)
+		w := standInWriter(t, s, a, zap.New(core))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make(chan error, 10)
+		for i := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v := val(fmt.Sprintf("value%d", i))
+				if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+					errs <- err
 					return
 				}
-				// Longer than the 1 s between two updates of an account,
-				// so that later challenges must wait for a slot.
-				time.Sleep(time.Duration(400+rand.IntN(300)) * time.Millisecond)
-			}
-			if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if n := len(s.Updates()); n != 5 {
-		t.Errorf("%d updates, want 5", n)
-	}
-	sent := logs.FilterMessage("acme-dns update sent").All()
-	if len(sent) != 5 {
-		t.Errorf("%d update logs, want 5", len(sent))
-	}
-	for _, e := range sent {
-		if n := e.ContextMap()["in_flight"].(int64); n > 2 || n < 1 {
-			t.Errorf("an update left %d values in flight", n)
+				for range 3 {
+					if !slices.Contains(s.Values(a.Subdomain), v) {
+						errs <- fmt.Errorf("challenge %d: value no longer served while in flight: %v", i, s.Values(a.Subdomain))
+						return
+					}
+					// Longer than the 1 s between two updates of an account,
+					// so that later challenges must wait for a slot.
+					time.Sleep(time.Duration(400+rand.IntN(300)) * time.Millisecond)
+				}
+				if _, err := w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+					errs <- err
+				}
+			}()
 		}
-	}
-	if logs.FilterMessageSnippet("waiting").Len() == 0 {
-		t.Errorf("no challenge of five concurrent ones waited for its turn")
-	}
-	if logs.FilterMessageSnippet("has no delete").Len() != 5 {
-		t.Errorf("want one debug line per skipped delete")
-	}
-	for _, e := range logs.All() {
-		if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), a.Password) {
-			t.Errorf("log entry shows the password: %v", e)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
 		}
-	}
+		if n := len(s.Updates()); n != 5 {
+			t.Errorf("%d updates, want 5", n)
+		}
+		sent := logs.FilterMessage("acme-dns update sent").All()
+		if len(sent) != 5 {
+			t.Errorf("%d update logs, want 5", len(sent))
+		}
+		for _, e := range sent {
+			if n := e.ContextMap()["in_flight"].(int64); n > 2 || n < 1 {
+				t.Errorf("an update left %d values in flight", n)
+			}
+		}
+		if logs.FilterMessageSnippet("waiting").Len() == 0 {
+			t.Errorf("no challenge of five concurrent ones waited for its turn")
+		}
+		if logs.FilterMessageSnippet("has no delete").Len() != 5 {
+			t.Errorf("want one debug line per skipped delete")
+		}
+		for _, e := range logs.All() {
+			if strings.Contains(fmt.Sprint(e.Message, e.ContextMap()), a.Password) {
+				t.Errorf("log entry shows the password: %v", e)
+			}
+		}
+	})
 }
 
 // TestACMEDNSStaleValueStopsBlocking: a value whose delete never comes
 // counts as in use for slotTTL at most, so the account cannot be blocked for
 // good.
 func TestACMEDNSStaleValueStopsBlocking(t *testing.T) {
-	s, _, w := standIn(t)
-	w.state.slotTTL = 2 * time.Second
-	core, logs := observer.New(zap.DebugLevel)
-	w.logger = zap.New(core)
-	ctx := context.Background()
-	for _, v := range []string{val("A"), val("B")} {
-		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+	s, a := standIn(t)
+	synctest.Test(t, func(t *testing.T) {
+		w := standInWriter(t, s, a, nil)
+		w.state.slotTTL = 2 * time.Second
+		core, logs := observer.New(zap.DebugLevel)
+		w.logger = zap.New(core)
+		ctx := context.Background()
+		for _, v := range []string{val("A"), val("B")} {
+			if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
 			t.Fatal(err)
 		}
-	}
-	start := time.Now()
-	if _, err := w.AppendRecords(ctx, w.FullDomain(), txtRec("@", val("C"))); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took < 500*time.Millisecond || took > 5*time.Second {
-		t.Errorf("third value written after %s, want after A's 2 s", took)
-	}
-	if logs.FilterMessageSnippet("longer than a challenge").Len() != 1 {
-		t.Errorf("no warning about the stale value")
-	}
-	// A's late delete frees nothing more.
-	w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A")))
-	if n := len(s.Updates()); n != 3 {
-		t.Errorf("%d updates, want 3", n)
-	}
+		if took := time.Since(start); took < 500*time.Millisecond || took > 5*time.Second {
+			t.Errorf("third value written after %s, want after A's 2 s", took)
+		}
+		if logs.FilterMessageSnippet("longer than a challenge").Len() != 1 {
+			t.Errorf("no warning about the stale value")
+		}
+		// A's late delete frees nothing more.
+		w.DeleteRecords(ctx, w.FullDomain(), txtRec("@", val("A")))
+		if n := len(s.Updates()); n != 3 {
+			t.Errorf("%d updates, want 3", n)
+		}
+	})
 }
 
 // TestACMEDNSErrorRedactedBeforeCut: a server error that echoes the
@@ -548,7 +608,7 @@ func TestACMEDNSStaleValueStopsBlocking(t *testing.T) {
 // quoted (%q escapes '"' and '\', and the escaped password no longer
 // matched).
 func TestACMEDNSErrorRedactedBeforeCut(t *testing.T) {
-	r := newRecorder(t)
+	r := newRecorder()
 	for _, tc := range []struct{ name, password, errText string }{
 		{"cut inside the password", testPassword, strings.Repeat("x", 85) + " key " + testPassword + " refused"},
 		{"quote and backslash", `pa"ss\wo` + testPassword[8:], "upstream rejected key " + `pa"ss\wo` + testPassword[8:]},
@@ -556,8 +616,8 @@ func TestACMEDNSErrorRedactedBeforeCut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sub := uniqueSub()
-			w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: r.srv.URL, Username: testUser, Password: tc.password,
-				Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example"}, nil, nil)
+			w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: r.url, Username: testUser, Password: tc.password,
+				Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example"}, r.client(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

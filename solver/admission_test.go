@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -63,118 +64,126 @@ func TestAdmissionCaching(t *testing.T) {
 }
 
 func TestAdmissionSharesConcurrentChecks(t *testing.T) {
-	var calls atomic.Int32
-	release := make(chan struct{})
-	a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
-		calls.Add(1)
-		<-release
-		return 0, errors.New("no CNAME")
-	}}
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- a.Allow(context.Background(), "Unknown.Example.com.")
-		}()
-	}
-	time.Sleep(50 * time.Millisecond)
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err == nil {
-			t.Fatal("an unknown name was admitted")
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
+			calls.Add(1)
+			<-release
+			return 0, errors.New("no CNAME")
+		}}
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- a.Allow(context.Background(), "Unknown.Example.com.")
+			}()
 		}
-	}
-	if got := calls.Load(); got != 1 {
-		t.Errorf("100 concurrent handshakes for one name made %d checks, want 1", got)
-	}
+		synctest.Wait() // every handshake waits on the one check
+		close(release)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err == nil {
+				t.Fatal("an unknown name was admitted")
+			}
+		}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("100 concurrent handshakes for one name made %d checks, want 1", got)
+		}
+	})
 }
 
 func TestAdmissionCancelledWaiterDoesNotPoisonCache(t *testing.T) {
-	var calls atomic.Int32
-	release := make(chan struct{})
-	a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
-		calls.Add(1)
-		<-release
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
+			calls.Add(1)
+			<-release
+			if ctx.Err() != nil {
+				return 0, ctx.Err()
+			}
+			return time.Minute, nil
+		}}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- a.Allow(ctx, "ok.example.com") }()
+		synctest.Wait() // the handshake waits on the check
+		cancel()
+		// The cancelled handshake leaves at once, with its own context's error,
+		// while the check runs on.
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled handshake got %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a cancelled handshake stayed blocked on the shared check")
 		}
-		return time.Minute, nil
-	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- a.Allow(ctx, "ok.example.com") }()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	// The cancelled handshake leaves at once, with its own context's error,
-	// while the check runs on.
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled handshake got %v, want context.Canceled", err)
+		close(release)
+		if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
+			t.Fatalf("Allow = %v after %d checks, want a yes from the check the cancelled handshake started", err, calls.Load())
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a cancelled handshake stayed blocked on the shared check")
-	}
-	close(release)
-	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
-		t.Fatalf("Allow = %v after %d checks, want a yes from the check the cancelled handshake started", err, calls.Load())
-	}
-	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
-		t.Fatalf("Allow = %v after %d checks, want a cached yes after 1", err, calls.Load())
-	}
+		if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 1 {
+			t.Fatalf("Allow = %v after %d checks, want a cached yes after 1", err, calls.Load())
+		}
+	})
 }
 
 func TestAdmissionCheckTimeoutIsARefusal(t *testing.T) {
-	var calls atomic.Int32
-	a := &Admission{CheckTimeout: 20 * time.Millisecond, Check: func(ctx context.Context, name string) (time.Duration, error) {
-		calls.Add(1)
-		<-ctx.Done() // a resolver that never answers
-		return 0, fmt.Errorf("looking up %s: %w", name, ctx.Err())
-	}}
-	for range 3 {
-		if err := a.Allow(context.Background(), "slow.example.com"); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Allow = %v, want the check's timeout", err)
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		a := &Admission{CheckTimeout: 20 * time.Millisecond, Check: func(ctx context.Context, name string) (time.Duration, error) {
+			calls.Add(1)
+			<-ctx.Done() // a resolver that never answers
+			return 0, fmt.Errorf("looking up %s: %w", name, ctx.Err())
+		}}
+		for range 3 {
+			if err := a.Allow(context.Background(), "slow.example.com"); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Allow = %v, want the check's timeout", err)
+			}
 		}
-	}
-	if got := calls.Load(); got != 1 {
-		t.Errorf("a name whose DNS hangs was checked %d times, want 1 (the timeout is remembered)", got)
-	}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("a name whose DNS hangs was checked %d times, want 1 (the timeout is remembered)", got)
+		}
+	})
 }
 
 func TestAdmissionPanickingCheck(t *testing.T) {
-	var calls atomic.Int32
-	release := make(chan struct{})
-	a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
-		if calls.Add(1) == 1 {
-			<-release
-			panic("boom")
-		}
-		return time.Minute, nil
-	}}
-	errs := make(chan error, 2)
-	for range 2 {
-		go func() { errs <- a.Allow(context.Background(), "ok.example.com") }()
-	}
-	time.Sleep(20 * time.Millisecond)
-	close(release)
-	for range 2 {
-		select {
-		case err := <-errs:
-			if err == nil || !strings.Contains(err.Error(), "panicked: boom") {
-				t.Fatalf("Allow = %v, want the panic as an error for both waiters", err)
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		a := &Admission{Check: func(ctx context.Context, name string) (time.Duration, error) {
+			if calls.Add(1) == 1 {
+				<-release
+				panic("boom")
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("waiters of a panicking check hang")
+			return time.Minute, nil
+		}}
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- a.Allow(context.Background(), "ok.example.com") }()
 		}
-	}
-	// The panic was not remembered: the next call checks again and passes.
-	if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 2 {
-		t.Fatalf("Allow after a panicking check = %v after %d checks, want a fresh yes", err, calls.Load())
-	}
+		synctest.Wait() // both waiters wait on the first check
+		close(release)
+		for range 2 {
+			select {
+			case err := <-errs:
+				if err == nil || !strings.Contains(err.Error(), "panicked: boom") {
+					t.Fatalf("Allow = %v, want the panic as an error for both waiters", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("waiters of a panicking check hang")
+			}
+		}
+		// The panic was not remembered: the next call checks again and passes.
+		if err := a.Allow(context.Background(), "ok.example.com"); err != nil || calls.Load() != 2 {
+			t.Fatalf("Allow after a panicking check = %v after %d checks, want a fresh yes", err, calls.Load())
+		}
+	})
 }
 
 func TestAdmissionNamesAreCaseInsensitive(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -189,27 +190,31 @@ func TestRetry(t *testing.T) {
 		{"transient until the deadline", slices.Repeat([]error{syscall.ECONNREFUSED}, 10), 150 * time.Millisecond, 0, true},
 	}
 	for _, tt := range tests {
+		// In a synctest bubble the backoffs pass on the bubble's clock,
+		// at once.
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
-			defer cancel()
-			calls := 0
-			start := time.Now()
-			err := retry(ctx, func(context.Context) error {
-				calls++
-				if calls <= len(tt.errs) {
-					return tt.errs[calls-1]
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
+				defer cancel()
+				calls := 0
+				start := time.Now()
+				err := retry(ctx, func(context.Context) error {
+					calls++
+					if calls <= len(tt.errs) {
+						return tt.errs[calls-1]
+					}
+					return nil
+				})
+				if (err != nil) != tt.wantErr {
+					t.Fatalf("retry = %v, want error %v", err, tt.wantErr)
 				}
-				return nil
+				if tt.wantCalls > 0 && calls != tt.wantCalls {
+					t.Errorf("%d attempts, want %d", calls, tt.wantCalls)
+				}
+				if time.Since(start) > tt.deadline+100*time.Millisecond {
+					t.Errorf("retry ran %s past its %s deadline", time.Since(start), tt.deadline)
+				}
 			})
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("retry = %v, want error %v", err, tt.wantErr)
-			}
-			if tt.wantCalls > 0 && calls != tt.wantCalls {
-				t.Errorf("%d attempts, want %d", calls, tt.wantCalls)
-			}
-			if time.Since(start) > tt.deadline+100*time.Millisecond {
-				t.Errorf("retry ran %s past its %s deadline", time.Since(start), tt.deadline)
-			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -65,64 +66,70 @@ func TestWaitServed(t *testing.T) {
 		{"one lags two polls", map[string]int{"192.0.2.1:53": 0, "192.0.2.2:53": 2}, time.Second, "", map[string]int{"192.0.2.1:53": 1, "192.0.2.2:53": 3}},
 		{"one never serves", map[string]int{"192.0.2.1:53": 0, "192.0.2.2:53": -1}, 300 * time.Millisecond, "is not served by ns2.validation.example.org (192.0.2.2:53)", nil},
 	}
+	// The polls and the deadline pass on the synctest bubble's clock.
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &authFake{lag: tt.lag, asked: map[string]int{}, value: "token-value"}
-			r, err := NewResolver([]string{"127.0.0.1:1"}, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.exchange = f.exchange
-			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
-			defer cancel()
-			err = r.WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
-			if tt.wantErr == "" {
+			synctest.Test(t, func(t *testing.T) {
+				f := &authFake{lag: tt.lag, asked: map[string]int{}, value: "token-value"}
+				r, err := NewResolver([]string{"127.0.0.1:1"}, 0)
 				if err != nil {
-					t.Fatalf("WaitServed: %v", err)
+					t.Fatal(err)
 				}
-				for server, want := range tt.wantAsked {
-					if got := f.asked[server]; got != want {
-						t.Errorf("%s asked %d times, want %d", server, got, want)
+				r.exchange = f.exchange
+				ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+				defer cancel()
+				err = r.WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
+				if tt.wantErr == "" {
+					if err != nil {
+						t.Fatalf("WaitServed: %v", err)
 					}
+					for server, want := range tt.wantAsked {
+						if got := f.asked[server]; got != want {
+							t.Errorf("%s asked %d times, want %d", server, got, want)
+						}
+					}
+					return
 				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("WaitServed = %v, want an error containing %q", err, tt.wantErr)
-			}
-			if strings.Contains(err.Error(), "ns1.") {
-				t.Errorf("the server that serves the value is blamed: %v", err)
-			}
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("WaitServed = %v, want an error containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "ns1.") {
+					t.Errorf("the server that serves the value is blamed: %v", err)
+				}
+			})
 		})
 	}
 }
 
 // TestAuthoritativeWaitFailureRemovesRecord: a write that the alias zone
-// never serves fails, and what was written is deleted again.
+// never serves fails, and what was written is deleted again. The wait
+// passes on the synctest bubble's clock.
 func TestAuthoritativeWaitFailureRemovesRecord(t *testing.T) {
-	f := &authFake{lag: map[string]int{"192.0.2.1:53": -1, "192.0.2.2:53": -1}, asked: map[string]int{}, value: "v"}
-	r, err := NewResolver([]string{"127.0.0.1:1"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.exchange = f.exchange
-	w := &fakeWriter{}
-	tmpl, err := ParseTemplate("_acme-challenge.{domain}.validation.example.org")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Provider{
-		Mapper:            &Mapper{Resolver: r, Default: &Rule{Alias: tmpl, Zones: []string{"validation.example.org"}, Writer: w, WriterName: "fake"}},
-		AuthoritativeWait: 200 * time.Millisecond,
-	}
-	_, err = p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "v")})
-	if err == nil || !strings.Contains(err.Error(), "is not served by") {
-		t.Fatalf("AppendRecords = %v, want a propagation failure", err)
-	}
-	if a, d := len(w.callsOf("append")), len(w.callsOf("delete")); a != 1 || d != 1 || !w.empty() {
-		t.Fatalf("appended %d, deleted %d times; want the failed write removed again", a, d)
-	}
-	if len(p.Presented()) != 0 {
-		t.Fatalf("a failed write is still listed as presented: %v", p.Presented())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := &authFake{lag: map[string]int{"192.0.2.1:53": -1, "192.0.2.2:53": -1}, asked: map[string]int{}, value: "v"}
+		r, err := NewResolver([]string{"127.0.0.1:1"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.exchange = f.exchange
+		w := &fakeWriter{}
+		tmpl, err := ParseTemplate("_acme-challenge.{domain}.validation.example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &Provider{
+			Mapper:            &Mapper{Resolver: r, Default: &Rule{Alias: tmpl, Zones: []string{"validation.example.org"}, Writer: w, WriterName: "fake"}},
+			AuthoritativeWait: 200 * time.Millisecond,
+		}
+		_, err = p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "v")})
+		if err == nil || !strings.Contains(err.Error(), "is not served by") {
+			t.Fatalf("AppendRecords = %v, want a propagation failure", err)
+		}
+		if a, d := len(w.callsOf("append")), len(w.callsOf("delete")); a != 1 || d != 1 || !w.empty() {
+			t.Fatalf("appended %d, deleted %d times; want the failed write removed again", a, d)
+		}
+		if len(p.Presented()) != 0 {
+			t.Fatalf("a failed write is still listed as presented: %v", p.Presented())
+		}
+	})
 }

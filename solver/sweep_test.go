@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -178,44 +179,47 @@ func TestWithdraw(t *testing.T) {
 
 // TestRefusedWriteLeavesNoJournal: a write the server refuses (wrong key)
 // fails at once; its compensating delete, refused as well, leaves no journal
-// entry behind and no "remove it by hand".
+// entry behind and no "remove it by hand". The retries' backoffs pass on
+// the synctest bubble's clock.
 func TestRefusedWriteLeavesNoJournal(t *testing.T) {
-	refused := func(string, libdns.RR) error { return errors.New(`dns response error code "REFUSED" (5)`) }
-	w := &fakeWriter{}
-	w.setFailures(refused, refused)
-	j := &memJournal{}
-	p := staticProvider(t, w)
-	p.Journal = j
-	_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "tok")})
-	if err == nil || !strings.Contains(err.Error(), "REFUSED") || !strings.Contains(err.Error(), testAliasZone) {
-		t.Fatalf("AppendRecords = %v", err)
-	}
-	if strings.Contains(err.Error(), "by hand") || strings.Contains(err.Error(), "attempts") {
-		t.Errorf("error %q", err)
-	}
-	if n := len(w.callsOf("append")); n != 1 {
-		t.Errorf("%d appends, want 1 (permanent)", n)
-	}
-	if j.len() != 0 {
-		t.Errorf("journal keeps %d entries for a refused write", j.len())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		refused := func(string, libdns.RR) error { return errors.New(`dns response error code "REFUSED" (5)`) }
+		w := &fakeWriter{}
+		w.setFailures(refused, refused)
+		j := &memJournal{}
+		p := staticProvider(t, w)
+		p.Journal = j
+		_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "tok")})
+		if err == nil || !strings.Contains(err.Error(), "REFUSED") || !strings.Contains(err.Error(), testAliasZone) {
+			t.Fatalf("AppendRecords = %v", err)
+		}
+		if strings.Contains(err.Error(), "by hand") || strings.Contains(err.Error(), "attempts") {
+			t.Errorf("error %q", err)
+		}
+		if n := len(w.callsOf("append")); n != 1 {
+			t.Errorf("%d appends, want 1 (permanent)", n)
+		}
+		if j.len() != 0 {
+			t.Errorf("journal keeps %d entries for a refused write", j.len())
+		}
 
-	// A write that timed out may have landed: a failed delete says so and
-	// keeps the journal entry for a sweep.
-	timeout := func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }
-	w2 := &fakeWriter{}
-	w2.setFailures(timeout, timeout)
-	p2 := staticProvider(t, w2)
-	p2.Journal = j
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, err = p2.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", "tok")})
-	if err == nil || !strings.Contains(err.Error(), "by hand") {
-		t.Errorf("AppendRecords = %v, want the failed removal named", err)
-	}
-	if j.len() != 1 {
-		t.Errorf("journal holds %d entries, want the uncertain write's", j.len())
-	}
+		// A write that timed out may have landed: a failed delete says so and
+		// keeps the journal entry for a sweep.
+		timeout := func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }
+		w2 := &fakeWriter{}
+		w2.setFailures(timeout, timeout)
+		p2 := staticProvider(t, w2)
+		p2.Journal = j
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = p2.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", "tok")})
+		if err == nil || !strings.Contains(err.Error(), "by hand") {
+			t.Errorf("AppendRecords = %v, want the failed removal named", err)
+		}
+		if j.len() != 1 {
+			t.Errorf("journal holds %d entries, want the uncertain write's", j.len())
+		}
+	})
 }
 
 type timeoutErr struct{}
@@ -246,56 +250,62 @@ func TestMayHaveTakenEffect(t *testing.T) {
 }
 
 // TestRetryReportsAttempts: the error of a retried failure says how many
-// attempts were made, and a caller without a deadline gets one.
+// attempts were made, and a caller without a deadline gets one. The
+// backoffs pass on the synctest bubble's clock.
 func TestRetryReportsAttempts(t *testing.T) {
-	var hadDeadline bool
-	err := retry(context.Background(), func(ctx context.Context) error {
-		_, hadDeadline = ctx.Deadline()
-		return fmt.Errorf("dial tcp: %w", syscall.ECONNREFUSED)
+	synctest.Test(t, func(t *testing.T) {
+		var hadDeadline bool
+		err := retry(context.Background(), func(ctx context.Context) error {
+			_, hadDeadline = ctx.Deadline()
+			return fmt.Errorf("dial tcp: %w", syscall.ECONNREFUSED)
+		})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d attempts, the last: dial tcp", retryAttempts)) {
+			t.Errorf("retry = %v", err)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) || MayHaveTakenEffect(err) {
+			t.Errorf("retry's error %v: wrapped %v, may have taken effect %v", err, errors.Is(err, syscall.ECONNREFUSED), MayHaveTakenEffect(err))
+		}
+		if !hadDeadline {
+			t.Error("an attempt without the caller's deadline ran without one")
+		}
+		// A backoff that would outlast the deadline is not waited for.
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond) // the first backoff is at least 50 ms
+		defer cancel()
+		calls := 0
+		retry(ctx, func(context.Context) error { calls++; return syscall.ECONNREFUSED })
+		if ctx.Err() != nil || calls != 1 {
+			t.Errorf("retry waited for its deadline (%d attempts) instead of returning when the next backoff could not fit", calls)
+		}
 	})
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d attempts, the last: dial tcp", retryAttempts)) {
-		t.Errorf("retry = %v", err)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) || MayHaveTakenEffect(err) {
-		t.Errorf("retry's error %v: wrapped %v, may have taken effect %v", err, errors.Is(err, syscall.ECONNREFUSED), MayHaveTakenEffect(err))
-	}
-	if !hadDeadline {
-		t.Error("an attempt without the caller's deadline ran without one")
-	}
-	// A backoff that would outlast the deadline is not waited for.
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Millisecond) // the first backoff is at least 50 ms
-	defer cancel()
-	calls := 0
-	retry(ctx, func(context.Context) error { calls++; return syscall.ECONNREFUSED })
-	if ctx.Err() != nil || calls != 1 {
-		t.Errorf("retry waited for its deadline (%d attempts) instead of returning when the next backoff could not fit", calls)
-	}
 }
 
 // TestUncertainWriteStaysJournalled: a write that timed out may land after
 // its compensating delete; its journal entry stays, so that a sweep deletes
-// the record once more.
+// the record once more. The retries' backoffs pass on the synctest
+// bubble's clock.
 func TestUncertainWriteStaysJournalled(t *testing.T) {
-	w := &fakeWriter{}
-	w.setFailures(func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }, nil)
-	j := &memJournal{}
-	clock := newFakeClock()
-	p := staticProvider(t, w)
-	p.Journal, p.now = j, clock.Now
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
-	if err == nil || strings.Contains(err.Error(), "by hand") {
-		t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
-	}
-	if n := len(w.callsOf("delete")); n != 1 || j.len() != 1 {
-		t.Fatalf("%d compensating deletes, %d journal entries; want 1 and 1", n, j.len())
-	}
-	clock.Advance(time.Hour)
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
-		t.Fatalf("Sweep = %d, %v, journal %d; want the late write deleted once more", n, err, j.len())
-	}
-	if n := len(w.callsOf("delete")); n != 2 {
-		t.Errorf("%d deletes, want 2", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		w := &fakeWriter{}
+		w.setFailures(func(string, libdns.RR) error { return &net.OpError{Op: "read", Err: timeoutErr{}} }, nil)
+		j := &memJournal{}
+		clock := newFakeClock()
+		p := staticProvider(t, w)
+		p.Journal, p.now = j, clock.Now
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
+		if err == nil || strings.Contains(err.Error(), "by hand") {
+			t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
+		}
+		if n := len(w.callsOf("delete")); n != 1 || j.len() != 1 {
+			t.Fatalf("%d compensating deletes, %d journal entries; want 1 and 1", n, j.len())
+		}
+		clock.Advance(time.Hour)
+		if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
+			t.Fatalf("Sweep = %d, %v, journal %d; want the late write deleted once more", n, err, j.len())
+		}
+		if n := len(w.callsOf("delete")); n != 2 {
+			t.Errorf("%d deletes, want 2", n)
+		}
+	})
 }

@@ -33,6 +33,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -214,6 +215,42 @@ func (s *Server) Close() error {
 
 // URL is the API's base URL, e.g. "http://127.0.0.1:40123".
 func (s *Server) URL() string { return "http://" + s.httpLn.Addr().String() }
+
+// Client returns an HTTP client that hands each request to the server's API
+// handler in the calling goroutine, without the network, as if it came from
+// 127.0.0.1 (the URL's host is not looked at). A test can use it inside a
+// testing/synctest bubble, where the network would keep the bubble's clock
+// from advancing.
+func (s *Server) Client() *http.Client { return InProcessClient(s.httpSrv.Handler) }
+
+// InProcessClient returns an HTTP client that serves each request with h in
+// the calling goroutine, as if it came from 127.0.0.1, and never dials.
+func InProcessClient(h http.Handler) *http.Client {
+	return &http.Client{Transport: inProcess{h}}
+}
+
+type inProcess struct{ h http.Handler }
+
+func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		defer req.Body.Close()
+	}
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	in := req.Clone(req.Context())
+	in.RemoteAddr = "127.0.0.1:1"
+	in.RequestURI = req.URL.RequestURI()
+	in.Host = req.URL.Host
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, in)
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
+}
 
 // DNSAddr is the address DNS is served on (UDP and TCP), e.g. "127.0.0.4:53".
 func (s *Server) DNSAddr() string { return s.dnsAddr.String() }
