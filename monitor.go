@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"path"
@@ -135,7 +136,7 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 	if a.journal == nil {
 		return out
 	}
-	for _, ik := range slices.Sorted(mapsKeys(issuerKeys)) {
+	for _, ik := range slices.Sorted(maps.Keys(issuerKeys)) {
 		keys, err := a.journal.storage.List(ctx, certmagic.StorageKeys.CertsPrefix(ik), false)
 		if err != nil {
 			continue // none issued yet
@@ -145,16 +146,6 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 		}
 	}
 	return out
-}
-
-func mapsKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // recheck checks name now, records its health and metrics, and logs and
