@@ -296,22 +296,3 @@ func startPebble(t *testing.T, validity time.Duration) *pebble {
 	}
 	return p
 }
-
-// findAliasProviders returns every JSON object in v whose "name" is "alias".
-func findAliasProviders(v any) []map[string]any {
-	var out []map[string]any
-	switch x := v.(type) {
-	case map[string]any:
-		if x["name"] == "alias" {
-			out = append(out, x)
-		}
-		for _, child := range x {
-			out = append(out, findAliasProviders(child)...)
-		}
-	case []any:
-		for _, child := range x {
-			out = append(out, findAliasProviders(child)...)
-		}
-	}
-	return out
-}
