@@ -1,19 +1,18 @@
 package xcaddy_test
 
+// Pebble for the scenarios: a second Pebble of a test's own (short-lived
+// certificates, no retryAfter), and what the lab's Pebble logged since a
+// mark.
+
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,146 +20,6 @@ import (
 
 	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 )
-
-// Helpers for issue_test.go: they build on harness_test.go without changing it.
-
-// startCaddyConfig starts Caddy with the config that cfg writes for the new
-// process (its admin address, storage and ports are set before cfg runs),
-// using adapter ("caddyfile" or "" for JSON).
-func startCaddyConfig(t *testing.T, adapter string, cfg func(c *caddyProc) string) *caddyProc {
-	t.Helper()
-	requireLab(t)
-	c := newCaddy(t)
-	name := "caddy.json"
-	if adapter == "caddyfile" {
-		name = "Caddyfile"
-	}
-	path := filepath.Join(c.dir, name)
-	if err := os.WriteFile(path, []byte(cfg(c)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"run", "--config", path}
-	if adapter != "" {
-		args = append(args, "--adapter", adapter)
-	}
-	c.start(args...)
-	return c
-}
-
-// assertNames fails unless cert is for exactly the names given.
-func assertNames(t *testing.T, cert *x509.Certificate, names ...string) {
-	t.Helper()
-	got := strings.Join(cert.DNSNames, ",")
-	if want := strings.Join(names, ","); got != want {
-		t.Errorf("certificate names: got %q, want %q", got, want)
-	}
-}
-
-// logEntry is one line of Caddy's JSON log.
-type logEntry struct {
-	Level  string `json:"level"`
-	Logger string `json:"logger"`
-	Msg    string `json:"msg"`
-	Error  string `json:"error"`
-	// fields of the plugin's "presented challenge on alias" line
-	Domain   string `json:"domain"`
-	Alias    string `json:"alias"`
-	Zone     string `json:"zone"`
-	Provider string `json:"provider"`
-	raw      string
-}
-
-// logEntries parses Caddy's log; lines that are no JSON are skipped.
-func (c *caddyProc) logEntries() []logEntry {
-	var out []logEntry
-	sc := bufio.NewScanner(strings.NewReader(c.log.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		var e logEntry
-		if json.Unmarshal([]byte(line), &e) == nil {
-			e.raw = line
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// presented returns the plugin's "presented challenge on alias" log entries.
-func (c *caddyProc) presented() []logEntry {
-	var out []logEntry
-	for _, e := range c.logEntries() {
-		if e.Msg == "presented challenge on alias" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// presentedFor returns the first "presented challenge on alias" entry for
-// domain and fails the test if there is none.
-func (c *caddyProc) presentedFor(domain string) logEntry {
-	c.t.Helper()
-	for _, e := range c.presented() {
-		if e.Domain == domain {
-			return e
-		}
-	}
-	c.t.Fatalf("caddy's log has no \"presented challenge on alias\" line for %s", domain)
-	return logEntry{}
-}
-
-// randomLabel returns prefix followed by 8 random hex digits.
-func randomLabel(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + hex.EncodeToString(b)
-}
-
-// adminRequest sends a request to Caddy's admin endpoint and returns the
-// status and body.
-func adminRequest(ctx context.Context, method, admin, path, contentType string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, string(b), nil
-}
-
-// waitAdmin waits until Caddy's admin endpoint answers GET /config/.
-func (c *caddyProc) waitAdmin(timeout time.Duration) {
-	t := c.t
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		status, _, err := adminRequest(ctx, http.MethodGet, c.admin, "/config/", "", nil)
-		cancel()
-		if err == nil && status == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy's admin endpoint %s does not answer after %s (last: %d %v); log:\n%s", c.admin, timeout, status, err, c.log.String())
-		}
-		select {
-		case <-c.done:
-			t.Fatalf("caddy exited; log:\n%s", c.log.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
 
 // pebble is a Pebble started by a test, next to the lab's.
 type pebble struct {
@@ -291,6 +150,59 @@ func startPebble(t *testing.T, validity time.Duration) *pebble {
 			case <-p.done:
 				t.Fatalf("test pebble exited; log:\n%s", p.log.String())
 			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return p
+}
+
+// pebbleSeen is what Pebble's log shows since a mark: orders created,
+// certificates issued, and the identifiers whose challenges it validated.
+type pebbleSeen struct {
+	orders    int
+	issued    int
+	validated map[string]int
+}
+
+var pebbleTaskIdentifier = regexp.MustCompile(`Pulled a task from the Tasks queue: .*Identifier:acme\.Identifier\{Type:"dns", Value:"([^"]+)"`)
+
+// pebbleMark returns the end of Pebble's log. The lab is held by this
+// process (lab.Hold), so whatever Pebble logs after it is this test's.
+func pebbleMark(t *testing.T) int64 {
+	t.Helper()
+	fi, err := os.Stat(theLab.PebbleLog)
+	if err != nil {
+		t.Fatalf("pebble log: %v", err)
+	}
+	return fi.Size()
+}
+
+func pebbleSince(t *testing.T, mark int64) pebbleSeen {
+	t.Helper()
+	f, err := os.Open(theLab.PebbleLog)
+	if err != nil {
+		t.Fatalf("pebble log: %v", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() < mark {
+		t.Fatalf("pebble's log shrank (pebble restarted during the test)")
+	}
+	if _, err := f.Seek(mark, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := pebbleSeen{validated: map[string]int{}}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.Contains(line, "Added order "):
+			p.orders++
+		case strings.Contains(line, "Issued certificate serial "):
+			p.issued++
+		default:
+			if m := pebbleTaskIdentifier.FindStringSubmatch(line); m != nil {
+				p.validated[m[1]]++
 			}
 		}
 	}
