@@ -37,15 +37,6 @@ type setup struct {
 	site func(l *lab.Lab, names []string) string
 }
 
-func rfc2136(l *lab.Lab) string {
-	return fmt.Sprintf(`provider rfc2136 {
-				key_name %s
-				key {env.TSIG_SECRET}
-				key_alg hmac-sha256
-				server %s
-			}`, l.CaddyKey.Name, l.AuthA)
-}
-
 var setups = []setup{
 	{
 		name:  "stock: dns_challenge_override_domain",
@@ -106,7 +97,7 @@ func aliasSite(mode, tlsExtra string) func(*lab.Lab, []string) string {
 	}
 	respond "ok"
 }
-`, strings.Join(names, ", "), rfc2136(l), l.AliasZone, mode, l.Resolver, l.Resolver, tlsExtra)
+`, strings.Join(names, ", "), l.RFC2136Provider(), l.AliasZone, mode, l.Resolver, l.Resolver, tlsExtra)
 	}
 }
 
@@ -217,7 +208,7 @@ func delegate(l *lab.Lab, n int) []string {
 			zone = "example.net"
 		}
 		name := fmt.Sprintf("bench%03d.%s", i, zone)
-		rr := fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.%s.", name, name, l.AliasZone)
+		rr := lab.Delegation(name, l.AliasZone)
 		if err := l.Publish(ctx, zone, rr); err != nil {
 			log.Fatalf("publishing %s: %v", rr, err)
 		}

@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"math"
@@ -116,6 +115,28 @@ func startCaddyfileOn(t *testing.T, storage, extraGlobal, sites string) *caddyPr
 	})
 }
 
+// templateSite is a site block for names (one, or several comma-separated)
+// whose challenges go to the template alias in validation.example.org
+// through provider; aliasExtra goes into the alias provider's block,
+// tlsExtra into the tls block.
+func templateSite(names, provider, aliasExtra, tlsExtra string) string {
+	return fmt.Sprintf(`%s {
+	tls {
+		dns alias {
+			%s
+			zone validation.example.org
+			alias _acme-challenge.{domain}.validation.example.org
+			resolvers %s
+			%s
+		}
+		resolvers %s
+		%s
+	}
+	respond "ok"
+}
+`, names, provider, theLab.Resolver, aliasExtra, theLab.Resolver, tlsExtra)
+}
+
 // caddyEnv is the environment of a Caddy command run in dir: its own home
 // and the lab's TSIG secrets for the {env.*} placeholders.
 func caddyEnv(dir string) []string {
@@ -144,19 +165,26 @@ func (c *caddyProc) stop() {
 	if c.cmd == nil || c.cmd.Process == nil {
 		return
 	}
-	select {
-	case <-c.done:
-	default:
-		c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(10 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-	}
+	terminate(c.cmd, c.done, 10*time.Second)
 	if c.t.Failed() {
 		c.t.Logf("caddy log:\n%s", c.log.String())
+	}
+}
+
+// terminate stops the process cmd, whose Wait closes done: SIGTERM, then
+// SIGKILL after grace.
+func terminate(cmd *exec.Cmd, done <-chan struct{}, grace time.Duration) {
+	select {
+	case <-done:
+		return
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -225,23 +253,29 @@ func readChain(t *testing.T, file string) []*x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var chain []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		chain = append(chain, cert)
+	chain, err := lab.ParseCertificates(data)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
 	}
 	if len(chain) == 0 {
 		t.Fatalf("%s holds no certificate", file)
 	}
 	return chain
+}
+
+// waitCerts waits, within one timeout, for the certificate of each name
+// (see waitCert), checks that it is for that name alone, and returns the
+// longest time to a certificate.
+func (c *caddyProc) waitCerts(names []string, timeout time.Duration) time.Duration {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var took time.Duration
+	for _, name := range names {
+		cert, d := c.waitCert(name, time.Until(deadline))
+		assertNames(c.t, cert, name)
+		took = max(took, d)
+	}
+	return took
 }
 
 // assertNames fails unless cert is for exactly the names given.

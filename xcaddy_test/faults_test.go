@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 )
 
 // Faults, crashes and clusters (issue 6) against the lab: the inner
@@ -27,27 +29,6 @@ import (
 // sweepStart bounds when the dns_alias app's first sweep runs after the
 // process starts: at the app's Start.
 const sweepStart = time.Second
-
-// templateSite is a site block for name whose challenges go to the template
-// alias in validation.example.org through provider; aliasExtra goes into the
-// alias provider's block, tlsExtra into the tls block.
-func templateSite(name, provider, aliasExtra, tlsExtra string) string {
-	return fmt.Sprintf(`%s {
-	tls {
-		dns alias {
-			%s
-			zone validation.example.org
-			alias _acme-challenge.{domain}.validation.example.org
-			resolvers %s
-			%s
-		}
-		resolvers %s
-		%s
-	}
-	respond "ok"
-}
-`, name, provider, theLab.Resolver, aliasExtra, theLab.Resolver, tlsExtra)
-}
 
 // slowProxy forwards each TCP DNS connection to upstream only after delay,
 // longer than the client waits: the client times out, and the update still
@@ -141,10 +122,10 @@ func TestFaultInnerProvider(t *testing.T) {
 	proxy := startSlowProxy(t, l.AuthA, 3*time.Second)
 
 	c := startCaddyfileOn(t, "", "", strings.Join([]string{
-		templateSite(wrongKey, rfc2136With(l.CaddyKey.Name, wrongSecret, l.AuthA), "", ""),
-		templateSite(refusedKey, rfc2136With(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthA), "", ""),
-		templateSite(unreachable, rfc2136With(l.CaddyKey.Name, "{env.TSIG_SECRET}", deadAddr), "", ""),
-		templateSite(slow, rfc2136With(l.CaddyKey.Name, "{env.TSIG_SECRET}", proxy.addr()), "", ""),
+		templateSite(wrongKey, lab.RFC2136Block(l.CaddyKey.Name, wrongSecret, l.AuthA), "", ""),
+		templateSite(refusedKey, lab.RFC2136Block(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthA), "", ""),
+		templateSite(unreachable, lab.RFC2136Block(l.CaddyKey.Name, "{env.TSIG_SECRET}", deadAddr), "", ""),
+		templateSite(slow, lab.RFC2136Block(l.CaddyKey.Name, "{env.TSIG_SECRET}", proxy.addr()), "", ""),
 	}, "\n"))
 
 	// Watch the slow domain's alias: the writes that time out on the
@@ -470,13 +451,7 @@ func TestClusterSharedStorage(t *testing.T) {
 	a := startCaddyfileOn(t, storage, "", site)
 	b := startCaddyfileOn(t, storage, "", site)
 
-	deadline := time.Now().Add(120 * time.Second)
-	var took time.Duration
-	for _, n := range names {
-		cert, d := a.waitCert(n, time.Until(deadline))
-		assertNames(t, cert, n)
-		took = max(took, d)
-	}
+	took := a.waitCerts(names, 120*time.Second)
 	t.Logf("cluster: 20 certificates in the shared storage after %s", took.Round(time.Millisecond))
 
 	// Both serve every name, the one that did not obtain it from storage.

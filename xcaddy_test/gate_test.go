@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -245,7 +246,7 @@ func TestGateOnDemandTwoProviders(t *testing.T) {
 	tls_resolvers %s
 	on_demand_tls {
 		permission alias
-	}`, rfc2136With(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthB), l.Resolver, l.Resolver)
+	}`, lab.RFC2136Block(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthB), l.Resolver, l.Resolver)
 	sites := gateSite([]string{site}, "") + `
 https:// {
 	tls {

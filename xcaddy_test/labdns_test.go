@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 )
 
 // aliasZone is the lab's alias zone that the scenarios' templates use.
@@ -41,7 +43,7 @@ func aliasOf(name string) string {
 // delegation is the record a domain's owner publishes for name under that
 // template.
 func delegation(name string) string {
-	return fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", name, aliasOf(name))
+	return lab.Delegation(name, aliasZone)
 }
 
 // delegate publishes the delegation of each name (see publish).
@@ -99,21 +101,8 @@ func zoneOf(t *testing.T, name string) string {
 	return best
 }
 
-// rfc2136With is an rfc2136 inner provider block with the given key and
-// server.
-func rfc2136With(keyName, key, server string) string {
-	return fmt.Sprintf(`provider rfc2136 {
-				key_name %s
-				key %s
-				key_alg hmac-sha256
-				server %s
-			}`, keyName, key, server)
-}
-
 // rfc2136 is the inner provider block for the lab's alias zone.
-func rfc2136() string {
-	return rfc2136With(theLab.CaddyKey.Name, "{env.TSIG_SECRET}", theLab.AuthA)
-}
+func rfc2136() string { return theLab.RFC2136Provider() }
 
 // zoneTXT lists the TXT records in zone, asking its authoritative server
 // directly.

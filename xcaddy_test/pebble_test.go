@@ -113,17 +113,7 @@ func startPebble(t *testing.T, validity time.Duration) *pebble {
 	}
 	go func() { p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
+		terminate(p.cmd, p.done, 5*time.Second)
 		if t.Failed() {
 			t.Logf("test pebble log:\n%s", p.log.String())
 		}
