@@ -45,18 +45,7 @@ type caddyProc struct {
 // globalOptions are the lab's global options; extra is added to the global
 // options block (e.g. "renew_interval 2s").
 func (c *caddyProc) globalOptions(l *lab.Lab, extra string) string {
-	return fmt.Sprintf(`{
-	admin %s
-	storage file_system %s
-	email test@example.com
-	acme_ca %s
-	acme_ca_root %s
-	http_port %d
-	https_port %d
-	ocsp_stapling off
-	%s
-}
-`, c.admin, c.storage, l.PebbleDir, l.PebbleCAPEM, freePort(c.t), c.httpsPort, extra)
+	return l.CaddyGlobalOptions(c.admin, c.storage, freePort(c.t), c.httpsPort, extra)
 }
 
 func newCaddy(t *testing.T) *caddyProc {
@@ -137,21 +126,13 @@ func templateSite(names, provider, aliasExtra, tlsExtra string) string {
 `, names, provider, theLab.Resolver, aliasExtra, theLab.Resolver, tlsExtra)
 }
 
-// caddyEnv is the environment of a Caddy command run in dir: its own home
-// and the lab's TSIG secrets for the {env.*} placeholders.
-func caddyEnv(dir string) []string {
-	return append(os.Environ(),
-		"HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
-		"TSIG_SECRET="+theLab.CaddyKey.Secret, "TSIG_SECRET_2="+theLab.CaddyKey2.Secret)
-}
-
 // start runs the binary with args and stops it when the test ends.
 func (c *caddyProc) start(args ...string) {
 	t := c.t
 	t.Helper()
 	c.cmd = exec.Command(caddyBin, args...)
 	c.cmd.Dir = c.dir
-	c.cmd.Env = caddyEnv(c.dir)
+	c.cmd.Env = theLab.CaddyEnv(c.dir)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.started = time.Now()
 	if err := c.cmd.Start(); err != nil {
@@ -205,12 +186,7 @@ func (c *caddyProc) waitExit(timeout time.Duration) time.Duration {
 
 // certFile returns the certificate file Caddy stored for name, or "".
 func (c *caddyProc) certFile(name string) string {
-	key := strings.Replace(name, "*", "wildcard_", 1)
-	matches, _ := filepath.Glob(filepath.Join(c.storage, "certificates", "*", key, key+".crt"))
-	if len(matches) == 0 {
-		return ""
-	}
-	return matches[0]
+	return lab.CertFile(c.storage, name)
 }
 
 // waitCert waits for the certificate of name in Caddy's storage, checks that

@@ -465,7 +465,7 @@ func runCheckCmd(t *testing.T, args ...string) (stdout, stderr string, code int)
 	dir := t.TempDir()
 	cmd := exec.CommandContext(testCtx(t, 2*time.Minute), caddyBin, append([]string{"dns-alias", "check"}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = caddyEnv(dir)
+	cmd.Env = theLab.CaddyEnv(dir)
 	var out, errOut logBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
