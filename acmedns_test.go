@@ -12,6 +12,7 @@ import (
 
 	"github.com/libdns/libdns"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -60,7 +61,7 @@ example.com, example.net`)
 	if err := json.Unmarshal([]byte(want), &w); err != nil {
 		t.Fatal(err)
 	}
-	got := findAliasProviders(cfg)
+	got := configwalk.AliasProviders(cfg)
 	if len(got) != 1 || !reflect.DeepEqual(got[0], w) {
 		g, _ := json.Marshal(got)
 		t.Errorf("alias provider:\n got %s\nwant %s", g, want)

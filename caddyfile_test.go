@@ -19,25 +19,6 @@ const rfc2136Block = `provider rfc2136 {
 
 const rfc2136JSON = `{"name":"rfc2136","key_name":"caddy-key","key":"{env.TSIG_SECRET}","key_alg":"hmac-sha256","server":"127.0.0.2:53"}`
 
-// findAliasProviders returns every JSON object in v whose "name" is "alias".
-func findAliasProviders(v any) []map[string]any {
-	var out []map[string]any
-	switch x := v.(type) {
-	case map[string]any:
-		if x["name"] == "alias" {
-			out = append(out, x)
-		}
-		for _, child := range x {
-			out = append(out, findAliasProviders(child)...)
-		}
-	case []any:
-		for _, child := range x {
-			out = append(out, findAliasProviders(child)...)
-		}
-	}
-	return out
-}
-
 func adapt(t *testing.T, caddyfile string) ([]byte, error) {
 	t.Helper()
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
 
@@ -78,7 +79,7 @@ func checkAliasProvider(t *testing.T, adapted []byte, want string) {
 	if err := json.Unmarshal([]byte(want), &w); err != nil {
 		t.Fatalf("bad want: %v", err)
 	}
-	got := findAliasProviders(cfg)
+	got := configwalk.AliasProviders(cfg)
 	if len(got) != 1 || !reflect.DeepEqual(got[0], w) {
 		g, _ := json.Marshal(got)
 		t.Errorf("alias provider:\n got %s\nwant %s", g, want)

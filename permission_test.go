@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
 )
 
@@ -113,7 +114,7 @@ https:// {
 			if err := json.Unmarshal(out, &cfg); err != nil {
 				t.Fatal(err)
 			}
-			if n := len(findAliasProviders(cfg)); n != 1 {
+			if n := len(configwalk.AliasProviders(cfg)); n != 1 {
 				t.Errorf("%d alias providers in the adapted config, want 1: %s", n, out)
 			}
 		})
@@ -433,8 +434,8 @@ func TestPermissionReadmeOnboarding(t *testing.T) {
 	if err := json.Unmarshal([]byte(jsonText), &readmeCfg); err != nil {
 		t.Fatal(err)
 	}
-	want := findAliasProviders(readmeCfg)
-	got := findAliasProviders(adaptedCfg)
+	want := configwalk.AliasProviders(readmeCfg)
+	got := configwalk.AliasProviders(adaptedCfg)
 	if len(got) == 0 || len(got) != len(want) {
 		t.Fatalf("the adapted onboarding Caddyfile has %d alias providers, README's JSON %d:\n%s", len(got), len(want), out)
 	}

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,15 +34,6 @@ type setup struct {
 	stock bool
 	// site returns the Caddyfile for names (global options excluded).
 	site func(l *lab.Lab, names []string) string
-}
-
-func rfc2136(l *lab.Lab) string {
-	return fmt.Sprintf(`provider rfc2136 {
-				key_name %s
-				key {env.TSIG_SECRET}
-				key_alg hmac-sha256
-				server %s
-			}`, l.CaddyKey.Name, l.AuthA)
 }
 
 var setups = []setup{
@@ -106,7 +96,7 @@ func aliasSite(mode, tlsExtra string) func(*lab.Lab, []string) string {
 	}
 	respond "ok"
 }
-`, strings.Join(names, ", "), rfc2136(l), l.AliasZone, mode, l.Resolver, l.Resolver, tlsExtra)
+`, strings.Join(names, ", "), l.RFC2136Provider(), l.AliasZone, mode, l.Resolver, l.Resolver, tlsExtra)
 	}
 }
 
@@ -217,7 +207,7 @@ func delegate(l *lab.Lab, n int) []string {
 			zone = "example.net"
 		}
 		name := fmt.Sprintf("bench%03d.%s", i, zone)
-		rr := fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.%s.", name, name, l.AliasZone)
+		rr := lab.Delegation(name, l.AliasZone)
 		if err := l.Publish(ctx, zone, rr); err != nil {
 			log.Fatalf("publishing %s: %v", rr, err)
 		}
@@ -234,20 +224,7 @@ func run(l *lab.Lab, bin string, s setup, names []string) result {
 	}
 	defer os.RemoveAll(dir)
 	storage := filepath.Join(dir, "storage")
-	cfg := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	storage file_system %s
-	email bench@example.com
-	acme_ca %s
-	acme_ca_root %s
-	http_port %d
-	https_port %d
-	ocsp_stapling off
-	log {
-		level WARN
-	}
-}
-`, freePort(), storage, l.PebbleDir, l.PebbleCAPEM, freePort(), freePort()) + s.site(l, names)
+	cfg := l.CaddyGlobalOptions(fmt.Sprintf("127.0.0.1:%d", freePort()), storage, freePort(), freePort(), "log {\n\t\tlevel WARN\n\t}") + s.site(l, names)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		log.Fatal(err)
@@ -256,7 +233,7 @@ func run(l *lab.Lab, bin string, s setup, names []string) result {
 	updMark, qMarks := logSize(namedLog(l, "a")), queryLogSizes(l)
 	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "TSIG_SECRET="+l.CaddyKey.Secret)
+	cmd.Env = l.CaddyEnv(dir)
 	var logBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	start := time.Now()
@@ -270,8 +247,7 @@ func run(l *lab.Lab, bin string, s setup, names []string) result {
 	deadline := start.Add(15 * time.Minute)
 	for len(pending) > 0 && time.Now().Before(deadline) && !isClosed(exited) {
 		pending = slices.DeleteFunc(pending, func(n string) bool {
-			m, _ := filepath.Glob(filepath.Join(storage, "certificates", "*", n, n+".crt"))
-			if len(m) > 0 {
+			if lab.CertFile(storage, n) != "" {
 				r.perCert = append(r.perCert, time.Since(start))
 				return true
 			}
@@ -381,12 +357,11 @@ func waitClean(l *lab.Lab) {
 }
 
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := lab.FreePort()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func median(ds []time.Duration) time.Duration {

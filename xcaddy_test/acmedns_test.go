@@ -1,8 +1,6 @@
 package xcaddy_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -62,15 +60,7 @@ func acmeDNSAccount(t *testing.T, s *acmednstest.Server, pwEnv string, domains .
 	}
 	t.Setenv(pwEnv, a.Password)
 	for _, d := range domains {
-		rr := fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", d, a.FullDomain)
-		publish(t, rr)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := theLab.Remove(ctx, zoneOf(t, d), rr); err != nil {
-				t.Logf("removing %s: %v", rr, err)
-			}
-		})
+		publish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", d, a.FullDomain))
 	}
 	return a
 }
@@ -128,19 +118,12 @@ func assertCaddyQuiet(t *testing.T, c *caddyProc, secrets ...string) {
 func assertTwoInFlight(t *testing.T, c *caddyProc, want int) int {
 	t.Helper()
 	sent, waited := 0, 0
-	for _, line := range strings.Split(c.log.String(), "\n") {
-		var e struct {
-			Msg      string `json:"msg"`
-			InFlight int    `json:"in_flight"`
-		}
-		if json.Unmarshal([]byte(line), &e) != nil {
-			continue
-		}
+	for _, e := range c.logLines() {
 		switch {
 		case e.Msg == "acme-dns update sent":
 			sent++
-			if e.InFlight > 2 {
-				t.Errorf("an update left %d values of the account in use; acme-dns serves two", e.InFlight)
+			if n, _ := e.Fields["in_flight"].(float64); n > 2 {
+				t.Errorf("an update left %v values of the account in use; acme-dns serves two", n)
 			}
 		case strings.HasPrefix(e.Msg, "acme-dns account busy"):
 			waited++

@@ -6,14 +6,10 @@ package xcaddy_test
 // fails a real challenge.
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -31,42 +27,9 @@ import (
 )
 
 const (
-	chkAliasZone = "validation.example.org"
-	chkStatic    = "_acme-challenge.validation.example.org"
-	chkTemplate  = "_acme-challenge.{domain}.validation.example.org"
+	staticAlias   = "_acme-challenge.validation.example.org"
+	templateAlias = "_acme-challenge.{domain}.validation.example.org"
 )
-
-// chkLabel returns a fresh DNS label, so that a rerun never sees the
-// records of an earlier run.
-func chkLabel(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + hex.EncodeToString(b)
-}
-
-// chkPublish publishes records (on every server of their zone) and removes
-// them when the test ends.
-func chkPublish(t *testing.T, records ...string) {
-	t.Helper()
-	l := requireLab(t)
-	publish(t, records...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, rr := range records {
-			parsed, err := dns.NewRR(rr)
-			if err != nil {
-				continue
-			}
-			if err := l.Remove(ctx, zoneOf(t, parsed.Header().Name), rr); err != nil {
-				t.Errorf("removing %s: %v", rr, err)
-			}
-		}
-	})
-}
 
 // noWriter is the inner provider of the lab checkers: a check writes
 // nothing, ever.
@@ -92,12 +55,12 @@ func labChecker(t *testing.T, mode string, maxHops int) *solver.Checker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule := &solver.Rule{Zones: []string{chkAliasZone}, Writer: noWriter{t}, WriterName: "none"}
+	rule := &solver.Rule{Zones: []string{aliasZone}, Writer: noWriter{t}, WriterName: "none"}
 	switch mode {
 	case "static", "template":
-		alias := chkStatic
+		alias := staticAlias
 		if mode == "template" {
-			alias = chkTemplate
+			alias = templateAlias
 		}
 		if rule.Alias, err = solver.ParseTemplate(alias); err != nil {
 			t.Fatal(err)
@@ -161,7 +124,7 @@ func TestCheckLab(t *testing.T) {
 			name: "correct delegation", mode: "template",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", d, d))
+				publish(t, delegation(d))
 				return d
 			},
 			check: func(t *testing.T, rep *solver.Report, label string) {
@@ -192,7 +155,7 @@ func TestCheckLab(t *testing.T) {
 			name: "CNAME to the wrong target", mode: "template",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.validation.example.org.", d))
+				publish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.validation.example.org.", d))
 				return d
 			},
 			fatal: []string{solver.CodeWrongTarget},
@@ -205,7 +168,7 @@ func TestCheckLab(t *testing.T) {
 			name: "CNAME into a zone that is no alias zone", mode: "follow",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.notours.example.", d, d))
+				publish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.notours.example.", d, d))
 				return d
 			},
 			fatal: []string{solver.CodeOutsideZones},
@@ -217,7 +180,7 @@ func TestCheckLab(t *testing.T) {
 		{
 			name: "wildcard synthesis", mode: "follow",
 			setup: func(t *testing.T, label string) string {
-				chkPublish(t, fmt.Sprintf("*.%s.example.com. 60 IN CNAME cdn.notours.example.", label))
+				publish(t, fmt.Sprintf("*.%s.example.com. 60 IN CNAME cdn.notours.example.", label))
 				return "x." + label + ".example.com"
 			},
 			fatal: []string{solver.CodeWildcard},
@@ -230,7 +193,7 @@ func TestCheckLab(t *testing.T) {
 			name: "CNAME loop", mode: "static",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t,
+				publish(t,
 					fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME a.%s.hop.example.", d, label),
 					fmt.Sprintf("a.%s.hop.example. 60 IN CNAME b.%s.hop.example.", label, label),
 					fmt.Sprintf("b.%s.hop.example. 60 IN CNAME a.%s.hop.example.", label, label))
@@ -246,15 +209,15 @@ func TestCheckLab(t *testing.T) {
 			name: "chain at the cap", mode: "static", maxHops: 3,
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t,
+				publish(t,
 					fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME 1.%s.hop.example.", d, label),
 					fmt.Sprintf("1.%s.hop.example. 60 IN CNAME 2.%s.hop.example.", label, label),
 					fmt.Sprintf("2.%s.hop.example. 60 IN CNAME _acme-challenge.validation.example.org.", label))
 				return d
 			},
 			check: func(t *testing.T, rep *solver.Report, _ string) {
-				if len(rep.Chain.Hops) != 3 || rep.Chain.End != chkStatic {
-					t.Errorf("chain %+v, want 3 hops to %s", rep.Chain, chkStatic)
+				if len(rep.Chain.Hops) != 3 || rep.Chain.End != staticAlias {
+					t.Errorf("chain %+v, want 3 hops to %s", rep.Chain, staticAlias)
 				}
 			},
 		},
@@ -262,7 +225,7 @@ func TestCheckLab(t *testing.T) {
 			name: "chain one hop over the cap", mode: "static", maxHops: 3,
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t,
+				publish(t,
 					fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME 1.%s.hop.example.", d, label),
 					fmt.Sprintf("1.%s.hop.example. 60 IN CNAME 2.%s.hop.example.", label, label),
 					fmt.Sprintf("2.%s.hop.example. 60 IN CNAME 3.%s.hop.example.", label, label),
@@ -279,8 +242,8 @@ func TestCheckLab(t *testing.T) {
 			name: "CAA forbids the CA", mode: "template",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t,
-					fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", d, d),
+				publish(t,
+					delegation(d),
 					fmt.Sprintf(`%s. 60 IN CAA 0 issue "sectigo.com"`, d))
 				return d
 			},
@@ -300,8 +263,8 @@ func TestCheckLab(t *testing.T) {
 			name: "CAA validationmethods without dns-01", mode: "template",
 			setup: func(t *testing.T, label string) string {
 				d := label + ".example.com"
-				chkPublish(t,
-					fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", d, d),
+				publish(t,
+					delegation(d),
 					fmt.Sprintf(`%s. 60 IN CAA 0 issue "letsencrypt.org; validationmethods=http-01"`, d))
 				return d
 			},
@@ -320,7 +283,7 @@ func TestCheckLab(t *testing.T) {
 			// example.com's server to name the server that fails.
 			name: "unreachable nameserver", mode: "template",
 			setup: func(t *testing.T, label string) string {
-				chkPublish(t,
+				publish(t,
 					fmt.Sprintf("%s.example.com. 60 IN NS ns1.%s.example.com.", label, label),
 					fmt.Sprintf("ns1.%s.example.com. 60 IN A 127.0.0.9", label))
 				return "x." + label + ".example.com"
@@ -340,7 +303,7 @@ func TestCheckLab(t *testing.T) {
 		},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
-			label := chkLabel(t, "c4-")
+			label := randomLabel(t, "c4-")
 			domain := sc.setup(t, label)
 			start := time.Now()
 			rep := labChecker(t, sc.mode, sc.maxHops).Check(testCtx(t, time.Minute), domain)
@@ -396,7 +359,7 @@ func TestCheckLab(t *testing.T) {
 func TestCheckDrift(t *testing.T) {
 	l := requireLab(t)
 	ctx := testCtx(t, time.Minute)
-	label := chkLabel(t, "c4-")
+	label := randomLabel(t, "c4-")
 	domain := label + ".drift.example"
 	alias := "_acme-challenge." + domain + ".validation.example.org"
 	rr := fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", domain, alias)
@@ -464,23 +427,23 @@ func TestCheckDrift(t *testing.T) {
 	}
 }
 
-// chkSecrets are the lab's credentials: none may appear in any output.
-func chkSecrets() []string {
+// labSecrets are the lab's credentials: none may appear in any output.
+func labSecrets() []string {
 	return []string{theLab.CaddyKey.Secret, theLab.CaddyKey2.Secret, theLab.AdminKey.Secret}
 }
 
 func assertNoSecret(t *testing.T, what, out string) {
 	t.Helper()
-	for _, s := range chkSecrets() {
+	for _, s := range labSecrets() {
 		if s != "" && strings.Contains(out, s) {
 			t.Errorf("%s contains a TSIG secret", what)
 		}
 	}
 }
 
-// chkSite is a site whose certificate comes through the alias provider
+// checkSite is a site whose certificate comes through the alias provider
 // with a template alias in the lab's alias zone.
-func chkSite(domains ...string) string {
+func checkSite(domains ...string) string {
 	return fmt.Sprintf(`%s {
 	tls {
 		dns alias %s {
@@ -492,7 +455,7 @@ func chkSite(domains ...string) string {
 	}
 	respond "check"
 }
-`, strings.Join(domains, ", "), chkTemplate, rfc2136(), chkAliasZone, theLab.Resolver, theLab.Resolver)
+`, strings.Join(domains, ", "), templateAlias, rfc2136(), aliasZone, theLab.Resolver, theLab.Resolver)
 }
 
 // runCheckCmd runs `caddy dns-alias check` with the lab's secrets in the
@@ -502,8 +465,7 @@ func runCheckCmd(t *testing.T, args ...string) (stdout, stderr string, code int)
 	dir := t.TempDir()
 	cmd := exec.CommandContext(testCtx(t, 2*time.Minute), caddyBin, append([]string{"dns-alias", "check"}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir,
-		"TSIG_SECRET="+theLab.CaddyKey.Secret, "TSIG_SECRET_2="+theLab.CaddyKey2.Secret)
+	cmd.Env = theLab.CaddyEnv(dir)
 	var out, errOut logBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -524,17 +486,17 @@ func runCheckCmd(t *testing.T, args ...string) (stdout, stderr string, code int)
 // finding and the fix when one does not, and JSON that says the same.
 func TestCheckCommand(t *testing.T) {
 	requireLab(t)
-	good := chkLabel(t, "c4-") + ".example.com"
-	bad := chkLabel(t, "c4-") + ".example.com"
-	chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", good, good))
+	good := randomLabel(t, "c4-") + ".example.com"
+	bad := randomLabel(t, "c4-") + ".example.com"
+	publish(t, delegation(good))
 	dir := t.TempDir()
 	goodCfg := filepath.Join(dir, "good.Caddyfile")
 	badCfg := filepath.Join(dir, "bad.Caddyfile")
-	other := chkLabel(t, "c4-") + ".example.com" // another policy: not checked
-	if err := os.WriteFile(goodCfg, []byte(chkSite(good)+other+" {\n\ttls internal\n\trespond \"x\"\n}\n"), 0o600); err != nil {
+	other := randomLabel(t, "c4-") + ".example.com" // another policy: not checked
+	if err := os.WriteFile(goodCfg, []byte(checkSite(good)+other+" {\n\ttls internal\n\trespond \"x\"\n}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(badCfg, []byte(chkSite(good, bad)), 0o600); err != nil {
+	if err := os.WriteFile(badCfg, []byte(checkSite(good, bad)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	badFix := fmt.Sprintf("_acme-challenge.%s. 300 IN CNAME _acme-challenge.%s.validation.example.org.", bad, bad)
@@ -636,52 +598,21 @@ func reportDomains(rs []solver.Report) []string {
 	return out
 }
 
-// chkGet sends GET path to Caddy's admin endpoint.
-func chkGet(t *testing.T, c *caddyProc, path string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t, 30*time.Second), http.MethodGet, "http://"+c.admin+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
-// chkWaitAdmin waits until Caddy's admin endpoint answers.
-func chkWaitAdmin(t *testing.T, c *caddyProc) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+c.admin+"/config/", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin endpoint %s does not answer; log:\n%s", c.admin, c.log.String())
-		}
-	}
-}
-
 // TestCheckAdminAPI asks a running Caddy for reports and for the challenge
 // records it presents while it obtains a certificate.
 func TestCheckAdminAPI(t *testing.T) {
 	l := requireLab(t)
-	good := chkLabel(t, "c4-") + ".example.com"
-	bad := chkLabel(t, "c4-") + ".example.com"
-	chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", good, good))
-	c := startCaddyfile(t, "", chkSite(good, bad))
-	chkWaitAdmin(t, c)
+	good := randomLabel(t, "c4-") + ".example.com"
+	bad := randomLabel(t, "c4-") + ".example.com"
+	publish(t, delegation(good))
+	c := startCaddyfile(t, "", checkSite(good, bad))
+	c.waitAdmin(20 * time.Second)
 
 	// While Caddy obtains good's certificate, its challenge record is
 	// listed: where and since when, not its value.
 	var presented, txtValues []string
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && len(presented) == 0; time.Sleep(50 * time.Millisecond) {
-		status, body := chkGet(t, c, "/dns-alias/presented")
+		status, body := c.adminGet("/dns-alias/presented")
 		if status != http.StatusOK {
 			t.Fatalf("GET /dns-alias/presented: %d %s", status, body)
 		}
@@ -693,11 +624,7 @@ func TestCheckAdminAPI(t *testing.T) {
 			continue
 		}
 		presented = append(presented, body)
-		txts, err := l.TXTRecords(testCtx(t, 10*time.Second), l.AuthA, chkAliasZone)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, rr := range txts {
+		for _, rr := range zoneTXT(t, l.AuthA, aliasZone) {
 			txtValues = append(txtValues, strings.Join(rr.Txt, ""))
 		}
 		for _, e := range list {
@@ -705,8 +632,8 @@ func TestCheckAdminAPI(t *testing.T) {
 			if !slices.Equal(keys, []string{"age_seconds", "domain", "name", "since", "zone"}) {
 				t.Errorf("presented entry has fields %v: %v", keys, e)
 			}
-			if e["domain"] != good || e["name"] != "_acme-challenge."+good+".validation.example.org" || e["zone"] != chkAliasZone {
-				t.Errorf("presented entry %v, want %s at its alias in %s", e, good, chkAliasZone)
+			if e["domain"] != good || e["name"] != "_acme-challenge."+good+".validation.example.org" || e["zone"] != aliasZone {
+				t.Errorf("presented entry %v, want %s at its alias in %s", e, good, aliasZone)
 			}
 		}
 	}
@@ -721,7 +648,7 @@ func TestCheckAdminAPI(t *testing.T) {
 		}
 	}
 
-	status, body := chkGet(t, c, "/dns-alias/check?domain="+good+"&domain="+bad)
+	status, body := c.adminGet("/dns-alias/check?domain=" + good + "&domain=" + bad)
 	if status != http.StatusOK {
 		t.Fatalf("GET /dns-alias/check: %d %s", status, body)
 	}
@@ -748,40 +675,17 @@ func TestCheckAdminAPI(t *testing.T) {
 		{"/dns-alias/check", http.StatusBadRequest},
 		{"/dns-alias/check?domain=" + bad, http.StatusOK},
 	} {
-		if status, body := chkGet(t, c, tc.path); status != tc.status {
+		if status, body := c.adminGet(tc.path); status != tc.status {
 			t.Errorf("GET %s: %d, want %d: %s", tc.path, status, tc.status, body)
 		} else {
 			assertNoSecret(t, "GET "+tc.path, body)
 		}
 	}
 	c.waitCert(good, 90*time.Second)
-	_, body = chkGet(t, c, "/dns-alias/presented")
+	_, body = c.adminGet("/dns-alias/presented")
 	assertNoSecret(t, "/dns-alias/presented", body)
 	assertNoSecret(t, "caddy's log", c.log.String())
 	assertNoChallengeLeft(t)
-}
-
-// chkLogLine is one line of Caddy's JSON log.
-type chkLogLine struct {
-	TS         float64 `json:"ts"`
-	Level      string  `json:"level"`
-	Msg        string  `json:"msg"`
-	Error      string  `json:"error"`
-	Identifier string  `json:"identifier"`
-	Challenge  string  `json:"challenge_type"`
-}
-
-func chkLog(c *caddyProc) []chkLogLine {
-	var out []chkLogLine
-	sc := bufio.NewScanner(strings.NewReader(c.log.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e chkLogLine
-		if json.Unmarshal(sc.Bytes(), &e) == nil {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // TestCheckFailsFast: a misconfigured domain in an end-to-end run is
@@ -790,18 +694,18 @@ func chkLog(c *caddyProc) []chkLogLine {
 // is written.
 func TestCheckFailsFast(t *testing.T) {
 	requireLab(t)
-	domain := chkLabel(t, "c4-") + ".example.com"
+	domain := randomLabel(t, "c4-") + ".example.com"
 	// A CNAME to the wrong target: the chain check, not an SOA lookup of a
 	// missing name, is what fails it.
-	chkPublish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.validation.example.org.", domain))
+	publish(t, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.validation.example.org.", domain))
 	before := productionSerials(t)
-	c := startCaddyfile(t, "", chkSite(domain))
+	c := startCaddyfile(t, "", checkSite(domain))
 	fix := fmt.Sprintf("publish in the production zone: _acme-challenge.%s. 300 IN CNAME _acme-challenge.%s.validation.example.org.", domain, domain)
 	if !c.waitLog(fix, 30*time.Second) {
 		t.Fatalf("no error with the fix %q in caddy's log; log:\n%s", fix, c.log.String())
 	}
-	var started, failed *chkLogLine
-	lines := chkLog(c)
+	var started, failed *logLine
+	lines := c.logLines()
 	for i, e := range lines {
 		if started == nil && e.Msg == "obtaining certificate" && e.Identifier == domain {
 			started = &lines[i]
@@ -816,7 +720,7 @@ func TestCheckFailsFast(t *testing.T) {
 	if started == nil || failed == nil {
 		t.Fatalf("no \"obtaining certificate\" for %s followed by the gate's refusal; log:\n%s", domain, c.log.String())
 	}
-	took := time.Duration((failed.TS - started.TS) * float64(time.Second))
+	took := failed.TS.Sub(started.TS)
 	t.Logf("obtain started, refused by the gate %s later: %s", took.Round(time.Millisecond), failed.Error)
 	if took < 0 || took >= time.Second {
 		t.Errorf("the broken delegation was refused %s after the obtain started, want < 1 s", took)

@@ -1,18 +1,13 @@
 package xcaddy_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,7 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/solver"
+	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 )
 
 // Faults, crashes and clusters (issue 6) against the lab: the inner
@@ -34,254 +29,6 @@ import (
 // sweepStart bounds when the dns_alias app's first sweep runs after the
 // process starts: at the app's Start.
 const sweepStart = time.Second
-
-// fltName returns a fresh domain below zone for this run.
-func fltName(t *testing.T, prefix, zone string) string {
-	return randomLabel(t, prefix) + "." + zone
-}
-
-// fltAlias is where the template of these tests puts the challenge of name.
-func fltAlias(name string) string {
-	return "_acme-challenge." + name + ".validation.example.org"
-}
-
-// fltDelegate publishes the template delegation of each name.
-func fltDelegate(t *testing.T, names ...string) {
-	t.Helper()
-	var rrs []string
-	for _, n := range names {
-		rrs = append(rrs, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", n, fltAlias(n)))
-	}
-	publish(t, rrs...)
-}
-
-// fltRFC2136 is an rfc2136 inner provider block with the given key and
-// server.
-func fltRFC2136(keyName, key, server string) string {
-	return fmt.Sprintf(`provider rfc2136 {
-				key_name %s
-				key %s
-				key_alg hmac-sha256
-				server %s
-			}`, keyName, key, server)
-}
-
-// fltSite is a site block for name whose challenges go to the template
-// alias in validation.example.org through provider; aliasExtra goes into the
-// alias provider's block, tlsExtra into the tls block.
-func fltSite(name, provider, aliasExtra, tlsExtra string) string {
-	return fmt.Sprintf(`%s {
-	tls {
-		dns alias {
-			%s
-			zone validation.example.org
-			alias _acme-challenge.{domain}.validation.example.org
-			resolvers %s
-			%s
-		}
-		resolvers %s
-		%s
-	}
-	respond "ok"
-}
-`, name, provider, theLab.Resolver, aliasExtra, theLab.Resolver, tlsExtra)
-}
-
-// fltStart starts Caddy on storage (a directory shared between processes,
-// or "" for the process's own) with the lab's global options plus extra.
-func fltStart(t *testing.T, storage, extraGlobal, sites string) *caddyProc {
-	t.Helper()
-	c := newCaddy(t)
-	if storage != "" {
-		c.storage = storage
-	}
-	cfg := c.globalOptions(requireLab(t), extraGlobal) + "\n" + sites
-	path := filepath.Join(c.dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.start("run", "--config", path, "--adapter", "caddyfile")
-	return c
-}
-
-// fltLine is one line of Caddy's JSON log, with its time.
-type fltLine struct {
-	TS     time.Time
-	Level  string
-	Logger string
-	Msg    string
-	Fields map[string]any
-	raw    string
-}
-
-func (l fltLine) str(k string) string {
-	s, _ := l.Fields[k].(string)
-	return s
-}
-
-// fltLog parses Caddy's JSON log.
-func fltLog(c *caddyProc) []fltLine {
-	var out []fltLine
-	sc := bufio.NewScanner(strings.NewReader(c.log.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) != nil {
-			continue
-		}
-		l := fltLine{Fields: m, raw: sc.Text()}
-		if ts, ok := m["ts"].(float64); ok {
-			sec, frac := math.Modf(ts)
-			l.TS = time.Unix(int64(sec), int64(frac*1e9))
-		}
-		l.Level, l.Logger, l.Msg = l.str("level"), l.str("logger"), l.str("msg")
-		out = append(out, l)
-	}
-	return out
-}
-
-// fltFind returns the first log line with msg whose field key is value.
-func fltFind(c *caddyProc, msg, key, value string) (fltLine, bool) {
-	for _, l := range fltLog(c) {
-		if l.Msg == msg && (key == "" || l.str(key) == value) {
-			return l, true
-		}
-	}
-	return fltLine{}, false
-}
-
-// fltWaitLine waits for a log line with msg whose field key is value.
-func fltWaitLine(t *testing.T, c *caddyProc, msg, key, value string, timeout time.Duration) fltLine {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if l, ok := fltFind(c, msg, key, value); ok {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q log line with %s=%s within %s; log:\n%s", msg, key, value, timeout, c.log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// fltWaitFor reports whether a log line with msg whose field key is value
-// appears within timeout.
-func fltWaitFor(c *caddyProc, msg, key, value string, timeout time.Duration) bool {
-	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
-		if _, ok := fltFind(c, msg, key, value); ok {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-}
-
-// fltCount counts the log lines with msg per value of field key.
-func fltCount(key string, msg string, cs ...*caddyProc) map[string]int {
-	out := map[string]int{}
-	for _, c := range cs {
-		for _, l := range fltLog(c) {
-			if l.Msg == msg {
-				out[l.str(key)]++
-			}
-		}
-	}
-	return out
-}
-
-// fltTXT returns the TXT values at name in the alias zone, asking its
-// authoritative server directly.
-func fltTXT(t *testing.T, name string) []string {
-	t.Helper()
-	rrs, err := theLab.TXTRecords(testCtx(t, 10*time.Second), theLab.AuthA, theLab.AliasZone)
-	if err != nil {
-		t.Fatalf("listing TXT in %s: %v", theLab.AliasZone, err)
-	}
-	var out []string
-	for _, rr := range rrs {
-		if strings.EqualFold(strings.TrimSuffix(rr.Hdr.Name, "."), name) {
-			out = append(out, strings.Join(rr.Txt, ""))
-		}
-	}
-	return out
-}
-
-// fltWaitTXT waits until name holds a TXT value and returns the values.
-func fltWaitTXT(t *testing.T, name string, timeout time.Duration, cs ...*caddyProc) []string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if v := fltTXT(t, name); len(v) > 0 {
-			return v
-		}
-		if time.Now().After(deadline) {
-			var logs string
-			for _, c := range cs {
-				logs += c.log.String()
-			}
-			t.Fatalf("no TXT at %s within %s; log:\n%s", name, timeout, logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// fltJournal reads the challenge journal in a file_system storage.
-func fltJournal(t *testing.T, storage string) []solver.JournalEntry {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(storage, "dns_alias", "journal", "*.json"))
-	var out []solver.JournalEntry
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue // removed meanwhile
-		}
-		var e solver.JournalEntry
-		if err := json.Unmarshal(data, &e); err != nil {
-			t.Fatalf("journal entry %s: %v", f, err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// fltWaitJournalEmpty fails unless the journal empties within timeout.
-func fltWaitJournalEmpty(t *testing.T, storage string, timeout time.Duration) {
-	t.Helper()
-	var left []solver.JournalEntry
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if left = fltJournal(t, storage); len(left) == 0 {
-			return
-		}
-	}
-	t.Errorf("challenge journal in %s still holds %+v", storage, left)
-}
-
-// fltWaitExit waits for Caddy to exit.
-func fltWaitExit(t *testing.T, c *caddyProc, timeout time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	select {
-	case <-c.done:
-		return time.Since(start)
-	case <-time.After(timeout):
-		t.Fatalf("caddy did not exit within %s; log:\n%s", timeout, c.log.String())
-		return 0
-	}
-}
-
-// fltServed performs a TLS handshake with SNI name and returns the chain, or
-// an error.
-func fltServed(c *caddyProc, name string) ([]*x509.Certificate, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp",
-		fmt.Sprintf("127.0.0.1:%d", c.httpsPort), &tls.Config{ServerName: name, InsecureSkipVerify: true})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates, nil
-}
 
 // slowProxy forwards each TCP DNS connection to upstream only after delay,
 // longer than the client waits: the client times out, and the update still
@@ -361,9 +108,9 @@ func (p *slowProxy) connections() int {
 // Nothing is left in the alias zones, nothing changed in production.
 func TestFaultInnerProvider(t *testing.T) {
 	l := requireLab(t)
-	wrongKey, refusedKey := fltName(t, "fk-", "example.com"), fltName(t, "fr-", "example.com")
-	unreachable, slow := fltName(t, "fu-", "example.com"), fltName(t, "fs-", "example.com")
-	fltDelegate(t, wrongKey, refusedKey, unreachable, slow)
+	wrongKey, refusedKey := randomLabel(t, "fk-")+"."+"example.com", randomLabel(t, "fr-")+"."+"example.com"
+	unreachable, slow := randomLabel(t, "fu-")+"."+"example.com", randomLabel(t, "fs-")+"."+"example.com"
+	delegate(t, wrongKey, refusedKey, unreachable, slow)
 	before := productionSerials(t)
 
 	secret := make([]byte, 32)
@@ -374,11 +121,11 @@ func TestFaultInnerProvider(t *testing.T) {
 	const deadAddr = "127.0.0.2:5399"
 	proxy := startSlowProxy(t, l.AuthA, 3*time.Second)
 
-	c := fltStart(t, "", "", strings.Join([]string{
-		fltSite(wrongKey, fltRFC2136(l.CaddyKey.Name, wrongSecret, l.AuthA), "", ""),
-		fltSite(refusedKey, fltRFC2136(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthA), "", ""),
-		fltSite(unreachable, fltRFC2136(l.CaddyKey.Name, "{env.TSIG_SECRET}", deadAddr), "", ""),
-		fltSite(slow, fltRFC2136(l.CaddyKey.Name, "{env.TSIG_SECRET}", proxy.addr()), "", ""),
+	c := startCaddyfileOn(t, "", "", strings.Join([]string{
+		templateSite(wrongKey, lab.RFC2136Block(l.CaddyKey.Name, wrongSecret, l.AuthA), "", ""),
+		templateSite(refusedKey, lab.RFC2136Block(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthA), "", ""),
+		templateSite(unreachable, lab.RFC2136Block(l.CaddyKey.Name, "{env.TSIG_SECRET}", deadAddr), "", ""),
+		templateSite(slow, lab.RFC2136Block(l.CaddyKey.Name, "{env.TSIG_SECRET}", proxy.addr()), "", ""),
 	}, "\n"))
 
 	// Watch the slow domain's alias: the writes that time out on the
@@ -398,7 +145,7 @@ func TestFaultInnerProvider(t *testing.T) {
 			rrs, err := l.TXTRecords(ctx, l.AuthA, l.AliasZone)
 			cancel()
 			for _, rr := range rrs {
-				if err == nil && strings.EqualFold(strings.TrimSuffix(rr.Hdr.Name, "."), fltAlias(slow)) {
+				if err == nil && strings.EqualFold(strings.TrimSuffix(rr.Hdr.Name, "."), aliasOf(slow)) {
 					seen = true
 				}
 			}
@@ -409,8 +156,8 @@ func TestFaultInnerProvider(t *testing.T) {
 	// for name, and the error.
 	failure := func(name string, timeout time.Duration) (time.Duration, string) {
 		t.Helper()
-		start := fltWaitLine(t, c, "trying to solve challenge", "identifier", name, 30*time.Second)
-		fail := fltWaitLine(t, c, "could not get certificate from issuer", "identifier", name, timeout)
+		start := c.waitLine("trying to solve challenge", "identifier", name, 30*time.Second)
+		fail := c.waitLine("could not get certificate from issuer", "identifier", name, timeout)
 		return fail.TS.Sub(start.TS), fail.str("error")
 	}
 	mustContain := func(what, s string, subs ...string) {
@@ -428,7 +175,7 @@ func TestFaultInnerProvider(t *testing.T) {
 	} {
 		took, msg := failure(tc.name, 20*time.Second)
 		t.Logf("%s: challenge failed %s after it started: %s", tc.what, took.Round(time.Millisecond), msg)
-		mustContain(tc.what, msg, "alias zone validation.example.org", fltAlias(tc.name), "through rfc2136", tc.msg)
+		mustContain(tc.what, msg, "alias zone validation.example.org", aliasOf(tc.name), "through rfc2136", tc.msg)
 		if took > 2*time.Second {
 			t.Errorf("%s: the challenge failed %s after it started; a permanent error must fail it at once", tc.what, took)
 		}
@@ -442,7 +189,7 @@ func TestFaultInnerProvider(t *testing.T) {
 
 	took, msg := failure(unreachable, 30*time.Second)
 	t.Logf("unreachable server: challenge failed %s after it started: %s", took.Round(time.Millisecond), msg)
-	mustContain("unreachable server", msg, "alias zone validation.example.org", fltAlias(unreachable), "6 attempts", "connection refused")
+	mustContain("unreachable server", msg, "alias zone validation.example.org", aliasOf(unreachable), "6 attempts", "connection refused")
 	if took < 1550*time.Millisecond || took > 20*time.Second {
 		t.Errorf("unreachable server: the challenge failed %s after it started; want retries with backoff (>= 1.55 s), bounded", took)
 	}
@@ -452,17 +199,17 @@ func TestFaultInnerProvider(t *testing.T) {
 
 	took, msg = failure(slow, 90*time.Second)
 	t.Logf("slow server: challenge failed %s after it started (%d connections to the proxy): %s", took.Round(time.Millisecond), proxy.connections(), msg)
-	mustContain("slow server", msg, "alias zone validation.example.org", fltAlias(slow), "6 attempts", "timeout")
+	mustContain("slow server", msg, "alias zone validation.example.org", aliasOf(slow), "6 attempts", "timeout")
 	if n := proxy.connections(); n < 7 {
 		t.Errorf("slow server: %d connections through the proxy, want 6 write attempts and the compensating delete", n)
 	}
 	close(stopWatch)
 	if !<-lateWrite {
-		t.Errorf("slow server: no late write was ever seen at %s; the scenario did not happen", fltAlias(slow))
+		t.Errorf("slow server: no late write was ever seen at %s; the scenario did not happen", aliasOf(slow))
 	}
 
 	for _, name := range []string{wrongKey, refusedKey, unreachable, slow} {
-		if _, ok := fltFind(c, "presented challenge on alias", "domain", name); ok {
+		if _, ok := c.find("presented challenge on alias", "domain", name); ok {
 			t.Errorf("%s: a challenge is reported presented although its write failed", name)
 		}
 	}
@@ -470,11 +217,11 @@ func TestFaultInnerProvider(t *testing.T) {
 	// delete: it alone keeps a journal entry, for a sweep to delete it once
 	// more.
 	var journalled []string
-	for _, e := range fltJournal(t, c.storage) {
+	for _, e := range journal(t, c.storage) {
 		journalled = append(journalled, e.Name)
 	}
-	if !slices.Equal(journalled, []string{fltAlias(slow)}) {
-		t.Errorf("journal holds %v, want only the timed-out write at %s", journalled, fltAlias(slow))
+	if !slices.Equal(journalled, []string{aliasOf(slow)}) {
+		t.Errorf("journal holds %v, want only the timed-out write at %s", journalled, aliasOf(slow))
 	}
 	// The late writes and deletes land 3 s after they were sent.
 	time.Sleep(4 * time.Second)
@@ -490,13 +237,13 @@ func TestFaultInnerProvider(t *testing.T) {
 // changed chain), and nothing is written anywhere else.
 func TestFaultValidationFails(t *testing.T) {
 	l := requireLab(t)
-	name := fltName(t, "fv-", "example.com")
+	name := randomLabel(t, "fv-") + "." + "example.com"
 	challenge := "_acme-challenge." + name
-	fltDelegate(t, name)
+	delegate(t, name)
 	before := productionSerials(t)
-	c := fltStart(t, "", "debug", fltSite(name, rfc2136(), "", "propagation_delay 4s\n\t\tpropagation_timeout -1"))
+	c := startCaddyfileOn(t, "", "debug", templateSite(name, rfc2136(), "", "propagation_delay 4s\n\t\tpropagation_timeout -1"))
 
-	values := fltWaitTXT(t, fltAlias(name), 30*time.Second, c)
+	values := waitAliasTXT(t, aliasOf(name), 30*time.Second, c)
 	assertProductionUnchanged(t, before)
 	ctx := testCtx(t, 30*time.Second)
 	if err := l.RemoveRRset(ctx, "example.com", challenge, dns.TypeCNAME); err != nil {
@@ -504,29 +251,27 @@ func TestFaultValidationFails(t *testing.T) {
 	}
 	publish(t, fmt.Sprintf("%s. 60 IN CNAME %s.notours.example.", challenge, challenge))
 	repointed := productionSerials(t)
-	t.Logf("presented %q at %s; delegation repointed to notours.example", values, fltAlias(name))
+	t.Logf("presented %q at %s; delegation repointed to notours.example", values, aliasOf(name))
 
-	fail := fltWaitLine(t, c, "could not get certificate from issuer", "identifier", name, 40*time.Second)
+	fail := c.waitLine("could not get certificate from issuer", "identifier", name, 40*time.Second)
 	msg := fail.str("error")
 	t.Logf("validation failed: %s", msg)
 	if !strings.Contains(msg, "urn:ietf:params:acme:error:unauthorized") {
 		t.Errorf("the failure is not the CA's validation error: %s", msg)
 	}
-	del := fltWaitLine(t, c, "deleted challenge from alias", "domain", name, 10*time.Second)
-	if a := del.str("alias"); a != fltAlias(name) {
-		t.Errorf("the challenge was deleted at %s, want where it was written, %s", a, fltAlias(name))
+	del := c.waitLine("deleted challenge from alias", "domain", name, 10*time.Second)
+	if a := del.str("alias"); a != aliasOf(name) {
+		t.Errorf("the challenge was deleted at %s, want where it was written, %s", a, aliasOf(name))
 	}
 	if f := c.certFile(name); f != "" {
 		t.Errorf("a certificate was stored although validation failed: %s", f)
 	}
 	assertNoChallengeLeft(t)
-	if rrs, err := l.TXTRecords(ctx, l.AuthA, "notours.example"); err != nil {
-		t.Fatal(err)
-	} else if len(rrs) > 0 {
+	if rrs := zoneTXT(t, l.AuthA, "notours.example"); len(rrs) > 0 {
 		t.Errorf("TXT records in notours.example: %v", rrs)
 	}
 	assertProductionUnchanged(t, repointed)
-	fltWaitJournalEmpty(t, c.storage, 5*time.Second)
+	waitJournalEmpty(t, c.storage, 5*time.Second)
 }
 
 // TestFaultShutdownMidChallenge: Caddy is stopped (SIGTERM) while a
@@ -535,18 +280,18 @@ func TestFaultValidationFails(t *testing.T) {
 // and its journal entry with it.
 func TestFaultShutdownMidChallenge(t *testing.T) {
 	requireLab(t)
-	name := fltName(t, "ft-", "example.com")
-	fltDelegate(t, name)
+	name := randomLabel(t, "ft-") + "." + "example.com"
+	delegate(t, name)
 	before := productionSerials(t)
-	c := fltStart(t, "", "debug", fltSite(name, rfc2136(), "", "propagation_delay 30s"))
-	fltWaitTXT(t, fltAlias(name), 30*time.Second, c)
-	if len(fltJournal(t, c.storage)) != 1 {
-		t.Errorf("journal while the challenge is presented: %+v, want one entry", fltJournal(t, c.storage))
+	c := startCaddyfileOn(t, "", "debug", templateSite(name, rfc2136(), "", "propagation_delay 30s"))
+	waitAliasTXT(t, aliasOf(name), 30*time.Second, c)
+	if len(journal(t, c.storage)) != 1 {
+		t.Errorf("journal while the challenge is presented: %+v, want one entry", journal(t, c.storage))
 	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
-	took := fltWaitExit(t, c, 30*time.Second)
+	took := c.waitExit(30 * time.Second)
 	by := "nothing in the log"
-	for _, l := range fltLog(c) {
+	for _, l := range c.logLines() {
 		switch l.Msg {
 		case "deleted challenge from alias":
 			by = "certmagic's cleanup of the cancelled challenge"
@@ -559,7 +304,7 @@ func TestFaultShutdownMidChallenge(t *testing.T) {
 	if left := challengeTXT(t); len(left) > 0 {
 		t.Errorf("challenge records left behind by a graceful stop: %v; log:\n%s", left, c.log.String())
 	}
-	if j := fltJournal(t, c.storage); len(j) > 0 {
+	if j := journal(t, c.storage); len(j) > 0 {
 		t.Errorf("journal entries left by a graceful stop: %+v", j)
 	}
 	assertProductionUnchanged(t, before)
@@ -577,8 +322,8 @@ func TestFaultShutdownMidChallenge(t *testing.T) {
 // alias zone and the journal are empty.
 func TestCrashJournalSweep(t *testing.T) {
 	requireLab(t)
-	crashed, other := fltName(t, "cr-", "example.com"), fltName(t, "co-", "example.com")
-	fltDelegate(t, crashed, other)
+	crashed, other := randomLabel(t, "cr-")+"."+"example.com", randomLabel(t, "co-")+"."+"example.com"
+	delegate(t, crashed, other)
 	before := productionSerials(t)
 	storage := filepath.Join(t.TempDir(), "shared")
 	const sweep = "dns_alias {\n\t\tsweep_after 3s\n\t\tsweep_interval 1s\n\t}"
@@ -590,40 +335,40 @@ func TestCrashJournalSweep(t *testing.T) {
 	// orphan, and the kill cannot catch the crashing one holding the sweep
 	// lock (a dead holder's lock goes stale only after 10 s).
 	const sweepOnce = "dns_alias {\n\t\tsweep_after 3s\n\t\tsweep_interval 1h\n\t}"
-	k := fltStart(t, storage, sweepOnce, fltSite(crashed, rfc2136(), "", "propagation_delay 30s"))
-	b := fltStart(t, storage, sweepOnce, fltSite(other, rfc2136(), "", "propagation_delay 12s"))
-	orphan := fltWaitTXT(t, fltAlias(crashed), 30*time.Second, k)
-	inFlight := fltWaitTXT(t, fltAlias(other), 30*time.Second, b)
+	k := startCaddyfileOn(t, storage, sweepOnce, templateSite(crashed, rfc2136(), "", "propagation_delay 30s"))
+	b := startCaddyfileOn(t, storage, sweepOnce, templateSite(other, rfc2136(), "", "propagation_delay 12s"))
+	orphan := waitAliasTXT(t, aliasOf(crashed), 30*time.Second, k)
+	inFlight := waitAliasTXT(t, aliasOf(other), 30*time.Second, b)
 
 	time.Sleep(time.Until(k.started.Add(sweepStart + time.Second)))
 	k.cmd.Process.Signal(syscall.SIGKILL)
-	fltWaitExit(t, k, 10*time.Second)
+	k.waitExit(10 * time.Second)
 	killed := time.Now()
 	time.Sleep(500 * time.Millisecond)
-	if got := fltTXT(t, fltAlias(crashed)); !slices.Equal(got, orphan) {
+	if got := aliasTXT(t, aliasOf(crashed)); !slices.Equal(got, orphan) {
 		t.Fatalf("after kill -9 the alias holds %q, want the orphan %q", got, orphan)
 	}
 	var found bool
-	for _, e := range fltJournal(t, storage) {
-		if e.Name == fltAlias(crashed) && e.Value == orphan[0] && e.Zone == "validation.example.org" && e.Writer == "rfc2136" {
+	for _, e := range journal(t, storage) {
+		if e.Name == aliasOf(crashed) && e.Value == orphan[0] && e.Zone == "validation.example.org" && e.Writer == "rfc2136" {
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("no journal entry for the orphan %s %q in %s: %+v", fltAlias(crashed), orphan[0], storage, fltJournal(t, storage))
+		t.Fatalf("no journal entry for the orphan %s %q in %s: %+v", aliasOf(crashed), orphan[0], storage, journal(t, storage))
 	}
-	t.Logf("killed with the challenge presented; orphan %s %q and its journal entry are left", fltAlias(crashed), orphan[0])
+	t.Logf("killed with the challenge presented; orphan %s %q and its journal entry are left", aliasOf(crashed), orphan[0])
 
-	r := fltStart(t, storage, sweep, fltSite(crashed, rfc2136(), "", ""))
+	r := startCaddyfileOn(t, storage, sweep, templateSite(crashed, rfc2136(), "", ""))
 	// first sweep after sweepStart, then every second; the entry expires
 	// 3 s after its last renewal
-	for deadline := time.Now().Add(sweepStart + 3*time.Second + 2*time.Second); slices.Contains(fltTXT(t, fltAlias(crashed)), orphan[0]); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(sweepStart + 3*time.Second + 2*time.Second); slices.Contains(aliasTXT(t, aliasOf(crashed)), orphan[0]); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the orphan is still there %s after the restart; log:\n%s", time.Since(r.started), r.log.String())
 		}
 	}
 	t.Logf("orphan removed %s after the restart, %s after the kill", time.Since(r.started).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
-	if l, ok := fltFind(r, "removed orphaned challenge record", "name", fltAlias(crashed)); !ok {
+	if l, ok := r.find("removed orphaned challenge record", "name", aliasOf(crashed)); !ok {
 		t.Errorf("the restarted Caddy does not log the orphan's removal")
 	} else if l.str("zone") != "validation.example.org" {
 		t.Errorf("orphan removal logged for zone %q", l.str("zone"))
@@ -632,13 +377,13 @@ func TestCrashJournalSweep(t *testing.T) {
 	// The other instance's challenge is untouched until its own cleanup,
 	// through many sweeps of the restarted instance.
 	for {
-		if _, ok := fltFind(b, "certificate obtained successfully", "identifier", other); ok {
+		if _, ok := b.find("certificate obtained successfully", "identifier", other); ok {
 			break
 		}
-		if !slices.Contains(fltTXT(t, fltAlias(other)), inFlight[0]) {
+		if !slices.Contains(aliasTXT(t, aliasOf(other)), inFlight[0]) {
 			// Gone: acmez cleans up right after the authorization is
 			// valid, and then logs it.
-			if !fltWaitFor(b, "authorization finalized", "identifier", other, 3*time.Second) {
+			if !b.waitFor("authorization finalized", "identifier", other, 3*time.Second) {
 				t.Fatalf("the other instance's challenge record disappeared while it was in flight; restarted log:\n%s\nother log:\n%s", r.log.String(), b.log.String())
 			}
 			break
@@ -650,7 +395,7 @@ func TestCrashJournalSweep(t *testing.T) {
 	}
 	b.waitCert(other, 10*time.Second)
 	for _, c := range []*caddyProc{r, b} {
-		if _, ok := fltFind(c, "removed orphaned challenge record", "name", fltAlias(other)); ok {
+		if _, ok := c.find("removed orphaned challenge record", "name", aliasOf(other)); ok {
 			t.Errorf("the other instance's challenge was swept as an orphan")
 		}
 	}
@@ -660,7 +405,7 @@ func TestCrashJournalSweep(t *testing.T) {
 	assertNames(t, cert, crashed)
 	t.Logf("restarted instance: certificate after %s; other instance: after %s", took.Round(time.Millisecond), time.Since(b.started).Round(time.Millisecond))
 	assertNoChallengeLeft(t)
-	fltWaitJournalEmpty(t, storage, 5*time.Second)
+	waitJournalEmpty(t, storage, 5*time.Second)
 	assertProductionUnchanged(t, before)
 }
 
@@ -678,7 +423,7 @@ func TestClusterSharedStorage(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		n := fmt.Sprintf("%s-t%02d.example.com", label, i)
 		templated = append(templated, n)
-		records = append(records, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", n, fltAlias(n)))
+		records = append(records, delegation(n))
 		s := fmt.Sprintf("%s-s%02d.example.net", label, i)
 		shared = append(shared, s)
 		records = append(records, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", s, static))
@@ -703,16 +448,10 @@ func TestClusterSharedStorage(t *testing.T) {
 	respond "cluster"
 }
 `, strings.Join(names, ", "), rfc2136(), theLab.Resolver, static, theLab.Resolver)
-	a := fltStart(t, storage, "", site)
-	b := fltStart(t, storage, "", site)
+	a := startCaddyfileOn(t, storage, "", site)
+	b := startCaddyfileOn(t, storage, "", site)
 
-	deadline := time.Now().Add(120 * time.Second)
-	var took time.Duration
-	for _, n := range names {
-		cert, d := a.waitCert(n, time.Until(deadline))
-		assertNames(t, cert, n)
-		took = max(took, d)
-	}
+	took := a.waitCerts(names, 120*time.Second)
 	t.Logf("cluster: 20 certificates in the shared storage after %s", took.Round(time.Millisecond))
 
 	// Both serve every name, the one that did not obtain it from storage.
@@ -721,7 +460,7 @@ func TestClusterSharedStorage(t *testing.T) {
 			var err error
 			for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 				var chain []*x509.Certificate
-				if chain, err = fltServed(c, n); err == nil {
+				if chain, err = c.handshake(n, 3*time.Second); err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					err = theLab.VerifyPebbleChain(ctx, chain, n)
 					cancel()
@@ -736,8 +475,8 @@ func TestClusterSharedStorage(t *testing.T) {
 		}
 	}
 
-	obtained := fltCount("identifier", "certificate obtained successfully", a, b)
-	byA := fltCount("identifier", "certificate obtained successfully", a)
+	obtained := countBy("identifier", "certificate obtained successfully", a, b)
+	byA := countBy("identifier", "certificate obtained successfully", a)
 	total := 0
 	for _, n := range names {
 		total += obtained[n]
@@ -750,7 +489,7 @@ func TestClusterSharedStorage(t *testing.T) {
 		t.Errorf("%d certificates obtained in all, want %d", total, len(names))
 	}
 	for _, c := range []*caddyProc{a, b} {
-		for _, l := range fltLog(c) {
+		for _, l := range c.logLines() {
 			if l.Level == "error" && (l.Msg == "could not get certificate from issuer" || l.Msg == "cleaning up solver" || strings.Contains(l.Logger, "dns.providers.alias")) {
 				t.Errorf("instance %s: %s", c.admin, l.raw)
 			}
@@ -759,6 +498,6 @@ func TestClusterSharedStorage(t *testing.T) {
 	a.stop()
 	b.stop()
 	assertNoChallengeLeft(t)
-	fltWaitJournalEmpty(t, storage, 5*time.Second)
+	waitJournalEmpty(t, storage, 5*time.Second)
 	assertProductionUnchanged(t, before)
 }

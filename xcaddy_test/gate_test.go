@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -28,13 +29,6 @@ type gateCase struct {
 	driftAt string
 }
 
-// gateTarget is where a delegated name's follow-mode chain ends.
-func gateTarget(name string) string { return "_acme-challenge." + name + ".validation.example.org" }
-
-func gateDelegation(name string) string {
-	return fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME %s.", name, gateTarget(name))
-}
-
 // gateCases returns one name per broken delegation; drifts is how many
 // drifted names (each refused on its own obtain).
 func gateCases(t *testing.T, prefix string, drifts int) []gateCase {
@@ -51,16 +45,16 @@ func gateCases(t *testing.T, prefix string, drifts int) []gateCase {
 			fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.notours.example.", n("out"), n("out")),
 		}},
 		{kind: solver.CodeWildcard, name: "x." + n("wild"), records: []string{
-			fmt.Sprintf("*.%s. 60 IN CNAME %s.", n("wild"), gateTarget("x."+n("wild"))),
+			fmt.Sprintf("*.%s. 60 IN CNAME %s.", n("wild"), aliasOf("x."+n("wild"))),
 		}},
 		{kind: solver.CodeCAAForbids, name: n("caa"), records: []string{
-			gateDelegation(n("caa")),
+			delegation(n("caa")),
 			fmt.Sprintf(`%s. 60 IN CAA 0 issue "other-ca.example"`, n("caa")),
 		}},
 	}
 	for i := range drifts {
 		name := fmt.Sprintf("%s-drift%d.drift.example", label, i)
-		cases = append(cases, gateCase{kind: solver.CodeDrift, name: name, records: []string{gateDelegation(name)}, driftAt: l.AuthA})
+		cases = append(cases, gateCase{kind: solver.CodeDrift, name: name, records: []string{delegation(name)}, driftAt: l.AuthA})
 	}
 	return cases
 }
@@ -88,7 +82,7 @@ func breakDelegation(t *testing.T, c gateCase, wasDelegated bool) {
 		}
 	}
 	for _, rr := range c.records {
-		if wasDelegated && rr == gateDelegation(c.name) {
+		if wasDelegated && rr == delegation(c.name) {
 			if c.driftAt != "" {
 				continue // already served by driftAt alone
 			}
@@ -131,7 +125,7 @@ func gateSite(names []string, tlsExtra string) string {
 func assertRefused(t *testing.T, c *caddyProc, cases []gateCase, renewal bool, timeout time.Duration) {
 	t.Helper()
 	for _, gc := range cases {
-		line := fltWaitLine(t, c, gateRefused, "identifier", gc.name, timeout)
+		line := c.waitLine(gateRefused, "identifier", gc.name, timeout)
 		if got := line.str("finding"); got != gc.kind {
 			t.Errorf("%s: the gate names finding %q, want %q: %s", gc.name, got, gc.kind, line.raw)
 		}
@@ -153,20 +147,16 @@ func assertNothingWritten(t *testing.T, c *caddyProc, cases []gateCase, since ti
 	t.Helper()
 	l := requireLab(t)
 	for _, gc := range cases {
-		for _, e := range fltLog(c) {
+		for _, e := range c.logLines() {
 			if e.Msg == "presented challenge on alias" && e.str("domain") == gc.name && e.TS.After(since) {
 				t.Errorf("%s: a challenge was presented although the gate refused it: %s", gc.name, e.raw)
 			}
 		}
-		if v := fltTXT(t, gateTarget(gc.name)); len(v) > 0 {
-			t.Errorf("%s: TXT %q left at %s", gc.name, v, gateTarget(gc.name))
+		if v := aliasTXT(t, aliasOf(gc.name)); len(v) > 0 {
+			t.Errorf("%s: TXT %q left at %s", gc.name, v, aliasOf(gc.name))
 		}
 	}
-	txts, err := l.TXTRecords(testCtx(t, 10*time.Second), l.AuthA, "notours.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(txts) > 0 {
+	if txts := zoneTXT(t, l.AuthA, "notours.example"); len(txts) > 0 {
 		t.Errorf("TXT records written in notours.example: %v", txts)
 	}
 }
@@ -184,14 +174,14 @@ func TestGateFirstObtain(t *testing.T) {
 		breakDelegation(t, gc, false)
 		names = append(names, gc.name)
 	}
-	mark := odPebbleMark(t)
+	mark := pebbleMark(t)
 	start := time.Now()
 	c := startCaddyfile(t, "", gateSite(names, ""))
 	assertRefused(t, c, cases, false, 60*time.Second)
 	// certmagic retries a failed obtain later; every retry meets the gate
 	// too, so the CA's count stays at zero however long this runs.
 	time.Sleep(2 * time.Second)
-	if p := odPebbleSince(t, mark); p.orders != 0 {
+	if p := pebbleSince(t, mark); p.orders != 0 {
 		t.Errorf("Pebble received %d orders for %d refused names, want 0", p.orders, len(cases))
 	}
 	assertNothingWritten(t, c, cases, start)
@@ -205,11 +195,11 @@ func TestGateRenewal(t *testing.T) {
 	cases := gateCases(t, "g2-", 1)
 	var names []string
 	for _, gc := range cases {
-		publish(t, gateDelegation(gc.name)) // on both servers of drift.example
+		publish(t, delegation(gc.name)) // on both servers of drift.example
 		names = append(names, gc.name)
 	}
 	p := startPebble(t, 40*time.Second)
-	c := startCaddyConfig(t, "caddyfile", func(c *caddyProc) string {
+	c := startCaddy(t, "", "caddyfile", func(c *caddyProc) string {
 		return c.globalOptions(&p.lab, "renew_interval 2s") + gateSite(names, "")
 	})
 	for _, gc := range cases {
@@ -241,7 +231,7 @@ func TestGateOnDemandTwoProviders(t *testing.T) {
 	template := label + "-tmpl.example.com"
 	missing := label + "-miss.example.com"
 	publish(t,
-		gateDelegation(site),
+		delegation(site),
 		// inside the alias zone, but not where the template puts it
 		fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME other.%s.validation.example.org.", followOnly, followOnly),
 		fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.alias2.example.", template, template),
@@ -256,7 +246,7 @@ func TestGateOnDemandTwoProviders(t *testing.T) {
 	tls_resolvers %s
 	on_demand_tls {
 		permission alias
-	}`, fltRFC2136(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthB), l.Resolver, l.Resolver)
+	}`, lab.RFC2136Block(l.CaddyKey2.Name, "{env.TSIG_SECRET_2}", l.AuthB), l.Resolver, l.Resolver)
 	sites := gateSite([]string{site}, "") + `
 https:// {
 	tls {
@@ -267,19 +257,19 @@ https:// {
 `
 	c := startCaddyfile(t, global, sites)
 	c.waitCert(site, 60*time.Second)
-	chkWaitAdmin(t, c)
+	c.waitAdmin(20 * time.Second)
 	path := filepath.Join(c.dir, "Caddyfile")
 
 	want := map[string]bool{site: true, followOnly: false, template: true, missing: false}
 	names := []string{site, followOnly, template, missing}
-	mark := odPebbleMark(t)
+	mark := pebbleMark(t)
 
 	// The admin API.
 	q := ""
 	for _, n := range names {
 		q += "&domain=" + n
 	}
-	code, body := chkGet(t, c, "/dns-alias/check?"+q[1:])
+	code, body := c.adminGet("/dns-alias/check?" + q[1:])
 	if code != 200 {
 		t.Fatalf("/dns-alias/check: %d %s", code, body)
 	}
@@ -298,16 +288,16 @@ https:// {
 		cliOK := cliReports[i].Verdict != solver.VerdictBroken
 		// The permission module, through a handshake (the site's name is
 		// served from its managed certificate).
-		_, hsErr := odHandshake(c, n, 60*time.Second)
+		_, hsErr := c.handshake(n, 60*time.Second)
 		if adminOK != want[n] || cliOK != want[n] || (hsErr == nil) != want[n] {
 			t.Errorf("%s: admin %s, check command %s, handshake %v; want admitted=%v", n, reports[i].Verdict, cliReports[i].Verdict, hsErr, want[n])
 		}
 	}
-	pb := odPebbleSince(t, mark)
+	pb := pebbleSince(t, mark)
 	if pb.orders != 1 {
 		t.Errorf("Pebble received %d orders, want 1 (for %s alone)", pb.orders, template)
 	}
-	if _, ok := fltFind(c, "on-demand certificate refused", "name", followOnly); !ok {
+	if _, ok := c.find("on-demand certificate refused", "name", followOnly); !ok {
 		t.Errorf("no refusal logged for %s", followOnly)
 	}
 	c.stop()
@@ -320,24 +310,24 @@ https:// {
 func TestGateReloadInFlight(t *testing.T) {
 	requireLab(t)
 	name := randomLabel(t, "g4-") + ".example.com"
-	publish(t, gateDelegation(name))
+	publish(t, delegation(name))
 	c := startCaddyfile(t, "", gateSite([]string{name}, "propagation_delay 8s"))
-	chkWaitAdmin(t, c)
-	fltWaitTXT(t, gateTarget(name), 30*time.Second, c)
+	c.waitAdmin(20 * time.Second)
+	waitAliasTXT(t, aliasOf(name), 30*time.Second, c)
 
 	// The same site with another response: a new config, its own app.
 	cfg := c.globalOptions(theLab, "") + "\n" + strings.Replace(gateSite([]string{name}, ""), `respond "gate"`, `respond "reloaded"`, 1)
-	status, body, err := adminRequest(testCtx(t, time.Minute), "POST", c.admin, "/load", "text/caddyfile", []byte(cfg))
-	if err != nil || status != 200 {
-		t.Fatalf("reloading: %d %s %v", status, body, err)
+	status, body := c.adminCall("POST", "/load", "text/caddyfile", []byte(cfg))
+	if status != 200 {
+		t.Fatalf("reloading: %d %s", status, body)
 	}
 	c.waitCert(name, 60*time.Second)
-	for deadline := time.Now().Add(30 * time.Second); len(fltTXT(t, gateTarget(name))) > 0; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); len(aliasTXT(t, aliasOf(name))) > 0; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("TXT left at %s after the reload; log:\n%s", gateTarget(name), c.log.String())
+			t.Fatalf("TXT left at %s after the reload; log:\n%s", aliasOf(name), c.log.String())
 		}
 	}
-	fltWaitJournalEmpty(t, c.storage, 30*time.Second)
+	waitJournalEmpty(t, c.storage, 30*time.Second)
 	c.stop()
 	assertNoChallengeLeft(t)
 }

@@ -51,19 +51,14 @@ func TestIssueApexAndWildcard(t *testing.T) {
 	}
 	respond "b"
 }`, rfc2136(), theLab.Resolver, theLab.Resolver))
-	var took time.Duration
-	for _, name := range []string{"b.example.com", "*.b.example.com"} {
-		cert, d := c.waitCert(name, 90*time.Second)
-		assertNames(t, cert, name)
-		took = max(took, d)
-	}
+	took := c.waitCerts([]string{"b.example.com", "*.b.example.com"}, 90*time.Second)
 	t.Logf("apex + wildcard: certificates after %s", took.Round(time.Millisecond))
 
 	// Both challenges went to the one alias, and both were presented before
 	// either was deleted: they shared the name concurrently.
 	var presentedAt []int
 	firstDelete := -1
-	for i, e := range c.logEntries() {
+	for i, e := range c.logLines() {
 		switch e.Msg {
 		case "presented challenge on alias":
 			if e.Alias != alias {
@@ -97,30 +92,13 @@ func TestIssueTemplateManyDomains(t *testing.T) {
 		for i := 1; i <= 10; i++ {
 			name := fmt.Sprintf("c%02d.%s", i, zone)
 			names = append(names, name)
-			records = append(records, fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", name, name))
+			records = append(records, delegation(name))
 		}
 	}
 	publish(t, records...)
 	before := productionSerials(t)
-	c := startCaddyfile(t, "", fmt.Sprintf(`%s {
-	tls {
-		dns alias {
-			%s
-			zone validation.example.org
-			alias _acme-challenge.{domain}.validation.example.org
-			resolvers %s
-		}
-		resolvers %s
-	}
-	respond "c"
-}`, strings.Join(names, ", "), rfc2136(), theLab.Resolver, theLab.Resolver))
-	var took time.Duration
-	deadline := time.Now().Add(150 * time.Second)
-	for _, name := range names {
-		cert, d := c.waitCert(name, time.Until(deadline))
-		assertNames(t, cert, name)
-		took = max(took, d)
-	}
+	c := startCaddyfile(t, "", templateSite(strings.Join(names, ", "), rfc2136(), "", ""))
+	took := c.waitCerts(names, 150*time.Second)
 	t.Logf("template, 20 names: certificates after %s", took.Round(time.Millisecond))
 	for _, name := range names {
 		if e := c.presentedFor(name); e.Alias != "_acme-challenge."+name+".validation.example.org" || e.Zone != "validation.example.org" {
@@ -193,14 +171,9 @@ func TestIssueRuleSecondServer(t *testing.T) {
 	}
 	respond "e"
 }`, rfc2136(), theLab.Resolver, theLab.CaddyKey2.Name, theLab.AuthB, theLab.Resolver))
-	var took time.Duration
-	for _, name := range []string{"e.example.com", "e.example.net"} {
-		cert, d := c.waitCert(name, 90*time.Second)
-		assertNames(t, cert, name)
-		took = max(took, d)
-	}
+	took := c.waitCerts([]string{"e.example.com", "e.example.net"}, 90*time.Second)
 	t.Logf("rule on the second server: certificates after %s", took.Round(time.Millisecond))
-	for _, want := range []logEntry{
+	for _, want := range []logLine{
 		{Domain: "e.example.com", Alias: "_acme-challenge.e.example.com.validation.example.org", Zone: "validation.example.org"},
 		{Domain: "e.example.net", Alias: "_acme-challenge.e.example.net.alias2.example", Zone: "alias2.example"},
 	} {
@@ -220,7 +193,7 @@ func TestIssueAdminLoad(t *testing.T) {
 	l := requireLab(t)
 	publish(t, "_acme-challenge.f.example.com. 60 IN CNAME _acme-challenge.validation.example.org.")
 	before := productionSerials(t)
-	c := startCaddyConfig(t, "", func(c *caddyProc) string {
+	c := startCaddy(t, "", "", func(c *caddyProc) string {
 		return fmt.Sprintf(`{"admin": {"listen": %q}}`, c.admin)
 	})
 	c.waitAdmin(20 * time.Second)
@@ -287,9 +260,9 @@ func TestIssueAdminLoad(t *testing.T) {
 		t.Fatalf("the test's JSON config is not valid JSON:\n%s", config)
 	}
 	c.started = time.Now()
-	status, body, err := adminRequest(testCtx(t, 30*time.Second), http.MethodPost, c.admin, "/load", "application/json", []byte(config))
-	if err != nil || status != http.StatusOK {
-		t.Fatalf("POST /load: %d %v %s; log:\n%s", status, err, body, c.log.String())
+	status, body := c.adminCall(http.MethodPost, "/load", "application/json", []byte(config))
+	if status != http.StatusOK {
+		t.Fatalf("POST /load: %d %s; log:\n%s", status, body, c.log.String())
 	}
 	cert, took := c.waitCert("f.example.com", 90*time.Second)
 	assertNames(t, cert, "f.example.com")
@@ -327,7 +300,7 @@ func TestIssueMissingCNAME(t *testing.T) {
 	took := time.Since(c.started)
 	t.Logf("missing CNAME: error in the log after %s", took.Round(time.Millisecond))
 	var reported bool
-	for _, e := range c.logEntries() {
+	for _, e := range c.logLines() {
 		if e.Msg == "will retry" && strings.Contains(e.Error, "obtaining certificate aborted by event handler") && strings.Contains(e.Error, missing) {
 			reported = true
 			if !strings.Contains(e.Error, fix) {
@@ -360,7 +333,7 @@ func TestIssueRenewal(t *testing.T) {
 	publish(t, "_acme-challenge.h.example.com. 60 IN CNAME _acme-challenge.validation.example.org.")
 	before := productionSerials(t)
 	p := startPebble(t, 40*time.Second)
-	c := startCaddyConfig(t, "caddyfile", func(c *caddyProc) string {
+	c := startCaddy(t, "", "caddyfile", func(c *caddyProc) string {
 		return c.globalOptions(&p.lab, "renew_interval 2s") + fmt.Sprintf(`
 %s {
 	tls {

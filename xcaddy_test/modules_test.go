@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
@@ -176,7 +177,7 @@ func checkShownJSON(t *testing.T, b readme.Block, adapted []byte, shown string) 
 		t.Fatalf("%s: README's JSON after it does not parse: %v\n%s", b, err, shown)
 	}
 	if obj, ok := want.(map[string]any); ok && obj["name"] == "alias" {
-		found := findAliasProviders(cfg)
+		found := configwalk.AliasProviders(cfg)
 		if len(found) == 0 {
 			t.Fatalf("%s: the adapted config has no alias provider:\n%s", b, adapted)
 		}

@@ -12,34 +12,19 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
-// monWait waits for a log line of c that pred accepts.
-func monWait(t *testing.T, c *caddyProc, what string, timeout time.Duration, pred func(fltLine) bool) fltLine {
+// waitEvent waits for the events app's debug line of event for domain.
+func waitEvent(t *testing.T, c *caddyProc, event, domain string, timeout time.Duration) logLine {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
-		for _, l := range fltLog(c) {
-			if pred(l) {
-				return l
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line %s within %s; log:\n%s", what, timeout, c.log.String())
-		}
-	}
-}
-
-// monEvent waits for the events app's debug line of event for domain.
-func monEvent(t *testing.T, c *caddyProc, event, domain string, timeout time.Duration) fltLine {
-	t.Helper()
-	return monWait(t, c, fmt.Sprintf("for event %s of %s", event, domain), timeout, func(l fltLine) bool {
+	return c.waitMatch(fmt.Sprintf("for event %s of %s", event, domain), timeout, func(l logLine) bool {
 		return l.Msg == "event" && l.str("name") == event && strings.Contains(l.raw, `"identifier":"`+domain+`"`)
 	})
 }
 
-// monMetric waits until Caddy's /metrics has the line want.
-func monMetric(t *testing.T, c *caddyProc, want string, timeout time.Duration) string {
+// waitMetric waits until Caddy's /metrics has the line want.
+func waitMetric(t *testing.T, c *caddyProc, want string, timeout time.Duration) string {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); ; time.Sleep(200 * time.Millisecond) {
-		_, body := chkGet(t, c, "/metrics")
+		_, body := c.adminGet("/metrics")
 		if strings.Contains(body, want) {
 			return body
 		}
@@ -49,7 +34,7 @@ func monMetric(t *testing.T, c *caddyProc, want string, timeout time.Duration) s
 	}
 }
 
-func monState(domain, state string) string {
+func delegationState(domain, state string) string {
 	return fmt.Sprintf(`caddy_dns_alias_delegation_state{domain=%q,policy="0",state=%q} 1`, domain, state)
 }
 
@@ -65,14 +50,14 @@ func TestMonitorDelegation(t *testing.T) {
 	label := randomLabel(t, "m1-")
 	missing := label + "-miss.example.com"
 	drifted := label + "-drift.drift.example"
-	publish(t, gateDelegation(missing), gateDelegation(drifted))
+	publish(t, delegation(missing), delegation(drifted))
 	c := startCaddyfile(t, "debug\n\tdns_alias {\n\t\tcheck_interval 2s\n\t}", gateSite([]string{missing, drifted}, ""))
 	for _, n := range []string{missing, drifted} {
 		c.waitCert(n, 60*time.Second)
 	}
-	chkWaitAdmin(t, c)
-	monMetric(t, c, monState(missing, "ok"), 15*time.Second)
-	monMetric(t, c, monState(drifted, "ok"), 15*time.Second)
+	c.waitAdmin(20 * time.Second)
+	waitMetric(t, c, delegationState(missing, "ok"), 15*time.Second)
+	waitMetric(t, c, delegationState(drifted, "ok"), 15*time.Second)
 
 	ctx := testCtx(t, time.Minute)
 	if err := l.RemoveRRset(ctx, "example.com", "_acme-challenge."+missing+".", dns.TypeCNAME); err != nil {
@@ -87,46 +72,46 @@ func TestMonitorDelegation(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ domain, finding string }{{missing, solver.CodeNoDelegation}, {drifted, solver.CodeDrift}} {
-		monMetric(t, c, monState(tc.domain, tc.finding), 15*time.Second)
-		warn := monWait(t, c, "warning of "+tc.domain, 5*time.Second, func(l fltLine) bool {
+		waitMetric(t, c, delegationState(tc.domain, tc.finding), 15*time.Second)
+		warn := c.waitMatch("warning of "+tc.domain, 5*time.Second, func(l logLine) bool {
 			return l.Level == "warn" && l.str("domain") == tc.domain && l.str("finding") == tc.finding
 		})
 		if !strings.HasPrefix(warn.Msg, "renewal of "+tc.domain+" due in ") || !strings.Contains(warn.Msg, " will fail: ") {
 			t.Errorf("%s: warning %q does not say when the renewal fails", tc.domain, warn.Msg)
 		}
-		if !strings.Contains(warn.str("publish"), "_acme-challenge."+tc.domain+". 300 IN CNAME "+gateTarget(tc.domain)+".") {
+		if !strings.Contains(warn.str("publish"), "_acme-challenge."+tc.domain+". 300 IN CNAME "+aliasOf(tc.domain)+".") {
 			t.Errorf("%s: warning does not name the record to publish: %s", tc.domain, warn.raw)
 		}
-		ev := monEvent(t, c, "dns_alias_delegation_broken", tc.domain, 5*time.Second)
+		ev := waitEvent(t, c, "dns_alias_delegation_broken", tc.domain, 5*time.Second)
 		if !strings.Contains(ev.raw, `"state":"`+tc.finding+`"`) || !strings.Contains(ev.raw, `"renewal_due"`) {
 			t.Errorf("%s: event lacks its state or renewal time: %s", tc.domain, ev.raw)
 		}
 	}
-	if !strings.Contains(monEvent(t, c, "dns_alias_delegation_broken", drifted, time.Second).raw, "no CNAME") {
+	if !strings.Contains(waitEvent(t, c, "dns_alias_delegation_broken", drifted, time.Second).raw, "no CNAME") {
 		t.Errorf("the drift event does not name the server without the record")
 	}
-	code, body := chkGet(t, c, "/dns-alias/status?state=broken")
+	code, body := c.adminGet("/dns-alias/status?state=broken")
 	var st []struct{ Domain, State, Publish string }
 	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || len(st) != 2 {
 		t.Fatalf("/dns-alias/status?state=broken: %d %s (%v)", code, body, err)
 	}
-	if code, _ := chkGet(t, c, "/dns-alias/status?state=x%20y"); code != 400 {
+	if code, _ := c.adminGet("/dns-alias/status?state=x%20y"); code != 400 {
 		t.Errorf("a bad state filter got %d, want 400", code)
 	}
 
 	// Restore both: the metric flips back and the restored event fires.
-	publish(t, gateDelegation(missing))
-	if err := l.PublishAt(ctx, l.AuthB, "drift.example", gateDelegation(drifted)); err != nil {
+	publish(t, delegation(missing))
+	if err := l.PublishAt(ctx, l.AuthB, "drift.example", delegation(drifted)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.FlushResolver(ctx, drifted); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{missing, drifted} {
-		monMetric(t, c, monState(n, "ok"), 15*time.Second)
-		monEvent(t, c, "dns_alias_delegation_restored", n, 5*time.Second)
+		waitMetric(t, c, delegationState(n, "ok"), 15*time.Second)
+		waitEvent(t, c, "dns_alias_delegation_restored", n, 5*time.Second)
 	}
-	metrics := monMetric(t, c, "caddy_dns_alias_records_presented 0", 5*time.Second)
+	metrics := waitMetric(t, c, "caddy_dns_alias_records_presented 0", 5*time.Second)
 	for _, want := range []string{
 		`caddy_dns_alias_delegation_last_ok_timestamp_seconds{domain="` + missing + `"}`,
 		`caddy_dns_alias_record_writes_total{result="ok"} 2`,
@@ -149,28 +134,28 @@ func TestMonitorDelegation(t *testing.T) {
 func TestMonitorRecheckAdmits(t *testing.T) {
 	requireLab(t)
 	name := randomLabel(t, "m2-") + ".example.com"
-	c := odStartCaddy(t)
-	chkWaitAdmin(t, c)
-	if _, err := odHandshake(c, name, 20*time.Second); err == nil {
+	c := startOnDemandCaddy(t)
+	c.waitAdmin(20 * time.Second)
+	if _, err := c.handshake(name, 20*time.Second); err == nil {
 		t.Fatal("an undelegated name got a certificate")
 	}
-	publish(t, odDelegation(name))
-	if _, err := odHandshake(c, name, 20*time.Second); err == nil {
+	publish(t, delegation(name))
+	if _, err := c.handshake(name, 20*time.Second); err == nil {
 		t.Fatal("the cached refusal did not hold (negative_ttl is 1m)")
 	}
-	code, body, err := adminRequest(testCtx(t, time.Minute), "POST", c.admin, "/dns-alias/recheck?domain="+name, "", nil)
-	if err != nil || code != 200 || !strings.Contains(body, `"state":"ok"`) {
-		t.Fatalf("/dns-alias/recheck: %d %s %v", code, body, err)
+	code, body := c.adminCall("POST", "/dns-alias/recheck?domain="+name, "", nil)
+	if code != 200 || !strings.Contains(body, `"state":"ok"`) {
+		t.Fatalf("/dns-alias/recheck: %d %s", code, body)
 	}
-	chain, err := odHandshake(c, name, 60*time.Second)
+	chain, err := c.handshake(name, 60*time.Second)
 	if err != nil {
 		t.Fatalf("handshake after the recheck: %v; log:\n%s", err, c.log.String())
 	}
-	odVerify(t, chain, name)
-	if code, _, _ := adminRequest(testCtx(t, time.Minute), "GET", c.admin, "/dns-alias/recheck?domain="+name, "", nil); code != 405 {
+	assertPebbleCert(t, chain, name)
+	if code, _ := c.adminCall("GET", "/dns-alias/recheck?domain="+name, "", nil); code != 405 {
 		t.Errorf("GET /dns-alias/recheck got %d, want 405", code)
 	}
-	if code, _, _ := adminRequest(testCtx(t, time.Minute), "POST", c.admin, "/dns-alias/recheck?domain=127.0.0.1", "", nil); code != 400 {
+	if code, _ := c.adminCall("POST", "/dns-alias/recheck?domain=127.0.0.1", "", nil); code != 400 {
 		t.Errorf("recheck of an IP address got %d, want 400", code)
 	}
 	c.stop()

@@ -7,17 +7,9 @@ package xcaddy_test
 // Unbound's.
 
 import (
-	"bufio"
-	"context"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -25,50 +17,16 @@ import (
 	"time"
 )
 
-// odZones are the production zones the customers' names are spread over.
-var odZones = []string{"example.com", "example.net", "example.org", "hop.example"}
+// customerZones are the production zones the customers' names are spread over.
+var customerZones = []string{"example.com", "example.net", "example.org", "hop.example"}
 
-// odRun returns a fresh label for this run's names: records and
-// certificates of earlier runs never match.
-func odRun(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + hex.EncodeToString(b)
-}
-
-// odDelegation is the record a customer publishes for name under the
-// template _acme-challenge.{domain}.validation.example.org.
-func odDelegation(name string) string {
-	return fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.validation.example.org.", name, name)
-}
-
-// odPublish publishes records in the production zones and removes them
-// when the test ends.
-func odPublish(t *testing.T, records ...string) {
-	t.Helper()
-	publish(t, records...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, rr := range records {
-			name := strings.Fields(rr)[0]
-			if err := theLab.Remove(ctx, zoneOf(t, name), rr); err != nil {
-				t.Logf("removing %s: %v", rr, err)
-			}
-		}
-	})
-}
-
-// odStartCaddy starts Caddy as a platform runs it: on-demand TLS for every
+// startOnDemandCaddy starts Caddy as a platform runs it: on-demand TLS for every
 // name that reaches it, gated by the alias permission module, solved by the
 // alias provider's template in validation.example.org. The provider is the
 // global acme_dns: a hostless site's automation policy is the catch-all
 // one, which must not get issuers of its own when global options (email,
 // acme_ca) exist, so `tls { dns ... }` cannot stand in such a site.
-func odStartCaddy(t *testing.T) *caddyProc {
+func startOnDemandCaddy(t *testing.T) *caddyProc {
 	t.Helper()
 	l := requireLab(t)
 	c := startCaddyfile(t, fmt.Sprintf(`acme_dns alias {
@@ -103,126 +61,23 @@ func odStartCaddy(t *testing.T) *caddyProc {
 	}
 }
 
-// odHandshake does a TLS handshake with Caddy for sni and returns the chain
-// it presents. timeout covers connecting and the handshake, during which
-// Caddy may obtain the certificate.
-func odHandshake(c *caddyProc, sni string, timeout time.Duration) ([]*x509.Certificate, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp",
-		fmt.Sprintf("127.0.0.1:%d", c.httpsPort), &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates, nil
-}
-
-// odVerify checks that chain is one Pebble issued for name alone.
-func odVerify(t *testing.T, chain []*x509.Certificate, name string) {
-	t.Helper()
-	if err := theLab.VerifyPebbleChain(testCtx(t, 30*time.Second), chain, name); err != nil {
-		t.Errorf("the certificate served for %s is not one Pebble issued for it: %v", name, err)
-		return
-	}
-	if got := chain[0].DNSNames; len(got) != 1 || got[0] != name {
-		t.Errorf("the certificate served for %s names %v", name, got)
-	}
-}
-
-// odPebble is what Pebble's log shows since a mark: orders created,
-// certificates issued, and the identifiers whose challenges it validated.
-type odPebble struct {
-	orders    int
-	issued    int
-	validated map[string]int
-}
-
-var odTaskIdentifier = regexp.MustCompile(`Pulled a task from the Tasks queue: .*Identifier:acme\.Identifier\{Type:"dns", Value:"([^"]+)"`)
-
-// odPebbleMark returns the end of Pebble's log. The lab is held by this
-// process (lab.Hold), so whatever Pebble logs after it is this test's.
-func odPebbleMark(t *testing.T) int64 {
-	t.Helper()
-	fi, err := os.Stat(theLab.PebbleLog)
-	if err != nil {
-		t.Fatalf("pebble log: %v", err)
-	}
-	return fi.Size()
-}
-
-func odPebbleSince(t *testing.T, mark int64) odPebble {
-	t.Helper()
-	f, err := os.Open(theLab.PebbleLog)
-	if err != nil {
-		t.Fatalf("pebble log: %v", err)
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() < mark {
-		t.Fatalf("pebble's log shrank (pebble restarted during the test)")
-	}
-	if _, err := f.Seek(mark, 0); err != nil {
-		t.Fatal(err)
-	}
-	p := odPebble{validated: map[string]int{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.Contains(line, "Added order "):
-			p.orders++
-		case strings.Contains(line, "Issued certificate serial "):
-			p.issued++
-		default:
-			if m := odTaskIdentifier.FindStringSubmatch(line); m != nil {
-				p.validated[m[1]]++
-			}
-		}
-	}
-	return p
-}
-
-// odLogged returns Caddy's JSON log entries with message msg.
-func odLogged(c *caddyProc, msg string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(c.log.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e map[string]any
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e["msg"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// odCountBy counts entries by the string value of field.
-func odCountBy(entries []map[string]any, field string) map[string]int {
-	n := map[string]int{}
-	for _, e := range entries {
-		if v, ok := e[field].(string); ok {
-			n[v]++
-		}
-	}
-	return n
-}
-
 // TestOnDemandCustomers: 30 customers across four production zones, each
 // with its CNAME published. A handshake with each name gets a certificate
 // from Pebble through DNS-01 on the alias zone; later handshakes reuse it.
 func TestOnDemandCustomers(t *testing.T) {
 	requireLab(t)
-	run := odRun(t, "od")
+	run := randomLabel(t, "od")
 	var names, records []string
 	for i := range 30 {
-		name := fmt.Sprintf("shop%02d-%s.%s", i, run, odZones[i%len(odZones)])
+		name := fmt.Sprintf("shop%02d-%s.%s", i, run, customerZones[i%len(customerZones)])
 		names = append(names, name)
-		records = append(records, odDelegation(name))
+		records = append(records, delegation(name))
 	}
-	odPublish(t, records...)
+	publish(t, records...)
 	before := productionSerials(t)
-	c := odStartCaddy(t)
+	c := startOnDemandCaddy(t)
 
-	mark := odPebbleMark(t)
+	mark := pebbleMark(t)
 	start := time.Now()
 	chains := make([][]*x509.Certificate, len(names))
 	errs := make([]error, len(names))
@@ -231,7 +86,7 @@ func TestOnDemandCustomers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			chains[i], errs[i] = odHandshake(c, name, 170*time.Second)
+			chains[i], errs[i] = c.handshake(name, 170*time.Second)
 		}()
 	}
 	wg.Wait()
@@ -241,12 +96,12 @@ func TestOnDemandCustomers(t *testing.T) {
 			t.Errorf("first handshake with %s: %v", name, errs[i])
 			continue
 		}
-		odVerify(t, chains[i], name)
+		assertPebbleCert(t, chains[i], name)
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
-	first := odPebbleSince(t, mark)
+	first := pebbleSince(t, mark)
 	t.Logf("30 customers: 30 certificates at the first handshakes after %s; pebble: %d orders, %d issued, %d validations",
 		took.Round(time.Millisecond), first.orders, first.issued, len(first.validated))
 	if first.orders != len(names) || first.issued != len(names) {
@@ -257,22 +112,22 @@ func TestOnDemandCustomers(t *testing.T) {
 			t.Errorf("pebble validated %d challenges for %s, want 1", first.validated[name], name)
 		}
 	}
-	presented := odLogged(c, "presented challenge on alias")
+	presented := c.linesWith("presented challenge on alias", "", "")
 	if len(presented) != len(names) {
 		t.Errorf("%d challenges presented on the alias for %d names", len(presented), len(names))
 	}
 	for _, e := range presented {
-		domain, alias, zone := fmt.Sprint(e["domain"]), fmt.Sprint(e["alias"]), fmt.Sprint(e["zone"])
+		domain, alias, zone := e.Domain, e.Alias, e.Zone
 		if want := "_acme-challenge." + domain + ".validation.example.org"; alias != want || zone != "validation.example.org" {
 			t.Errorf("challenge of %s presented at %s in %s, want %s in validation.example.org", domain, alias, zone, want)
 		}
 	}
 
 	// Later handshakes reuse the certificates: same serial, no new order.
-	mark = odPebbleMark(t)
+	mark = pebbleMark(t)
 	for round := range 2 {
 		for i, name := range names {
-			chain, err := odHandshake(c, name, 10*time.Second)
+			chain, err := c.handshake(name, 10*time.Second)
 			if err != nil {
 				t.Errorf("handshake %d with %s: %v", round+2, name, err)
 				continue
@@ -283,10 +138,10 @@ func TestOnDemandCustomers(t *testing.T) {
 		}
 	}
 	time.Sleep(time.Second)
-	if again := odPebbleSince(t, mark); again.orders != 0 || again.issued != 0 {
+	if again := pebbleSince(t, mark); again.orders != 0 || again.issued != 0 {
 		t.Errorf("60 more handshakes made %d orders and %d certificates, want none", again.orders, again.issued)
 	}
-	obtained := odCountBy(odLogged(c, "certificate obtained successfully"), "identifier")
+	obtained := countBy("identifier", "certificate obtained successfully", c)
 	for _, name := range names {
 		if obtained[name] != 1 {
 			t.Errorf("caddy obtained %d certificates for %s, want 1", obtained[name], name)
@@ -302,26 +157,26 @@ func TestOnDemandCustomers(t *testing.T) {
 // log says why, with the record to publish.
 func TestOnDemandRefused(t *testing.T) {
 	requireLab(t)
-	run := odRun(t, "odr")
+	run := randomLabel(t, "odr")
 	control := "ok-" + run + ".example.net"
 	missing := "missing-" + run + ".example.com"
 	elsewhere := "elsewhere-" + run + ".example.org"
 	wild := "shop.w-" + run + ".example.com"
-	odPublish(t,
-		odDelegation(control),
+	publish(t,
+		delegation(control),
 		fmt.Sprintf("_acme-challenge.%s. 60 IN CNAME _acme-challenge.%s.notours.example.", elsewhere, elsewhere),
 		fmt.Sprintf("*.w-%s.example.com. 60 IN CNAME _acme-challenge.x.validation.example.org.", run))
 	before := productionSerials(t)
-	c := odStartCaddy(t)
+	c := startOnDemandCaddy(t)
 
 	// The same Caddy admits a delegated name.
-	chain, err := odHandshake(c, control, 120*time.Second)
+	chain, err := c.handshake(control, 120*time.Second)
 	if err != nil {
 		t.Fatalf("handshake with the delegated %s: %v", control, err)
 	}
-	odVerify(t, chain, control)
+	assertPebbleCert(t, chain, control)
 
-	mark := odPebbleMark(t)
+	mark := pebbleMark(t)
 	refused := []struct{ name, reason string }{
 		{missing, "_acme-challenge." + missing + " has no CNAME record"},
 		{elsewhere, "ends at _acme-challenge." + elsewhere + ".notours.example, not at the alias _acme-challenge." + elsewhere + ".validation.example.org"},
@@ -329,23 +184,23 @@ func TestOnDemandRefused(t *testing.T) {
 	}
 	for _, r := range refused {
 		for attempt := range 3 {
-			if chain, err := odHandshake(c, r.name, 30*time.Second); err == nil {
+			if chain, err := c.handshake(r.name, 30*time.Second); err == nil {
 				t.Errorf("handshake %d with %s succeeded with a certificate for %v", attempt+1, r.name, chain[0].DNSNames)
 			}
 		}
 	}
 	time.Sleep(time.Second)
-	p := odPebbleSince(t, mark)
+	p := pebbleSince(t, mark)
 	if p.orders != 0 || p.issued != 0 || len(p.validated) != 0 {
 		t.Errorf("pebble got %d orders, issued %d, validated %v after the refused handshakes; want nothing", p.orders, p.issued, p.validated)
 	}
 
-	refusals := odLogged(c, "on-demand certificate refused")
+	refusals := c.linesWith("on-demand certificate refused", "", "")
 	for _, r := range refused {
 		var errs []string
 		for _, e := range refusals {
-			if e["name"] == r.name {
-				errs = append(errs, fmt.Sprint(e["error"]))
+			if e.str("name") == r.name {
+				errs = append(errs, e.Error)
 			}
 		}
 		// Three handshakes, one check: the refusal is cached.
@@ -358,8 +213,8 @@ func TestOnDemandRefused(t *testing.T) {
 			t.Errorf("%s refused with %q; want the reason %q and %q", r.name, errs[0], r.reason, fix)
 		}
 	}
-	for _, e := range odLogged(c, "obtaining new certificate") {
-		if n := fmt.Sprint(e["server_name"]); n != control {
+	for _, e := range c.linesWith("obtaining new certificate", "", "") {
+		if n := e.str("server_name"); n != control {
 			t.Errorf("caddy started obtaining a certificate for the refused %s", n)
 		}
 	}
@@ -374,31 +229,31 @@ func TestOnDemandRefused(t *testing.T) {
 // order is placed, and delegated names keep being served meanwhile.
 func TestOnDemandFlood(t *testing.T) {
 	l := requireLab(t)
-	run := odRun(t, "odf")
+	run := randomLabel(t, "odf")
 	delegated := []string{"a-" + run + ".example.com", "b-" + run + ".hop.example"}
-	odPublish(t, odDelegation(delegated[0]), odDelegation(delegated[1]))
+	publish(t, delegation(delegated[0]), delegation(delegated[1]))
 	before := productionSerials(t)
-	c := odStartCaddy(t)
+	c := startOnDemandCaddy(t)
 	serials := map[string]string{}
 	for _, name := range delegated {
-		chain, err := odHandshake(c, name, 120*time.Second)
+		chain, err := c.handshake(name, 120*time.Second)
 		if err != nil {
 			t.Fatalf("handshake with the delegated %s: %v", name, err)
 		}
-		odVerify(t, chain, name)
+		assertPebbleCert(t, chain, name)
 		serials[name] = chain[0].SerialNumber.String()
 	}
 
 	const unknownNames, waves = 50, 4
 	var unknown []string
 	for i := range unknownNames {
-		unknown = append(unknown, fmt.Sprintf("u%02d-%s.%s", i, run, odZones[i%len(odZones)]))
+		unknown = append(unknown, fmt.Sprintf("u%02d-%s.%s", i, run, customerZones[i%len(customerZones)]))
 	}
 	rmark, err := l.ResolverLogMark()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pmark := odPebbleMark(t)
+	pmark := pebbleMark(t)
 
 	// Delegated names are served throughout the flood.
 	stop := make(chan struct{})
@@ -419,7 +274,7 @@ func TestOnDemandFlood(t *testing.T) {
 				default:
 				}
 				begin := time.Now()
-				chain, err := odHandshake(c, name, 5*time.Second)
+				chain, err := c.handshake(name, 5*time.Second)
 				s.n++
 				s.slowest = max(s.slowest, time.Since(begin))
 				switch {
@@ -445,7 +300,7 @@ func TestOnDemandFlood(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := odHandshake(c, name, 30*time.Second); err == nil {
+				if _, err := c.handshake(name, 30*time.Second); err == nil {
 					mu.Lock()
 					admitted = append(admitted, name)
 					mu.Unlock()
@@ -492,20 +347,20 @@ func TestOnDemandFlood(t *testing.T) {
 	if len(qs) > 2*unknownNames+10 {
 		t.Errorf("%d queries to unbound during the flood in all", len(qs))
 	}
-	refusals := odCountBy(odLogged(c, "on-demand certificate refused"), "name")
+	refusals := countBy("name", "on-demand certificate refused", c)
 	for _, name := range unknown {
 		if refusals[name] != 1 {
 			t.Errorf("%s was checked %d times (refusals logged) in %d waves, want 1", name, refusals[name], waves)
 		}
 	}
-	if p := odPebbleSince(t, pmark); p.orders != 0 || p.issued != 0 {
+	if p := pebbleSince(t, pmark); p.orders != 0 || p.issued != 0 {
 		t.Errorf("the flood made %d orders and %d certificates, want none", p.orders, p.issued)
 	}
 	if s.n < 10 || s.failed > 0 {
 		t.Errorf("delegated names during the flood: %d handshakes, %d failed: %s", s.n, s.failed, strings.Join(s.errs[:min(len(s.errs), 5)], "; "))
 	}
-	for _, e := range odLogged(c, "obtaining new certificate") {
-		if n := fmt.Sprint(e["server_name"]); !slices.Contains(delegated, n) {
+	for _, e := range c.linesWith("obtaining new certificate", "", "") {
+		if n := e.str("server_name"); !slices.Contains(delegated, n) {
 			t.Errorf("caddy started obtaining a certificate for the unknown %s", n)
 		}
 	}

@@ -81,24 +81,33 @@ func getPEMCerts(ctx context.Context, hc *http.Client, url string) ([]*x509.Cert
 	if err != nil {
 		return nil, false, fmt.Errorf("lab: GET %s: %w", url, err)
 	}
+	certs, err := ParseCertificates(body)
+	if err != nil {
+		return nil, false, fmt.Errorf("lab: GET %s: %w", url, err)
+	}
+	if len(certs) == 0 {
+		return nil, false, fmt.Errorf("lab: GET %s: no certificate", url)
+	}
+	return certs, true, nil
+}
+
+// ParseCertificates returns the certificates in the PEM blocks of data, in
+// order; blocks of other types are skipped.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var b *pem.Block
-		b, body = pem.Decode(body)
+		b, data = pem.Decode(data)
 		if b == nil {
-			break
+			return certs, nil
 		}
 		if b.Type != "CERTIFICATE" {
 			continue
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, false, fmt.Errorf("lab: GET %s: %w", url, err)
+			return nil, err
 		}
 		certs = append(certs, c)
 	}
-	if len(certs) == 0 {
-		return nil, false, fmt.Errorf("lab: GET %s: no certificate", url)
-	}
-	return certs, true, nil
 }
