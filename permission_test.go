@@ -370,7 +370,7 @@ func TestPermissionCacheExpiry(t *testing.T) {
 		if err := l.perm.CertificateAllowed(ctx, "late.example.com"); err != nil {
 			t.Fatalf("within the CNAME's TTL: %v, want the cached admission", err)
 		}
-		time.Sleep(1100 * time.Millisecond)
+		time.Sleep(1100 * time.Millisecond) // the bubble's clock: past the CNAME's 1 s TTL
 		err := l.perm.CertificateAllowed(ctx, "late.example.com")
 		if err == nil || !strings.Contains(err.Error(), "has no CNAME record") || !strings.Contains(err.Error(), cname[:len(cname)-len("1 IN CNAME _acme-challenge.late.example.com.validation.example.org.")]) {
 			t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)

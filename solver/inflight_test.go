@@ -162,7 +162,8 @@ func TestConcurrentSamePresentOneEntry(t *testing.T) {
 		if !slices.Equal(fw.values(testStaticAlias), []string{value}) || j.len() != 1 {
 			t.Fatalf("after the first delete: alias %v, %d journal entries; want the value and its entry kept", fw.values(testStaticAlias), j.len())
 		}
-		// Much later, a sweep: the value is still in use and stays.
+		// Much later (an hour on the bubble's clock), a sweep: the value
+		// is still in use and stays.
 		time.Sleep(time.Hour)
 		if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
 			t.Fatalf("a sweep removed the value still in use")
