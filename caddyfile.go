@@ -75,29 +75,17 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.Resolvers = append(p.Resolvers, resolvers...)
 		case "max_hops":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
+			n, err := intArg(d, "max_hops")
 			if err != nil {
-				return d.Errf("max_hops: %v", err)
+				return err
 			}
 			p.MaxHops = n
 		case "authoritative_wait":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			if s == "-1" {
-				p.AuthoritativeWait = -1
-				break
-			}
-			dur, err := caddy.ParseDuration(s)
+			dur, err := durationArg(d, "authoritative_wait", true)
 			if err != nil {
-				return d.Errf("authoritative_wait: %v", err)
+				return err
 			}
-			p.AuthoritativeWait = caddy.Duration(dur)
+			p.AuthoritativeWait = dur
 		case "caa_identities":
 			ids, err := atLeastOneArg(d)
 			if err != nil {
@@ -213,6 +201,36 @@ func atLeastOneArg(d *caddyfile.Dispenser) ([]string, error) {
 	return args, nil
 }
 
+// durationArg reads the one argument of the subdirective field: a duration
+// (Caddy's syntax, days included), or -1 for off where off is allowed.
+func durationArg(d *caddyfile.Dispenser, field string, off bool) (caddy.Duration, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	if off && s == "-1" {
+		return -1, nil
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("%s: %v", field, err)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// intArg reads the one integer argument of the subdirective field.
+func intArg(d *caddyfile.Dispenser, field string) (int, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, d.Errf("%s: %v", field, err)
+	}
+	return n, nil
+}
+
 var _ caddyfile.Unmarshaler = (*Provider)(nil)
 
 func init() {
@@ -238,38 +256,22 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		return nil, d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		field := d.Val()
-		var s string
-		if !d.AllArgs(&s) {
-			return nil, d.ArgErr()
-		}
-		var dst *caddy.Duration
-		switch field {
+		var err error
+		switch field := d.Val(); field {
 		case "sweep_after":
-			dst = &app.SweepAfter
+			app.SweepAfter, err = durationArg(d, field, false)
 		case "sweep_interval":
-			dst = &app.SweepInterval
+			app.SweepInterval, err = durationArg(d, field, false)
 		case "check_interval":
-			dst = &app.CheckInterval
-			if s == "-1" {
-				app.CheckInterval = -1
-				continue
-			}
+			app.CheckInterval, err = durationArg(d, field, true)
 		case "check_concurrency":
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				return nil, d.Errf("check_concurrency: %v", err)
-			}
-			app.CheckConcurrency = n
-			continue
+			app.CheckConcurrency, err = intArg(d, field)
 		default:
-			return nil, d.Errf("unrecognized dns_alias option '%s'", field)
+			err = d.Errf("unrecognized dns_alias option '%s'", field)
 		}
-		dur, err := caddy.ParseDuration(s)
 		if err != nil {
-			return nil, d.Errf("%s: %v", field, err)
+			return nil, err
 		}
-		*dst = caddy.Duration(dur)
 	}
 	return httpcaddyfile.App{Name: "dns_alias", Value: caddyconfig.JSON(app, nil)}, nil
 }

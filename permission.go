@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -146,56 +145,50 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if opt == "permission" {
-			if p.PermissionRaw != nil {
-				return d.Err("permission: only one nested permission module (ask is one too)")
-			}
-			if !d.NextArg() {
+		var err error
+		switch opt := d.Val(); opt {
+		case "permission":
+			p.PermissionRaw, err = unmarshalNestedPermission(d, p.PermissionRaw)
+		case "negative_ttl":
+			p.NegativeTTL, err = durationArg(d, opt, false)
+		case "max_ttl":
+			p.MaxTTL, err = durationArg(d, opt, false)
+		case "cache_size":
+			p.CacheSize, err = intArg(d, opt)
+		case "ask":
+			var url string
+			if !d.AllArgs(&url) {
 				return d.ArgErr()
 			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "tls.permission."+name)
-			if err != nil {
-				return err
-			}
-			p.PermissionRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
-			continue
-		}
-		switch opt {
-		case "negative_ttl", "max_ttl", "cache_size", "ask":
-		default:
-			return d.Errf("unrecognized subdirective '%s'", opt)
-		}
-		var arg string
-		if !d.AllArgs(&arg) {
-			return d.ArgErr()
-		}
-		switch opt {
-		case "negative_ttl", "max_ttl":
-			dur, err := caddy.ParseDuration(arg)
-			if err != nil {
-				return d.Errf("%s: %v", opt, err)
-			}
-			if opt == "negative_ttl" {
-				p.NegativeTTL = caddy.Duration(dur)
-			} else {
-				p.MaxTTL = caddy.Duration(dur)
-			}
-		case "cache_size":
-			n, err := strconv.Atoi(arg)
-			if err != nil {
-				return d.Errf("cache_size: %v", err)
-			}
-			p.CacheSize = n
-		case "ask":
 			if p.PermissionRaw != nil {
 				return d.Err("ask: only one nested permission module (ask is one)")
 			}
-			p.PermissionRaw = caddyconfig.JSONModuleObject(caddytls.PermissionByHTTP{Endpoint: arg}, "module", "http", nil)
+			p.PermissionRaw = caddyconfig.JSONModuleObject(caddytls.PermissionByHTTP{Endpoint: url}, "module", "http", nil)
+		default:
+			return d.Errf("unrecognized subdirective '%s'", opt)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// unmarshalNestedPermission parses `permission <module> [<options>]`, the
+// one other tls.permission module the block may hold.
+func unmarshalNestedPermission(d *caddyfile.Dispenser, have json.RawMessage) (json.RawMessage, error) {
+	if have != nil {
+		return nil, d.Err("permission: only one nested permission module (ask is one too)")
+	}
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "tls.permission."+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, "module", name, nil), nil
 }
 
 var (
