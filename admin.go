@@ -36,7 +36,7 @@ const (
 //	GET  /dns-alias/status[?domain=<domain>][&state=<s>] the tracked names' health
 //	POST /dns-alias/recheck?domain=<domain>[&domain=...] check again now
 //
-// Neither prints record values or any credential.
+// None prints record values or any credential.
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.

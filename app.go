@@ -87,7 +87,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	a := &App{gateRetry: time.Second, caa: caaDirectory{entries: map[string]caaEntry{}}}
+	a := &App{gateRetry: time.Second}
 	a.metrics = newMetrics(a.presentedCount)
 	return a
 }

@@ -151,12 +151,12 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 // recheck checks name now, records its health and metrics, and logs and
 // emits the change when its delegation breaks or is restored.
 func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUse) *health {
-	rep := a.check(ctx, name, use)
+	now := time.Now()
 	if pol == nil || pol.provider == nil {
 		// Not ours to track.
-		return &health{Domain: solver.Normalize(name), State: solver.CodeNoPolicy, Message: rep.Err().Error(), LastCheck: time.Now()}
+		return &health{Domain: solver.Normalize(name), State: solver.CodeNoPolicy, Message: noPolicyReport(pol, name).Err().Error(), LastCheck: now}
 	}
-	now := time.Now()
+	rep := a.check(ctx, name, use)
 	h := &health{Domain: solver.Normalize(name), Policy: pol.index, Mode: rep.Mode, Alias: cmp.Or(rep.Expected, rep.Chain.End), LastCheck: now}
 	h.Expires, h.RenewalDue = a.certificateTimes(ctx, h.Domain, pol)
 	var de *solver.DelegationError
@@ -166,44 +166,45 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 	case rep.Verdict == solver.VerdictBroken && errors.As(err, &de):
 		h.State, h.Message, h.Publish = de.Code(), err.Error(), de.Fix
 	default:
-		h.State = stateUnknown
-		if err != nil {
-			h.Message = err.Error()
-		}
+		h.State, h.Message = stateUnknown, err.Error()
 	}
 
+	// The state changes, its metrics and what a change must say are
+	// decided under one lock: two checks of one name at once (the schedule
+	// and a recheck) must not both report the change.
 	a.monitor.mu.Lock()
 	if a.monitor.names == nil {
 		a.monitor.names = map[string]*health{}
 	}
 	prev := a.monitor.names[h.Domain]
-	if prev != nil && h.State == stateUnknown {
-		// A check that could not complete says nothing: keep what the
-		// last one that did said.
-		h.State, h.Message, h.Publish = prev.State, cmp.Or(h.Message, prev.Message), prev.Publish
-	}
-	if prev != nil && h.LastOK.IsZero() {
-		h.LastOK = prev.LastOK
-	}
-	a.monitor.names[h.Domain] = h
-	a.monitor.mu.Unlock()
-
-	policyLabel := fmt.Sprint(h.Policy)
 	old := ""
 	if prev != nil {
 		old = prev.State
+		if h.State == stateUnknown {
+			// A check that could not complete says nothing: keep what
+			// the last one that did said.
+			h.State, h.Publish = prev.State, prev.Publish
+		}
+		if h.LastOK.IsZero() {
+			h.LastOK = prev.LastOK
+		}
 	}
-	a.metrics.setState(h.Domain, policyLabel, old, h.State)
+	a.monitor.names[h.Domain] = h
+	a.metrics.setState(h.Domain, fmt.Sprint(h.Policy), old, h.State)
 	if !h.LastOK.IsZero() {
 		a.metrics.lastOK.WithLabelValues(h.Domain).Set(float64(h.LastOK.Unix()))
 	}
+	broke := h.broken() && old != h.State
+	restored := h.State == stateOK && prev != nil && prev.broken()
+	a.monitor.mu.Unlock()
+
 	switch {
-	case h.broken() && (prev == nil || prev.State != h.State):
+	case broke:
 		a.logger.Warn(brokenMessage(h, now), zap.String("domain", h.Domain), zap.String("finding", h.State),
 			zap.String("publish", h.Publish), zap.Time("renewal_due", h.RenewalDue), zap.Time("expires", h.Expires))
 		a.emit("dns_alias_delegation_broken", h)
-	case h.State == stateOK && prev != nil && prev.broken():
-		a.logger.Info("delegation restored", zap.String("domain", h.Domain), zap.String("was", prev.State))
+	case restored:
+		a.logger.Info("delegation restored", zap.String("domain", h.Domain), zap.String("was", old))
 		a.emit("dns_alias_delegation_restored", h)
 	}
 	return h

@@ -200,15 +200,6 @@ func findingCodes(r *Report, fatal bool) []string {
 	return out
 }
 
-func findingOf(r *Report, code string) *Finding {
-	for i := range r.Findings {
-		if r.Findings[i].Code == code {
-			return &r.Findings[i]
-		}
-	}
-	return nil
-}
-
 func TestCheck(t *testing.T) {
 	const (
 		staticAlias = "_acme-challenge.validation.example.org"
