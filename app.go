@@ -281,10 +281,10 @@ const (
 // checker returns the delegation checker of name's policy, judging CAA
 // against that policy's CA, or a report of why no alias provider covers
 // name.
-func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *solver.Report) {
+func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *Provider, *solver.Report) {
 	pol, p := a.Resolve(name)
 	if p == nil {
-		return nil, noPolicyReport(pol, name)
+		return nil, nil, noPolicyReport(pol, name)
 	}
 	m := p.Mapper
 	if use != cacheShared {
@@ -296,21 +296,29 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 		}
 		m = &view
 	}
-	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, nil
+	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, p, nil
 }
 
 // Check reports on name's delegation in full, for people (admin API,
 // check command), without filling the providers' resolver caches.
 func (a *App) Check(ctx context.Context, name string) *solver.Report {
-	return a.check(ctx, name, cacheReadOnly)
+	_, rep := a.check(ctx, name, cacheReadOnly)
+	return rep
 }
 
-func (a *App) check(ctx context.Context, name string, use cacheUse) *solver.Report {
-	c, rep := a.checker(ctx, name, use)
+// check runs the whole check. A pass that used the live cache is
+// remembered by the name's provider, whose write for the same obtain,
+// seconds later, need not check again.
+func (a *App) check(ctx context.Context, name string, use cacheUse) (*Provider, *solver.Report) {
+	c, p, rep := a.checker(ctx, name, use)
 	if c == nil {
-		return rep
+		return nil, rep
 	}
-	return c.Check(ctx, name)
+	target, rep := c.Check(ctx, name)
+	if use != cacheReadOnly && rep.Verdict == solver.VerdictOK {
+		p.Remember(name, target)
+	}
+	return p, rep
 }
 
 // Verify runs the checks Check runs, stopping at the first failing part,
@@ -319,11 +327,15 @@ func (a *App) check(ctx context.Context, name string, use cacheUse) *solver.Repo
 // the delegation: those say nothing about it, and the CA's validation is
 // the judge then.
 func (a *App) Verify(ctx context.Context, name string) (solver.Target, *solver.Report) {
-	c, rep := a.checker(ctx, name, cacheShared)
+	c, p, rep := a.checker(ctx, name, cacheShared)
 	if c == nil {
 		return solver.Target{}, rep
 	}
-	return c.Verify(ctx, name, solver.CheckAll)
+	target, rep := c.Verify(ctx, name, solver.CheckAll)
+	if rep.Verdict == solver.VerdictOK {
+		p.Remember(name, target)
+	}
+	return target, rep
 }
 
 // noPolicyReport is the verdict on a name that no alias provider obtains.
@@ -357,13 +369,17 @@ type gate struct{ app *App }
 func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 	name, _ := e.Data["identifier"].(string)
 	a := g.app
-	if _, p := a.Resolve(name); p == nil || name == "" {
+	_, p := a.Resolve(name)
+	if p == nil || name == "" {
 		return nil
+	}
+	if _, ok := p.Recall(name); ok {
+		return nil // the permission module's check, moments ago
 	}
 	for attempt := 1; ; attempt++ {
 		// The whole check, not one that stops at the first failure: when
 		// the chain fails, the nameservers may say why (drift).
-		rep := a.check(ctx, name, cacheShared)
+		_, rep := a.check(ctx, name, cacheShared)
 		err := rep.Err()
 		switch {
 		case rep.Verdict == solver.VerdictBroken:

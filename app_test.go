@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
+	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
@@ -40,6 +41,7 @@ func startGateLab(t *testing.T, extra map[string]any) *gateLab {
 		dnstest.Zone{Name: "notours.example"},
 		dnstest.Zone{Name: "example.com", Records: `
 _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.org.
+_acme-challenge.blog CNAME _acme-challenge.blog.example.com.validation.example.org.
 _acme-challenge.elsewhere CNAME _acme-challenge.elsewhere.example.com.notours.example.
 _acme-challenge.loop CNAME _acme-challenge.loop2.example.com.
 _acme-challenge.loop2 CNAME _acme-challenge.loop.example.com.
@@ -125,6 +127,64 @@ func TestGate(t *testing.T) {
 	}
 	if n := len(l.srv.Updates()); n != 0 {
 		t.Errorf("the gate sent %d updates, want none", n)
+	}
+}
+
+// TestOneCheckPerObtain: one obtain checks the delegation once. The
+// permission module's pass stands in for the gate's check, and the gate's
+// for the write's, which asks the production zone nothing more.
+func TestOneCheckPerObtain(t *testing.T) {
+	l := startGateLab(t, nil)
+	_, p := l.app.Resolve("shop.example.com")
+	asked := func() int { // queries about the production zone
+		n := 0
+		for _, q := range l.srv.Queries() {
+			if solver.InZone(q.Name, "example.com") {
+				n++
+			}
+		}
+		return n
+	}
+	write := func(t *testing.T, domain string) {
+		t.Helper()
+		rec := libdns.TXT{Name: "_acme-challenge", Text: "value-of-" + domain}
+		if _, err := p.AppendRecords(context.Background(), domain+".", []libdns.Record{rec}); err != nil {
+			t.Fatalf("writing the challenge of %s: %v", domain, err)
+		}
+		if _, err := p.DeleteRecords(context.Background(), domain+".", []libdns.Record{rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		before func(t *testing.T) // what checks before the gate
+	}{
+		{"on-demand", func(t *testing.T) {
+			if _, rep := l.app.Verify(context.Background(), "shop.example.com"); rep.Verdict != solver.VerdictOK {
+				t.Fatalf("the permission module's check: %v", rep.Err())
+			}
+		}},
+		{"managed", func(*testing.T) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			domain := map[string]string{"on-demand": "shop.example.com", "managed": "blog.example.com"}[tc.name]
+			tc.before(t)
+			start := asked()
+			if err := l.obtaining(t, domain); err != nil {
+				t.Fatal(err)
+			}
+			gate := asked() - start
+			write(t, domain)
+			if n := asked() - start - gate; n != 0 {
+				t.Errorf("the write asked %d queries about the production zone after the gate's pass, want none", n)
+			}
+			if tc.name == "on-demand" && gate != 0 {
+				t.Errorf("the gate asked %d queries after the permission module's pass, want none", gate)
+			}
+			if tc.name == "managed" && gate == 0 {
+				t.Errorf("the gate asked nothing on its own")
+			}
+		})
 	}
 }
 
@@ -353,5 +413,77 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 	case <-next.stopped:
 	default:
 		t.Error("Stop did not stop the app's journal loop")
+	}
+}
+
+// TestFastPath: an alias provider inside an ACME issuer with its
+// authoritative wait on switches certmagic's redundant propagation check
+// off and takes over its wait at shared alias names, unless the issuer sets
+// propagation_timeout or propagation_delay, or the wait is off. An explicit
+// -1 gets the shared-name wait too. The global dns provider, set up apart
+// from the issuers, leaves their settings alone.
+func TestFastPath(t *testing.T) {
+	srv := dnstest.Start(t, dnstest.Zone{Name: "validation.example.org", Updatable: true})
+	key := srv.Key()
+	aliasProvider := func(wait any) map[string]any {
+		p := map[string]any{"name": "alias", "alias": "_acme-challenge.{domain}.validation.example.org", "zones": []string{"validation.example.org"},
+			"resolvers": []string{srv.Addr()},
+			"provider":  map[string]any{"name": "rfc2136", "key_name": key.Name, "key_alg": key.Algorithm, "key": key.Secret, "server": srv.Addr()}}
+		if wait != nil {
+			p["authoritative_wait"] = wait
+		}
+		return p
+	}
+	policy := func(subject string, dns map[string]any) map[string]any {
+		return map[string]any{"subjects": []string{subject}, "issuers": []any{map[string]any{"module": "acme", "ca": "https://127.0.0.1:1/dir", "challenges": map[string]any{"dns": dns}}}}
+	}
+	tests := []struct {
+		subject       string
+		dns           map[string]any
+		wantTimeout   time.Duration
+		wantRecursive time.Duration
+	}{
+		{"default.example.com", map[string]any{"provider": aliasProvider(nil)}, -1, certmagicCheckTimeout},
+		{"timeout.example.com", map[string]any{"provider": aliasProvider(nil), "propagation_timeout": "2m"}, 2 * time.Minute, 0},
+		{"delay.example.com", map[string]any{"provider": aliasProvider(nil), "propagation_delay": "5s"}, 0, 0},
+		{"off.example.com", map[string]any{"provider": aliasProvider(nil), "propagation_timeout": -1}, -1, certmagicCheckTimeout},
+		{"nowait.example.com", map[string]any{"provider": aliasProvider(-1)}, 0, 0},
+		{"global.example.com", map[string]any{}, 0, 0}, // the tls app's dns provider
+	}
+	var policies []any
+	for _, tt := range tests {
+		policies = append(policies, policy(tt.subject, tt.dns))
+	}
+	cfg, err := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true},
+		"storage": map[string]any{"module": "file_system", "root": t.TempDir()},
+		"apps":    map[string]any{"tls": map[string]any{"dns": aliasProvider(nil), "automation": map[string]any{"policies": policies}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pols := mod.(*App).policyMap()
+	if len(pols) != len(tests) {
+		t.Fatalf("%d policies, want %d", len(pols), len(tests))
+	}
+	for i, tt := range tests {
+		t.Run(tt.subject, func(t *testing.T) {
+			pol := pols[i]
+			if got := time.Duration(pol.issuer.Challenges.DNS.PropagationTimeout); got != tt.wantTimeout {
+				t.Errorf("propagation_timeout %v, want %v", got, tt.wantTimeout)
+			}
+			if pol.provider == nil {
+				t.Fatal("no alias provider found for the policy")
+			}
+			if got := pol.provider.Provider.RecursiveWait; got != tt.wantRecursive {
+				t.Errorf("the provider's wait at shared names is %v, want %v", got, tt.wantRecursive)
+			}
+		})
 	}
 }

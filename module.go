@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 	"go.uber.org/zap"
@@ -198,8 +199,44 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
-	p.app.register(p, owner(ctx))
+	parent := owner(ctx)
+	p.app.register(p, parent)
+	if wait > 0 {
+		p.fastPath(parent, ctx.Logger())
+	}
 	return nil
+}
+
+// certmagicCheckTimeout is certmagic's default propagation timeout, which
+// the provider's own wait at a shared alias name takes over.
+const certmagicCheckTimeout = 2 * time.Minute
+
+// fastPath switches certmagic's propagation check off for the issuer this
+// provider solves for, unless the config sets propagation options: once a
+// write returns, every authoritative server of the alias zone serves the
+// record, and certmagic's check (a fixed 2 s sleep, then polling) only
+// adds time. The issuer builds its DNS solver from these settings after
+// its provider's Provision. The one thing that check also covers, a
+// recursive resolver's cache holding a shared alias name's earlier values,
+// the provider covers itself whenever certmagic's check is off.
+func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
+	switch parent := parent.(type) {
+	case *caddytls.ACMEIssuer:
+		if parent.Challenges == nil || parent.Challenges.DNS == nil {
+			return
+		}
+		dns := parent.Challenges.DNS
+		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
+			dns.PropagationTimeout = -1
+			logger.Info("certmagic's DNS propagation check is off for this issuer: authoritative_wait already waits until every authoritative server of the alias zone serves each record; set propagation_timeout to keep certmagic's check",
+				zap.String("ca", parent.CA))
+		}
+		if dns.PropagationTimeout == -1 {
+			p.Provider.RecursiveWait = certmagicCheckTimeout
+		}
+	case *caddytls.TLS:
+		logger.Info("certmagic's DNS propagation check stays on (2 s more per certificate): the global dns provider is set up before, and apart from, the ACME issuers, whose propagation settings it cannot change; configure the alias provider in the issuer (acme_dns, or dns in a tls block) to skip it")
+	}
 }
 
 // AppendRecords is the solver's, counted by the app, so that an exiting

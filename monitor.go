@@ -156,7 +156,7 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 		// Not ours to track.
 		return &health{Domain: solver.Normalize(name), State: solver.CodeNoPolicy, Message: noPolicyReport(pol, name).Err().Error(), LastCheck: now}
 	}
-	rep := a.check(ctx, name, use)
+	_, rep := a.check(ctx, name, use)
 	h := &health{Domain: solver.Normalize(name), Policy: pol.index, Mode: rep.Mode, Alias: cmp.Or(rep.Expected, rep.Chain.End), LastCheck: now}
 	h.Expires, h.RenewalDue = a.certificateTimes(ctx, h.Domain, pol)
 	var de *solver.DelegationError

@@ -230,10 +230,9 @@ const (
 // Check runs the whole check for domain, every part of it even when an
 // earlier one failed, for a report that shows everything at once. A
 // wildcard domain ("*.example.com") shares its base domain's challenge name
-// but is judged by CAA issuewild.
-func (c *Checker) Check(ctx context.Context, domain string) *Report {
-	_, rep := c.run(ctx, domain, CheckAll, false)
-	return rep
+// but is judged by CAA issuewild. The target is set as Verify sets it.
+func (c *Checker) Check(ctx context.Context, domain string) (Target, *Report) {
+	return c.run(ctx, domain, CheckAll, false)
 }
 
 // Verify runs the given checks for domain and stops at the first that

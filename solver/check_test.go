@@ -544,7 +544,7 @@ func TestCheck(t *testing.T) {
 			if domain == "" {
 				domain = "example.com"
 			}
-			rep := c.Check(context.Background(), domain)
+			_, rep := c.Check(context.Background(), domain)
 			if t.Failed() {
 				return
 			}
@@ -617,7 +617,7 @@ func TestCheckReport(t *testing.T) {
 	d.auth["192.0.2.2:53"] = &fakeAuth{data: d.rec}
 	d.withCAA(t, `example.com. 300 IN CAA 0 issue "letsencrypt.org"`)
 	c := &Checker{Mapper: &Mapper{Resolver: res, Default: templateRule(t)}, CAIdentities: []string{"letsencrypt.org"}}
-	rep := c.Check(context.Background(), "example.com")
+	_, rep := c.Check(context.Background(), "example.com")
 	if !rep.OK || rep.Err() != nil {
 		t.Fatalf("report fails: %v", rep.Err())
 	}

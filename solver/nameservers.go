@@ -183,25 +183,27 @@ func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, t
 const propagationPoll = 50 * time.Millisecond
 
 // WaitServed blocks until every authoritative server of zone serves value
-// among the TXT records at name. The CA may ask any of them (Let's Encrypt
-// validates from several perspectives), so one that lags fails the
-// challenge as surely as none.
-func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) error {
+// among the TXT records at name, and returns the largest TTL they gave it:
+// how long a recursive resolver may keep an answer without it. The CA may
+// ask any of them (Let's Encrypt validates from several perspectives), so
+// one that lags fails the challenge as surely as none.
+func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) (time.Duration, error) {
 	hosts, err := r.Nameservers(ctx, zone)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	type server struct{ name, addr string }
 	var pending []server
 	for _, h := range hosts {
 		if h.Err != nil {
-			return fmt.Errorf("%s: %w", Normalize(zone), h.Err)
+			return 0, fmt.Errorf("%s: %w", Normalize(zone), h.Err)
 		}
 		for _, a := range h.Addrs {
 			pending = append(pending, server{h.Name, a})
 		}
 	}
 	var lastErr error
+	var ttl uint32
 	for {
 		pending = slices.DeleteFunc(pending, func(s server) bool {
 			msg, err := r.AskAuthoritative(ctx, s.addr, name, dns.TypeTXT, 0)
@@ -209,10 +211,12 @@ func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) err
 				lastErr = fmt.Errorf("%s (%s): %w", s.name, s.addr, err)
 				return false
 			}
-			return servesTXT(msg, name, value)
+			served, t := servesTXT(msg, name, value)
+			ttl = max(ttl, t)
+			return served
 		})
 		if len(pending) == 0 {
-			return nil
+			return time.Duration(ttl) * time.Second, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -220,19 +224,56 @@ func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) err
 			for _, s := range pending {
 				names = append(names, fmt.Sprintf("%s (%s)", s.name, s.addr))
 			}
-			return fmt.Errorf("TXT %s is not served by %s: %w", Normalize(name), strings.Join(names, ", "), errors.Join(ctx.Err(), lastErr))
+			return 0, fmt.Errorf("TXT %s is not served by %s: %w", Normalize(name), strings.Join(names, ", "), errors.Join(ctx.Err(), lastErr))
 		case <-time.After(propagationPoll):
 		}
 	}
 }
 
-func servesTXT(msg *dns.Msg, name, value string) bool {
-	for _, rr := range msg.Answer {
-		if txt, ok := rr.(*dns.TXT); ok && Normalize(txt.Hdr.Name) == Normalize(name) && strings.Join(txt.Txt, "") == value {
-			return true
+// WaitRecursive blocks until every resolver answers value among the TXT
+// records at name, asking them past this resolver's cache (theirs cannot
+// be bypassed: that is what is waited out).
+func (r *Resolver) WaitRecursive(ctx context.Context, name, value string) error {
+	req := new(dns.Msg)
+	req.SetQuestion(FQDN(name), dns.TypeTXT)
+	req.RecursionDesired = true
+	req.SetEdns0(4096, false)
+	pending := slices.Clone(r.servers)
+	var lastErr error
+	for {
+		pending = slices.DeleteFunc(pending, func(server string) bool {
+			msg, err := r.exchange(ctx, req, server)
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			served, _ := servesTXT(msg, name, value)
+			return served
+		})
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("resolver %s still answers TXT %s without the new value: %w", strings.Join(pending, ", "), Normalize(name), errors.Join(ctx.Err(), lastErr))
+		case <-time.After(recursivePoll):
 		}
 	}
-	return false
+}
+
+// recursivePoll is how often WaitRecursive asks again: what it waits for
+// is a cached answer's TTL running out, seconds rather than milliseconds.
+const recursivePoll = 250 * time.Millisecond
+
+// servesTXT reports whether msg answers value among the TXT records at
+// name, and with which TTL.
+func servesTXT(msg *dns.Msg, name, value string) (bool, uint32) {
+	for _, rr := range msg.Answer {
+		if txt, ok := rr.(*dns.TXT); ok && Normalize(txt.Hdr.Name) == Normalize(name) && strings.Join(txt.Txt, "") == value {
+			return true, txt.Hdr.Ttl
+		}
+	}
+	return false, 0
 }
 
 // NameserverAnswer is what one authoritative server of the production zone

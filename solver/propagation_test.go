@@ -78,10 +78,13 @@ func TestWaitServed(t *testing.T) {
 				r.exchange = f.exchange
 				ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
 				defer cancel()
-				err = r.WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
+				ttl, err := r.WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
 				if tt.wantErr == "" {
 					if err != nil {
 						t.Fatalf("WaitServed: %v", err)
+					}
+					if ttl != time.Minute {
+						t.Errorf("WaitServed returned TTL %s, want the servers' 1m0s", ttl)
 					}
 					for server, want := range tt.wantAsked {
 						if got := f.asked[server]; got != want {
@@ -132,4 +135,147 @@ func TestAuthoritativeWaitFailureRemovesRecord(t *testing.T) {
 			t.Fatalf("a failed write is still listed as presented: %v", p.Presented())
 		}
 	})
+}
+
+// cachingWorld serves the TXT records a fakeWriter holds: directly (no
+// recursion) as the alias zone's two servers do, with a TTL of ttl, and
+// recursively as a caching resolver does, which keeps the TXT set it
+// fetched first for ttl. Everything else goes to next.
+type cachingWorld struct {
+	w    *fakeWriter
+	ttl  time.Duration
+	next func(context.Context, *dns.Msg, string) (*dns.Msg, error)
+
+	mu        sync.Mutex
+	cached    map[string][]string // name -> the TXT set the resolver holds
+	expires   map[string]time.Time
+	recursive int // recursive TXT queries
+}
+
+func (c *cachingWorld) exchange(ctx context.Context, req *dns.Msg, server string) (*dns.Msg, error) {
+	q := req.Question[0]
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	hdr := func(t uint16) dns.RR_Header {
+		return dns.RR_Header{Name: q.Name, Rrtype: t, Class: dns.ClassINET, Ttl: uint32(c.ttl / time.Second)}
+	}
+	switch {
+	case q.Qtype == dns.TypeNS && Normalize(q.Name) == testAliasZone:
+		resp.Answer = []dns.RR{&dns.NS{Hdr: hdr(dns.TypeNS), Ns: "ns1." + testAliasZone + "."}}
+	case q.Qtype == dns.TypeA && Normalize(q.Name) == "ns1."+testAliasZone:
+		resp.Answer = []dns.RR{&dns.A{Hdr: hdr(dns.TypeA), A: net.ParseIP("192.0.2.1")}}
+	case q.Qtype == dns.TypeTXT:
+		values := c.w.values(q.Name)
+		if req.RecursionDesired {
+			c.mu.Lock()
+			c.recursive++
+			name := Normalize(q.Name)
+			if time.Now().Before(c.expires[name]) {
+				values = c.cached[name]
+			} else {
+				c.cached[name], c.expires[name] = values, time.Now().Add(c.ttl)
+			}
+			c.mu.Unlock()
+		}
+		for _, v := range values {
+			resp.Answer = append(resp.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: []string{v}})
+		}
+	default:
+		return c.next(ctx, req, server)
+	}
+	return resp, nil
+}
+
+func (c *cachingWorld) recursiveQueries() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.recursive
+}
+
+// TestRecursiveWaitAtSharedName: with certmagic's check off, a write at an
+// alias name no other challenge uses returns once the alias zone serves it,
+// asking no recursive resolver. A write at a name whose TXT set a resolver
+// holds without the new value (another challenge's, present or lately
+// removed) returns once that cache has expired, and fails, removing its
+// record, when it outlasts RecursiveWait. Time is the synctest bubble's.
+func TestRecursiveWaitAtSharedName(t *testing.T) {
+	const ttl = 30 * time.Second
+	setup := func(t *testing.T, recursiveWait time.Duration) (*Provider, *fakeWriter, *cachingWorld) {
+		w := &fakeWriter{}
+		p := staticProvider(t, w)
+		p.AuthoritativeWait, p.RecursiveWait = time.Second, recursiveWait
+		r := p.Mapper.Resolver
+		world := &cachingWorld{w: w, ttl: ttl, next: r.exchange, cached: map[string][]string{}, expires: map[string]time.Time{}}
+		r.exchange = world.exchange
+		return p, w, world
+	}
+	// caValidates is the CA's lookup through the caching resolver.
+	caValidates := func(t *testing.T, p *Provider) {
+		if _, err := p.Mapper.Resolver.exchange(context.Background(), recursiveTXT(testStaticAlias), "127.0.0.1:53"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	present := func(t *testing.T, p *Provider, domain, value string) (time.Duration, error) {
+		start := time.Now()
+		_, err := p.AppendRecords(context.Background(), domain+".", []libdns.Record{txt("_acme-challenge", value)})
+		return time.Since(start), err
+	}
+
+	t.Run("waits out the cache", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p, w, world := setup(t, 2*time.Minute)
+			if took, err := present(t, p, "a.example.com", "A"); err != nil || took != 0 || world.recursiveQueries() != 0 {
+				t.Fatalf("first value: %v after %s with %d recursive queries; want at once, with none", err, took, world.recursiveQueries())
+			}
+			caValidates(t, p) // the resolver now holds {A}
+			time.Sleep(5 * time.Second)
+			took, err := present(t, p, "b.example.com", "B")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := ttl - 5*time.Second; took < want || took > want+time.Second {
+				t.Errorf("second value at the shared name returned after %s, want when the cached {A} expires (%s)", took, want)
+			}
+			mustDelete(t, p, "a.example.com.", txt("_acme-challenge", "A"))
+			mustDelete(t, p, "b.example.com.", txt("_acme-challenge", "B"))
+			// The resolver still holds {A, B}, fetched when B's wait
+			// asked last.
+			if took, err := present(t, p, "c.example.com", "C"); err != nil || took < ttl-time.Second {
+				t.Errorf("value right after the name's others were removed: %v after %s, want the cache waited out", err, took)
+			}
+			mustDelete(t, p, "c.example.com.", txt("_acme-challenge", "C"))
+			time.Sleep(ttl)
+			before := world.recursiveQueries()
+			if took, err := present(t, p, "d.example.com", "D"); err != nil || took != 0 || world.recursiveQueries() != before {
+				t.Errorf("value a TTL after the last removal: %v after %s, %d recursive queries; want at once, with none", err, took, world.recursiveQueries()-before)
+			}
+			mustDelete(t, p, "d.example.com.", txt("_acme-challenge", "D"))
+			if !w.empty() {
+				t.Errorf("records left: %v", w.values(testStaticAlias))
+			}
+		})
+	})
+	t.Run("gives up after RecursiveWait", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p, w, _ := setup(t, 10*time.Second)
+			if _, err := present(t, p, "a.example.com", "A"); err != nil {
+				t.Fatal(err)
+			}
+			caValidates(t, p)
+			_, err := present(t, p, "b.example.com", "B")
+			if err == nil || !strings.Contains(err.Error(), "still answers TXT "+testStaticAlias+" without the new value") {
+				t.Fatalf("AppendRecords = %v, want the resolver named", err)
+			}
+			if got := w.values(testStaticAlias); len(got) != 1 || got[0] != "A" {
+				t.Errorf("values at the alias after the failed write: %v, want only A", got)
+			}
+		})
+	})
+}
+
+func recursiveTXT(name string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(FQDN(name), dns.TypeTXT)
+	m.RecursionDesired = true
+	return m
 }

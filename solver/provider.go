@@ -27,6 +27,14 @@ type Provider struct {
 	// With it, certmagic's own propagation check (a fixed 2 s sleep, then
 	// polling) adds nothing and can be switched off.
 	AuthoritativeWait time.Duration
+	// RecursiveWait, if positive, makes a write at an alias name that
+	// carries, or lately carried, another challenge value also wait, up to
+	// this long, until the Mapper's resolvers answer with the new value:
+	// a recursive resolver (the CA's among them) may hold the name's
+	// earlier TXT set in its cache for the record's TTL. It is what
+	// certmagic's propagation check guards against beyond the
+	// authoritative wait, so it is set where that check is off.
+	RecursiveWait time.Duration
 	// Journal, if set, records every write before it happens and forgets it
 	// after the delete, so that Sweep can remove what a crash left behind.
 	Journal Journal
@@ -39,7 +47,12 @@ type Provider struct {
 	// under way: still in flight for Renew and Sweep.
 	retiring map[string]*presentation
 	warned   map[string]bool // journal keys Sweep has warned about
-	now      func() time.Time
+	// cachedUntil holds, by alias name, until when a recursive resolver
+	// may answer from its cache a TXT set of that name that a value since
+	// removed was part of.
+	cachedUntil map[string]time.Time
+	verified    map[string]verified // by identifier (wildcards with "*.")
+	now         func() time.Time
 }
 
 // Observer is told what the provider does, for metrics. Its methods must
@@ -72,6 +85,7 @@ type presentation struct {
 	refs      int
 	since     time.Time
 	journalID string
+	ttl       time.Duration // the largest TTL the alias zone served it with
 	// done is closed when the write (and the wait for the authoritative
 	// servers) finished; err is its failure. Concurrent presents of the
 	// same value wait for it instead of writing (and journalling) again.
@@ -180,15 +194,16 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data,
 		Writer: target.Rule.WriterName, Written: p.clock(), Lease: p.LongestPresent()}
 	pr := &presentation{target: target, original: original, value: rr.Data, refs: 1, since: entry.Written, journalID: entry.ID, done: make(chan struct{})}
+	shared := p.sharedLocked(target.Name, entry.Written)
 	if p.presented == nil {
 		p.presented = make(map[presentedKey]*presentation)
 	}
 	p.presented[key] = pr
 	p.mu.Unlock()
 
-	written, err := p.write(ctx, target, entry, rr)
+	written, ttl, err := p.write(ctx, target, entry, rr, shared)
 	p.mu.Lock()
-	pr.written, pr.err = written, err
+	pr.written, pr.err, pr.ttl = written, err, ttl
 	if err != nil && p.presented[key] == pr {
 		delete(p.presented, key)
 	}
@@ -241,13 +256,46 @@ func (p *Provider) awaitWrite(ctx context.Context, pr *presentation, domain stri
 	return nil
 }
 
+// sharedLocked reports whether a recursive resolver may hold a TXT set of
+// the alias name without a value written now: another value is presented
+// there, or was until lately. p.mu is held.
+func (p *Provider) sharedLocked(name string, now time.Time) bool {
+	for k := range p.presented {
+		if k.name == name {
+			return true
+		}
+	}
+	return now.Before(p.cachedUntil[name])
+}
+
+// removed notes that a value at name, served with ttl, is gone now: a
+// resolver may keep answering the set it was part of for that long.
+func (p *Provider) removed(name string, ttl time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clock()
+	for n, until := range p.cachedUntil {
+		if !now.Before(until) {
+			delete(p.cachedUntil, n)
+		}
+	}
+	if until := now.Add(ttl); until.After(now) && until.After(p.cachedUntil[name]) {
+		if p.cachedUntil == nil {
+			p.cachedUntil = make(map[string]time.Time)
+		}
+		p.cachedUntil[name] = until
+	}
+}
+
 // write journals entry, writes rr at its target and waits until the alias
-// zone serves it; a write that fails or does not propagate is undone.
-func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry, rr libdns.RR) ([]libdns.Record, error) {
+// zone serves it, and, if the name is shared, until the resolvers answer
+// it; a write that fails or does not propagate is undone. It returns what
+// the writer wrote and the TTL the alias zone serves it with.
+func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry, rr libdns.RR, shared bool) ([]libdns.Record, time.Duration, error) {
 	domain := entry.Domain
 	if p.Journal != nil {
 		if err := p.Journal.Put(ctx, entry); err != nil {
-			return nil, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
+			return nil, 0, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
 		}
 	}
 	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
@@ -263,33 +311,90 @@ func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry,
 	if err != nil {
 		// The write may have happened even though it reported failure.
 		err = fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
-		return nil, p.undo(ctx, target, entry, []libdns.Record{inner}, err, err)
+		return nil, 0, p.undo(ctx, target, entry, []libdns.Record{inner}, err, err)
 	}
 	if len(written) == 0 {
 		written = []libdns.Record{inner}
 	}
-	if p.AuthoritativeWait > 0 {
-		wroteAt := p.clock()
-		wctx, cancel := context.WithTimeout(ctx, p.AuthoritativeWait)
-		err := p.Mapper.Resolver.WaitServed(wctx, target.Zone, target.Name, rr.Data)
+	if p.AuthoritativeWait <= 0 {
+		return written, 0, nil
+	}
+	wroteAt := p.clock()
+	wctx, cancel := context.WithTimeout(ctx, p.AuthoritativeWait)
+	ttl, err := p.Mapper.Resolver.WaitServed(wctx, target.Zone, target.Name, rr.Data)
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
+		return nil, 0, p.undo(ctx, target, entry, written, err, nil)
+	}
+	if p.Observer != nil {
+		p.Observer.Served(p.clock().Sub(wroteAt))
+	}
+	if shared && p.RecursiveWait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, p.RecursiveWait)
+		err := p.Mapper.Resolver.WaitRecursive(wctx, target.Name, rr.Data)
 		cancel()
 		if err != nil {
-			err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
-			return nil, p.undo(ctx, target, entry, written, err, nil)
-		}
-		if p.Observer != nil {
-			p.Observer.Served(p.clock().Sub(wroteAt))
+			err = fmt.Errorf("waiting for the resolvers to answer the challenge of %s at %s, which other challenges use too: %w", domain, target.Name, err)
+			p.removed(target.Name, ttl)
+			return nil, 0, p.undo(ctx, target, entry, written, err, nil)
 		}
 	}
-	return written, nil
+	return written, ttl, nil
+}
+
+type verified struct {
+	target Target
+	at     time.Time
+}
+
+// VerifiedFor is how long a passed whole check stands in for the next one:
+// the gate's (or the permission module's) for the gate and the write of the
+// same obtain, seconds later.
+const VerifiedFor = 30 * time.Second
+
+// Remember notes that the whole delegation check of name (an identifier,
+// "*." for a wildcard) passed, leading to target.
+func (p *Provider) Remember(name string, target Target) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.clock()
+	for n, v := range p.verified {
+		if now.Sub(v.at) >= VerifiedFor {
+			delete(p.verified, n)
+		}
+	}
+	if p.verified == nil {
+		p.verified = make(map[string]verified)
+	}
+	p.verified[Normalize(name)] = verified{target, now}
+}
+
+// Recall returns the target of a pass of name's whole check within
+// VerifiedFor.
+func (p *Provider) Recall(name string) (Target, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.verified[Normalize(name)]
+	if !ok || p.clock().Sub(v.at) >= VerifiedFor {
+		return Target{}, false
+	}
+	return v.target, true
 }
 
 // mapDomain runs the write path's own delegation check, the last line of
 // defence after the gate before the order: the chain and every
-// authoritative server of the production zone. Transient findings (a failed
-// lookup, a silent nameserver) do not stop a write whose target resolved:
-// the CA's validation is the judge then.
+// authoritative server of the production zone. A pass of the gate's whole
+// check moments ago, for the domain or its wildcard (one challenge name),
+// stands in for it. Transient findings (a failed lookup, a silent
+// nameserver) do not stop a write whose target resolved: the CA's
+// validation is the judge then.
 func (p *Provider) mapDomain(ctx context.Context, domain string) (Target, error) {
+	for _, name := range []string{domain, "*." + domain} {
+		if target, ok := p.Recall(name); ok {
+			return target, nil
+		}
+	}
 	target, rep := p.checker().Verify(ctx, domain, CheckWrite)
 	err := rep.Err()
 	if target.Name == "" {
@@ -332,6 +437,8 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 		}
 		if err != nil {
 			p.restore(key, pr)
+		} else {
+			p.removed(t.Name, pr.ttl)
 		}
 		p.retired(pr)
 		if err != nil {

@@ -951,3 +951,39 @@ func TestProviderFollowConcurrent(t *testing.T) {
 		t.Errorf("left behind: presented %v", p.Presented())
 	}
 }
+
+// TestRememberedCheck: a whole check that passed moments ago (the gate's,
+// before the order) stands in for the write's own, for the domain and its
+// wildcard, and asks nothing; after VerifiedFor the write checks again,
+// and a delegation that broke meanwhile is refused then.
+func TestRememberedCheck(t *testing.T) {
+	const alias = "_acme-challenge.shop.example.com." + testAliasZone
+	d := newFakeDNS("example.com", testAliasZone)
+	d.cname("_acme-challenge.shop.example.com", alias)
+	w := &fakeWriter{}
+	p, clk := followProvider(t, d, w)
+	memory := newFakeClock() // the provider's, apart from the resolver cache's
+	p.now = memory.Now
+	target, rep := p.checker().Verify(context.Background(), "shop.example.com", CheckWrite)
+	if target.Name != alias {
+		t.Fatalf("Verify: %v", rep.Err())
+	}
+	p.Remember("*.shop.example.com", target)
+
+	// The delegation breaks; the remembered pass still stands in.
+	delete(d.cnames, "_acme-challenge.shop.example.com")
+	clk.Advance(time.Hour) // past the resolver cache
+	queries := d.total()
+	mustAppend(t, p, "shop.example.com.", txt("_acme-challenge", "one"))
+	if n := d.total() - queries; n != 0 {
+		t.Errorf("the write asked %d queries after a pass moments ago, want none", n)
+	}
+	memory.Advance(VerifiedFor)
+	_, err := p.AppendRecords(context.Background(), "shop.example.com.", []libdns.Record{txt("_acme-challenge", "two")})
+	if err == nil || !strings.Contains(err.Error(), "shop.example.com") {
+		t.Fatalf("AppendRecords after VerifiedFor = %v, want the broken delegation refused", err)
+	}
+	if got := w.values(alias); len(got) != 1 || got[0] != "one" {
+		t.Errorf("values at the alias: %v, want only the first", got)
+	}
+}

@@ -306,7 +306,7 @@ func TestCheckLab(t *testing.T) {
 			label := randomLabel(t, "c4-")
 			domain := sc.setup(t, label)
 			start := time.Now()
-			rep := labChecker(t, sc.mode, sc.maxHops).Check(testCtx(t, time.Minute), domain)
+			_, rep := labChecker(t, sc.mode, sc.maxHops).Check(testCtx(t, time.Minute), domain)
 			dump, _ := json.MarshalIndent(rep, "", "  ")
 			t.Logf("check of %s took %s", domain, time.Since(start).Round(time.Millisecond))
 			assertNoSecret(t, "the report", string(dump))
@@ -384,7 +384,7 @@ func TestCheckDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep := labChecker(t, "template", 0).Check(ctx, domain)
+	_, rep := labChecker(t, "template", 0).Check(ctx, domain)
 	dump, _ := json.MarshalIndent(rep, "", "  ")
 	if rep.OK {
 		t.Fatalf("drift passed the check:\n%s", dump)
