@@ -258,10 +258,15 @@ func (p *Provider) awaitWrite(ctx context.Context, pr *presentation, domain stri
 
 // sharedLocked reports whether a recursive resolver may hold a TXT set of
 // the alias name without a value written now: another value is presented
-// there, or was until lately. p.mu is held.
+// there (or being deleted), or was until lately. p.mu is held.
 func (p *Provider) sharedLocked(name string, now time.Time) bool {
 	for k := range p.presented {
 		if k.name == name {
+			return true
+		}
+	}
+	for _, pr := range p.retiring {
+		if pr.target.Name == name {
 			return true
 		}
 	}
