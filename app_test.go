@@ -147,7 +147,7 @@ func TestOneCheckPerObtain(t *testing.T) {
 	}
 	write := func(t *testing.T, domain string) {
 		t.Helper()
-		rec := libdns.TXT{Name: "_acme-challenge", Text: "value-of-" + domain}
+		rec := libdns.TXT{Name: "_acme-challenge", Text: digest(domain)}
 		if _, err := p.AppendRecords(context.Background(), domain+".", []libdns.Record{rec}); err != nil {
 			t.Fatalf("writing the challenge of %s: %v", domain, err)
 		}

@@ -30,8 +30,9 @@ const (
 	sweepFollowZone = "follow.example.org"
 )
 
-// sweepDigest is a stand-in ACME DNS-01 value derived from s.
-func sweepDigest(s string) string {
+// digest is a stand-in ACME DNS-01 value derived from s: the provider
+// writes nothing without a digest's shape.
+func digest(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
@@ -147,8 +148,8 @@ func TestSweepDeletesListedKeyOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	storeEntry(t, storage, journalPrefix+"/a.json", orphan("../../../outside-victim", sweepDigest("a")))
-	storeEntry(t, storage, journalPrefix+"/b.json", orphan("../../certificates/acme/example.com/example.com", sweepDigest("b")))
+	storeEntry(t, storage, journalPrefix+"/a.json", orphan("../../../outside-victim", digest("a")))
+	storeEntry(t, storage, journalPrefix+"/b.json", orphan("../../certificates/acme/example.com/example.com", digest("b")))
 	w := &sweepWriter{}
 	p, _ := sweepProvider(t, storage, w)
 	if n, err := p.Sweep(context.Background(), time.Minute); n != 2 || err != nil {
@@ -197,7 +198,7 @@ func TestSweepRefusesEntries(t *testing.T) {
 		"writer": func(e *solver.JournalEntry) { e.Writer = "rfc2136" },
 	}
 	for id, spoil := range bad {
-		e := orphan(id, sweepDigest(id))
+		e := orphan(id, digest(id))
 		spoil(&e)
 		storeEntry(t, storage, journalPrefix+"/"+id+".json", e)
 	}
@@ -207,10 +208,10 @@ func TestSweepRefusesEntries(t *testing.T) {
 	}
 	// Valid orphans of the template and the follow rule, listed after
 	// the directory.
-	tmpl := orphan("zzz1", sweepDigest("tmpl"))
+	tmpl := orphan("zzz1", digest("tmpl"))
 	tmpl.Domain, tmpl.Name = "tmpl.example.com", "_acme-challenge.tmpl.example.com."+sweepZone
 	storeEntry(t, storage, journalPrefix+"/zzz1.json", tmpl)
-	follow := orphan("zzz2", sweepDigest("follow"))
+	follow := orphan("zzz2", digest("follow"))
 	follow.Domain, follow.Zone, follow.Name = "x.follow.example.com", sweepFollowZone, "anywhere."+sweepFollowZone
 	storeEntry(t, storage, journalPrefix+"/zzz2.json", follow)
 
@@ -352,7 +353,7 @@ func FuzzJournalSweep(f *testing.F) {
 		data, _ := json.Marshal(e)
 		return string(data)
 	}
-	d := sweepDigest("fuzz")
+	d := digest("fuzz")
 	for _, s := range []struct{ key, data string }{
 		{"a.json", entry("a", "example.com", sweepZone, sweepStatic, d)},
 		{"a.json", entry("../../../outside-victim", "example.com", sweepZone, sweepStatic, d)},
@@ -378,7 +379,7 @@ func FuzzJournalSweep(f *testing.F) {
 		ctx := context.Background()
 		storage := newMemStorage()
 		live := solver.JournalEntry{ID: "live", Domain: "example.com", Zone: sweepZone, Name: sweepStatic, Type: "TXT",
-			Value: sweepDigest("live"), Writer: "fake", Written: time.Now()}
+			Value: digest("live"), Writer: "fake", Written: time.Now()}
 		liveKey := journalPrefix + "/live.json"
 		fuzzKey := journalPrefix + "/" + key
 		liveData, _ := json.Marshal(live)

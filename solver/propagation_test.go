@@ -266,7 +266,7 @@ func TestRecursiveWaitAtSharedName(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "still answers TXT "+testStaticAlias+" without the new value") {
 				t.Fatalf("AppendRecords = %v, want the resolver named", err)
 			}
-			if got := w.values(testStaticAlias); len(got) != 1 || got[0] != "A" {
+			if got := w.values(testStaticAlias); len(got) != 1 || got[0] != digest("A") {
 				t.Errorf("values at the alias after the failed write: %v, want only A", got)
 			}
 		})

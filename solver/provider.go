@@ -162,6 +162,11 @@ func challengeDomain(zone string, rr libdns.RR) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("refusing to write TXT %s: %w", original, err)
 	}
+	// The sweep acts only on journal entries with a digest's shape: a
+	// value without it, once written, would be an orphan no sweep removes.
+	if err := ValidDigest(rr.Data); err != nil {
+		return "", fmt.Errorf("refusing to write TXT %s: %w", original, err)
+	}
 	return domain, nil
 }
 

@@ -141,8 +141,20 @@ const (
 	testStaticAlias = "_acme-challenge.validation.example.org"
 )
 
-func txt(name, value string) libdns.Record {
-	return libdns.TXT{Name: name, TTL: 2 * time.Minute, Text: value}
+// txt is a challenge record at name whose value is digest(label): the
+// provider writes nothing without a digest's shape.
+func txt(name, label string) libdns.Record {
+	return libdns.TXT{Name: name, TTL: 2 * time.Minute, Text: digest(label)}
+}
+
+// digests is digest of each label, sorted as fakeWriter.values lists them.
+func digests(labels ...string) []string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = digest(l)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func staticProvider(t testing.TB, w *fakeWriter) *Provider {
@@ -166,7 +178,7 @@ func checkCall(t testing.TB, c writeCall, op, zone, name, value string) {
 		return
 	}
 	rr := c.recs[0]
-	if rr.Type != "TXT" || Normalize(libdns.AbsoluteName(rr.Name, c.zone)) != Normalize(name) || rr.Data != value {
+	if rr.Type != "TXT" || Normalize(libdns.AbsoluteName(rr.Name, c.zone)) != Normalize(name) || rr.Data != digest(value) {
 		t.Errorf("call %v, want TXT %s %q", c, name, value)
 	}
 }
@@ -220,12 +232,12 @@ func TestProviderApexAndWildcard(t *testing.T) {
 			t.Fatalf("AppendRecords(%s): %v", v, errs[i])
 		}
 		rr := returned[i][0].RR()
-		if rr.Name != testStaticAlias+"." || rr.Type != "TXT" || rr.Data != v || rr.TTL != 2*time.Minute {
+		if rr.Name != testStaticAlias+"." || rr.Type != "TXT" || rr.Data != digest(v) || rr.TTL != 2*time.Minute {
 			t.Errorf("AppendRecords returned %+v, want TXT %s. %q", rr, testStaticAlias, v)
 		}
 	}
-	if got := w.values(testStaticAlias); !slices.Equal(got, values) {
-		t.Fatalf("alias holds %q, want %q", got, values)
+	if got := w.values(testStaticAlias); !slices.Equal(got, digests(values...)) {
+		t.Fatalf("alias holds %q, want %q", got, digests(values...))
 	}
 	appends := w.callsOf("append")
 	if len(appends) != 2 {
@@ -248,7 +260,7 @@ func TestProviderApexAndWildcard(t *testing.T) {
 			t.Fatalf("%d deletes after deleting %s, want %d", len(deletes), v, i+1)
 		}
 		checkCall(t, deletes[i], "delete", testAliasZone, testStaticAlias, v)
-		if got, want := w.values(testStaticAlias), values[i+1:]; !slices.Equal(got, want) {
+		if got, want := w.values(testStaticAlias), digests(values[i+1:]...); !slices.Equal(got, want) {
 			t.Errorf("after deleting %s the alias holds %q, want %q", v, got, want)
 		}
 		if got := len(p.Presented()); got != len(values)-i-1 {
@@ -268,7 +280,7 @@ func TestProviderManyConcurrentChallenges(t *testing.T) {
 	var chs []*challenge
 	for i := range domains {
 		zone := fmt.Sprintf("d%d.example.com.", i)
-		chs = append(chs, &challenge{zone: zone, value: "apex-" + zone}, &challenge{zone: zone, value: "wild-" + zone})
+		chs = append(chs, &challenge{zone: zone, value: "apex-" + strings.TrimSuffix(zone, ".example.com.")}, &challenge{zone: zone, value: "wild-" + strings.TrimSuffix(zone, ".example.com.")})
 	}
 	run := func(f func(c *challenge) error) {
 		t.Helper()
@@ -315,8 +327,8 @@ func TestProviderManyConcurrentChallenges(t *testing.T) {
 		deleted[c.recs[0].Data]++
 	}
 	for _, c := range chs {
-		if deleted[c.value] != 1 {
-			t.Errorf("value %s deleted %d times, want once", c.value, deleted[c.value])
+		if deleted[digest(c.value)] != 1 {
+			t.Errorf("value %s deleted %d times, want once", c.value, deleted[digest(c.value)])
 		}
 	}
 	if len(deleted) != len(chs) || !w.empty() || len(p.Presented()) != 0 {
@@ -343,7 +355,7 @@ func TestProviderChallengesInterleaved(t *testing.T) {
 				errs <- err
 				return
 			}
-			if !slices.Contains(w.values(testStaticAlias), value) {
+			if !slices.Contains(w.values(testStaticAlias), digest(value)) {
 				errs <- fmt.Errorf("%s missing at the alias before its cleanup", value)
 			}
 			if _, err := p.DeleteRecords(context.Background(), zone, out); err != nil {
@@ -374,11 +386,11 @@ func TestProviderTwoDomainsOneStaticAlias(t *testing.T) {
 	p := staticProvider(t, w)
 	com := mustAppend(t, p, "example.com.", txt("_acme-challenge", "com-token"))
 	net := mustAppend(t, p, "example.net.", txt("_acme-challenge.shop", "net-token"))
-	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"com-token", "net-token"}) {
+	if got := w.values(testStaticAlias); !slices.Equal(got, digests("com-token", "net-token")) {
 		t.Fatalf("alias holds %q", got)
 	}
 	mustDelete(t, p, "example.com.", com...)
-	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"net-token"}) {
+	if got := w.values(testStaticAlias); !slices.Equal(got, digests("net-token")) {
 		t.Errorf("after example.com's cleanup the alias holds %q, want net-token only", got)
 	}
 	checkCall(t, w.callsOf("delete")[0], "delete", testAliasZone, testStaticAlias, "com-token")
@@ -403,10 +415,10 @@ func TestProviderCleanupDoesNotReResolve(t *testing.T) {
 		{"returned record, production zone (as certmagic does)", func(r libdns.Record) (string, libdns.Record) { return "example.com.", r }},
 		{"returned record, no zone", func(r libdns.Record) (string, libdns.Record) { return "", r }},
 		{"original relative record", func(r libdns.Record) (string, libdns.Record) {
-			return "example.com.", txt("_acme-challenge", r.RR().Data)
+			return "example.com.", libdns.TXT{Name: "_acme-challenge", Text: r.RR().Data}
 		}},
 		{"original absolute record in other case", func(r libdns.Record) (string, libdns.Record) {
-			return "example.com.", txt("_ACME-Challenge.Example.COM.", r.RR().Data)
+			return "example.com.", libdns.TXT{Name: "_ACME-Challenge.Example.COM.", Text: r.RR().Data}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -478,6 +490,10 @@ func TestProviderRefusals(t *testing.T) {
 		{"bad record after a good one", "example.com.",
 			[]libdns.Record{txt("_acme-challenge", "good"), libdns.RR{Type: "A", Name: "_acme-challenge", Data: "192.0.2.1"}},
 			[]string{"A record", "_acme-challenge.example.com"}},
+		{"value without a digest's shape", "example.com.", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: "site-verification=keepme"}},
+			[]string{"_acme-challenge.example.com", "not the 43 of an ACME DNS-01 digest"}},
+		{"value with a digest's length, not its alphabet", "example.com.", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: strings.Repeat("=", DigestLen)}},
+			[]string{"_acme-challenge.example.com", "not base64url"}},
 		{"non-challenge TXT after a good one", "example.com.",
 			[]libdns.Record{txt("_acme-challenge", "good"), txt("www", "bad")},
 			[]string{"www.example.com"}},
@@ -573,7 +589,7 @@ func TestProviderFailingDelete(t *testing.T) {
 	if len(pr) != 1 || pr[0].Name != testStaticAlias || pr[0].Domain != "example.com" {
 		t.Fatalf("Presented = %+v, want the record still listed", pr)
 	}
-	if got := w.values(testStaticAlias); !slices.Equal(got, []string{"tok"}) {
+	if got := w.values(testStaticAlias); !slices.Equal(got, digests("tok")) {
 		t.Errorf("alias holds %q", got)
 	}
 
@@ -653,7 +669,7 @@ func TestProviderSetRecords(t *testing.T) {
 		t.Fatalf("SetRecords made %v, want one append", calls)
 	}
 	checkCall(t, calls[0], "append", testAliasZone, testStaticAlias, "b-token")
-	if vals := w.values(testStaticAlias); !slices.Equal(vals, []string{"a-token", "b-token", "foreign"}) {
+	if vals := w.values(testStaticAlias); !slices.Equal(vals, digests("a-token", "b-token", "foreign")) {
 		t.Errorf("alias holds %q, want every value kept", vals)
 	}
 
@@ -710,7 +726,7 @@ func TestProviderGetRecords(t *testing.T) {
 			vals = append(vals, rr.Data)
 		}
 		sort.Strings(vals)
-		if !slices.Equal(vals, tc.want) {
+		if !slices.Equal(vals, digests(tc.want...)) {
 			t.Errorf("GetRecords(%s) = %q, want %q", tc.zone, vals, tc.want)
 		}
 	}
@@ -755,7 +771,7 @@ func TestProviderPresented(t *testing.T) {
 func TestProviderBatchRollback(t *testing.T) {
 	w := &fakeWriter{}
 	w.setFailures(func(_ string, rr libdns.RR) error {
-		if rr.Data == "second" {
+		if rr.Data == digest("second") {
 			return errors.New("quota exceeded")
 		}
 		return nil
@@ -983,7 +999,7 @@ func TestRememberedCheck(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "shop.example.com") {
 		t.Fatalf("AppendRecords after VerifiedFor = %v, want the broken delegation refused", err)
 	}
-	if got := w.values(alias); len(got) != 1 || got[0] != "one" {
+	if got := w.values(alias); len(got) != 1 || got[0] != digest("one") {
 		t.Errorf("values at the alias: %v, want only the first", got)
 	}
 }

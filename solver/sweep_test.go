@@ -25,7 +25,7 @@ func TestSweepSparesRenewedEntries(t *testing.T) {
 	clock := newFakeClock()
 	other := staticProvider(t, w)
 	other.Journal, other.now = j, clock.Now
-	mustAppend(t, other, "example.net.", txt("_acme-challenge", digest("slow")))
+	mustAppend(t, other, "example.net.", txt("_acme-challenge", "slow"))
 
 	sweeper := staticProvider(t, w)
 	sweeper.Journal, sweeper.now = j, clock.Now
@@ -81,7 +81,7 @@ func TestRenewRacingCleanup(t *testing.T) {
 	clock := newFakeClock()
 	p := staticProvider(t, w)
 	p.Journal, p.now = j, clock.Now
-	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", digest("v")))
+	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", "v"))
 	hook := &hookJournal{Journal: j}
 	p.Journal = hook
 	hook.beforePut = func() {
@@ -133,7 +133,7 @@ func TestSweepWriterByRule(t *testing.T) {
 	if d := wB.callsOf("delete"); len(d) != 1 {
 		t.Errorf("rule writer deletes %v", d)
 	} else {
-		checkCall(t, d[0], "delete", "b.example", "_acme-challenge.b.example", digest("b"))
+		checkCall(t, d[0], "delete", "b.example", "_acme-challenge.b.example", "b")
 	}
 	if d := wA.callsOf("delete"); len(d) != 2 {
 		t.Errorf("default writer deletes %v", d)
@@ -293,7 +293,7 @@ func TestUncertainWriteStaysJournalled(t *testing.T) {
 		p.Journal, p.now = j, clock.Now
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
-		_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", digest("late"))})
+		_, err := p.AppendRecords(ctx, "example.com.", []libdns.Record{txt("_acme-challenge", "late")})
 		if err == nil || strings.Contains(err.Error(), "by hand") {
 			t.Fatalf("AppendRecords = %v; want the write's failure only (the compensating delete succeeded)", err)
 		}
