@@ -93,8 +93,11 @@ Every run starts Caddy with fresh storage (so the ACME account is registered
 in it too); time is from Caddy's start to its last certificate in storage.
 "updates/cert" and "queries/cert" are per certificate, "orders/10 s" the
 most orders Pebble received within any 10 s of the run (certmagic allows
-itself 10 per 10 s per account; stamped by the harness reading Pebble's log
-every 20 ms, since Pebble's own stamps have whole seconds only). Stock Caddy
+itself 10 per 10 s per account, counted when an obtain starts, so an
+order that reaches the CA late, such as the first behind the account's
+registration, can put 11 in a 10 s window of the CA's; stamped by the
+harness reading Pebble's log every 20 ms, since Pebble's own stamps have
+whole seconds only). Stock Caddy
 needs one site block per name, since dns_challenge_override_domain is one
 name per policy; the plugin has one site block for all names, with no
 propagation option: its default config. The last configuration sets
