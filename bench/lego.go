@@ -96,7 +96,7 @@ certificate where Caddy makes two).
 			if b.selected("lego") {
 				var runs []result
 				for rep := range b.reps {
-					r := legoObtain(b.l, b.lego(), c.names)
+					r := legoObtain(b.l, b.lego, c.names)
 					log.Printf("pebble=%s %s lego rep %d: %s to the certificate", pebble, c.label, rep+1, r.total.Round(time.Millisecond))
 					runs = append(runs, r)
 				}

@@ -4,15 +4,18 @@
 // on-demand TLS latency, and writes BENCHMARKS.md.
 //
 //	go run ./bench [-n 1,20,100] [-reps 3] [-ondemand-reps 5] [-pebble default,0]
-//	               [-tables issue,lego,ondemand] [-setups PART,...] [-out BENCHMARKS.md] [-append]
+//	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //
 // It needs root (the lab binds port 53 on 127.0.0.2 and 127.0.0.3) and brings
 // the lab up itself. CADDY_BIN skips the xcaddy build (lab/build-caddy.sh),
 // LEGO_BIN the lego build (lab/build-lego.sh); both builds need the network,
 // so inside a network namespace set both.
 //
-// The tables are in tables (one file each: issue.go, lego.go, ondemand.go);
-// another table is one more entry there, and -tables picks among them.
+// The tables are in tables (issue.go, lego.go, ondemand.go: the first
+// handshake and the flood); another table is one more entry there (its run
+// is called once per Pebble setting with the lab up), and -tables picks
+// among them. measure.go holds what they share: the meter of DNS updates,
+// queries and orders, and starting Caddy; report.go writes BENCHMARKS.md.
 package main
 
 import (
@@ -54,7 +57,7 @@ var tables = []*table{issueTable, legoTable, onDemandTable, floodTable}
 type bench struct {
 	l            *lab.Lab
 	caddy        string
-	lego         func() string // built on first use
+	lego         string // when the lego table runs
 	ns           []int
 	reps         int
 	onDemandReps int
@@ -115,11 +118,12 @@ func main() {
 	}()
 	bin, c := caddyBinary()
 	b.caddy, cleanups = bin, append(cleanups, c)
-	b.lego = sync.OnceValue(func() string {
+	// Built before anything is measured: a build that fails (inside a
+	// network namespace without LEGO_BIN) should not end an hour's run.
+	if slices.Contains(run, legoTable) {
 		bin, c := legoBinary()
-		cleanups = append(cleanups, c)
-		return bin
-	})
+		b.lego, cleanups = bin, append(cleanups, c)
+	}
 
 	b.rep = newReport(*out, os.Args[1:], tables)
 	if *appendRows {
