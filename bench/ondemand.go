@@ -141,7 +141,6 @@ on_demand_tls { permission alias }. Traffic columns are per name.
 			}
 			c, stopAsk := b.startOnDemand(s, func(string) bool { return true })
 			var times []time.Duration
-			var tr traffic
 			updates, queries, orders, failures := 0, 0, 0, 0
 			for rep := range b.onDemandReps {
 				name := b.fresh("od", pebble)
@@ -149,7 +148,7 @@ on_demand_tls { permission alias }. Traffic columns are per name.
 				flush(b.l, s.alias(b.l, name))
 				m := startMeter(b.l)
 				took, err := handshake(c.httpsPort, name, 3*time.Minute)
-				tr = m.stop()
+				tr := m.stop()
 				updates, queries, orders = updates+tr.updates, queries+tr.queries, orders+len(tr.orders)
 				if err != nil {
 					failures++
