@@ -93,9 +93,10 @@ Every run starts Caddy with fresh storage (so the ACME account is registered
 in it too); time is from Caddy's start to its last certificate in storage.
 "updates/cert" and "queries/cert" are per certificate, "orders/10 s" the
 most orders Pebble received within any 10 s of the run (certmagic allows
-itself 10 per 10 s per account, counted when an obtain starts, so an
-order that reaches the CA late, such as the first behind the account's
-registration, can put 11 in a 10 s window of the CA's; stamped by the
+itself 10 per 10 s per account, counted when an obtain passes its limiter,
+so orders that reach the CA late, as the first ten do behind the account's
+registration and each other, share a 10 s window of the CA's with the next
+ones and the CA can see more than 10; stamped by the
 harness reading Pebble's log every 20 ms, since Pebble's own stamps have
 whole seconds only). Stock Caddy
 needs one site block per name, since dns_challenge_override_domain is one
