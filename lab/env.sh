@@ -19,6 +19,7 @@ CLOUDFLARE_VERSION=v0.2.4
 ROUTE53_VERSION=v1.6.2
 XCADDY_VERSION=v0.4.5
 PEBBLE_VERSION=v2.10.3
+LEGO_VERSION=v5.6.0 # the benchmark's peer (lab/build-lego.sh)
 GO_ROOT=/usr/local/go # where install.sh puts Go when it is missing or too old
 
 # Go first, on its own line: `go env GOPATH` below must find this go, and a
