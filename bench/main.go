@@ -3,7 +3,7 @@
 // against stock Caddy (dns_challenge_override_domain) and against lego, and
 // on-demand TLS latency, and writes BENCHMARKS.md.
 //
-//	go run ./bench [-n 1,20,100] [-reps 3] [-ondemand-reps 5] [-pebble default,0]
+//	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
 //	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //
 // It needs root (the lab binds port 53 on 127.0.0.2 and 127.0.0.3) and brings
@@ -60,6 +60,7 @@ type bench struct {
 	lego         string // when the lego table runs
 	ns           []int
 	reps         int
+	largeReps    int // for the issue table's N of largeN or more
 	onDemandReps int
 	pebbles      []string
 	only         string
@@ -78,6 +79,7 @@ type bench struct {
 func main() {
 	ns := flag.String("n", "1,20,100", "numbers of delegated names (issue table)")
 	reps := flag.Int("reps", 3, "repetitions of each configuration")
+	largeReps := flag.Int("large-reps", 1, fmt.Sprintf("repetitions of the issue table's configurations for N of %d or more (about 1.5 min each at 100)", largeN))
 	odReps := flag.Int("ondemand-reps", 5, "fresh names per configuration in the on-demand table")
 	pebbles := flag.String("pebble", "default,0", "Pebble retryAfter settings: default (3 s / 5 s) or seconds")
 	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
@@ -87,7 +89,7 @@ func main() {
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
-	b := &bench{reps: *reps, onDemandReps: *odReps, pebbles: strings.Split(*pebbles, ","), only: *only,
+	b := &bench{reps: *reps, largeReps: *largeReps, onDemandReps: *odReps, pebbles: strings.Split(*pebbles, ","), only: *only,
 		runID: strconv.FormatInt(time.Now().Unix()%(36*36*36*36), 36)}
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(s)
