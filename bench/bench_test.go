@@ -88,3 +88,36 @@ func TestReportAppend(t *testing.T) {
 		}
 	}
 }
+
+// TestTargets: the targets section judges the measured rows against their
+// limits (lego's own ratio for the lego target) and says why one is missed.
+func TestTargets(t *testing.T) {
+	row := func(tb *table, cells map[string]string) string {
+		var out []string
+		for _, name := range splitRow(strings.SplitN(tb.header, "\n", 2)[0]) {
+			out = append(out, cells[name])
+		}
+		return "| " + strings.Join(out, " | ") + " |"
+	}
+	r := newReport(filepath.Join(t.TempDir(), "B.md"), nil, tables)
+	r.put(issueTable, row(issueTable, map[string]string{"pebble retryAfter": "0", "N": "1", "configuration": "alias template (default config)", "ratio": "0.23"}))
+	r.put(issueTable, row(issueTable, map[string]string{"pebble retryAfter": "0", "N": "1", "configuration": "alias template, certmagic's check kept (propagation_timeout 2m)", "ratio": "1.01"}))
+	r.put(issueTable, row(issueTable, map[string]string{"pebble retryAfter": "0", "N": "20", "configuration": "alias template (default config)", "ratio": "0.93"}))
+	r.put(legoTable, row(legoTable, map[string]string{"pebble retryAfter": "0", "names": "1", "client": "alias template (default config)", "ratio": "0.23"}))
+	r.put(legoTable, row(legoTable, map[string]string{"pebble retryAfter": "0", "names": "1", "client": "lego v5.6.0", "ratio": "2.59"}))
+	var b strings.Builder
+	r.writeTargets(&b)
+	got := b.String()
+	for _, want := range []string{
+		"| N = 1, default config, Pebble retryAfter 0: ratio at most 0.3 | 0 | alias template (default config) | 0.23 | met |",
+		"| N = 20, default config: ratio at most 0.9 | 0 | alias template (default config) | 0.93 | missed: certmagic allows itself 10 orders",
+		"| N = 1: the plugin faster than lego (ratio below lego's) | 0 | alias template (default config) | 0.23 | met |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("targets lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "check kept") {
+		t.Errorf("a row that is not the default config was judged:\n%s", got)
+	}
+}

@@ -90,6 +90,7 @@ order"). "retryAfter default" is Pebble's sample config (authz 3 s, order
 			b.WriteString(row + "\n")
 		}
 	}
+	r.writeTargets(&b)
 	return os.WriteFile(r.path, []byte(b.String()), 0o644)
 }
 
