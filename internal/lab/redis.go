@@ -9,10 +9,12 @@ package lab
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -182,4 +184,72 @@ func (l *Lab) StopRedis(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// redisStorageData is how caddy-storage-redis stores a value: JSON around
+// the bytes (base64 in JSON), which it may have compressed or encrypted.
+type redisStorageData struct {
+	Value       []byte `json:"value"`
+	Compression int    `json:"compression"`
+	Encryption  int    `json:"encryption"`
+}
+
+// RedisLoad returns what caddy-storage-redis stored at the storage key key
+// under keyPrefix (as certmagic's Load would), and false if nothing is
+// there. Compressed or encrypted values are refused: the lab's configs
+// use neither.
+func (l *Lab) RedisLoad(ctx context.Context, keyPrefix, key string) ([]byte, bool, error) {
+	raw, ok, err := l.RedisGet(ctx, path.Join(keyPrefix, key))
+	if err != nil || !ok {
+		return nil, ok, err
+	}
+	var sd redisStorageData
+	if err := json.Unmarshal([]byte(raw), &sd); err != nil {
+		return nil, false, fmt.Errorf("lab: redis key %s/%s is no caddy-storage-redis value: %w", keyPrefix, key, err)
+	}
+	if sd.Compression != 0 || sd.Encryption != 0 {
+		return nil, false, fmt.Errorf("lab: redis key %s/%s is compressed or encrypted", keyPrefix, key)
+	}
+	return sd.Value, true, nil
+}
+
+// RedisStorageKeys returns the storage keys (without keyPrefix) of the
+// values caddy-storage-redis holds under keyPrefix/dir, at any depth.
+// Its directory index (sorted sets) and its locks are no values and are
+// left out.
+func (l *Lab) RedisStorageKeys(ctx context.Context, keyPrefix, dir string) ([]string, error) {
+	keys, err := l.RedisKeys(ctx, path.Join(keyPrefix, dir)+"/*")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, k := range keys {
+		typ, err := l.Redis(ctx, "TYPE", k)
+		if err != nil {
+			return nil, err
+		}
+		if typ == "string" {
+			out = append(out, strings.TrimPrefix(k, keyPrefix+"/"))
+		}
+	}
+	return out, nil
+}
+
+// RedisCert returns the certificate chain (PEM) that Caddy stored for name
+// in the lab's Redis under keyPrefix, from any issuer, and false if there
+// is none yet.
+func (l *Lab) RedisCert(ctx context.Context, keyPrefix, name string) ([]byte, bool, error) {
+	key := strings.Replace(name, "*", "wildcard_", 1)
+	keys, err := l.RedisKeys(ctx, path.Join(keyPrefix, "certificates", "*", key, key+".crt"))
+	if err != nil || len(keys) == 0 {
+		return nil, false, err
+	}
+	return l.RedisLoad(ctx, keyPrefix, strings.TrimPrefix(keys[0], keyPrefix+"/"))
+}
+
+// RedisLockKey is where caddy-storage-redis keeps the storage lock name
+// (e.g. certmagic's "issue_cert_<domain>") under keyPrefix: a key with a
+// time to live, refreshed by its holder, gone when released or expired.
+func RedisLockKey(keyPrefix, name string) string {
+	return path.Join(keyPrefix, "locks", name)
 }
