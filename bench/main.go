@@ -117,6 +117,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "where to write the table")
 	appendRows := flag.Bool("append", false, "keep the rows already in -out (but those measured again) and add these")
 	only := flag.String("setups", "", "comma-separated parts of configuration names to run (default: all)")
+	clusterNs := flag.String("cluster", "", "instead: the scale-out on Redis (cluster.go) for these numbers of names, e.g. 60,100")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -125,6 +126,10 @@ func main() {
 	}
 	bin, cleanup := caddyBinary()
 	defer cleanup()
+	if *clusterNs != "" {
+		runCluster(bin, *clusterNs, *reps, *pebbles, *out)
+		return
+	}
 
 	var rows []string
 	if *appendRows {
@@ -438,7 +443,7 @@ func replaceRow(rows []string, row string) []string {
 func existingRows(path string) []string {
 	data, _ := os.ReadFile(path)
 	var rows []string
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(withoutClusterSection(string(data)), "\n") {
 		if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| pebble") {
 			rows = append(rows, line)
 		}
@@ -465,6 +470,7 @@ block per name, since dns_challenge_override_domain is one name per policy.
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}
+	b.WriteString(clusterSection(path)) // -cluster's section stays
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
