@@ -39,6 +39,7 @@ fi
 # "verifying go.mod: ... 404 Not Found"): their checksums come from the
 # module proxy alone. Found with, in an empty module and a fresh
 # GOMODCACHE, GONOSUMDB= GOFLAGS=-mod=mod go mod download -json MODULE@VERSION
-# for every caddy-dns and libdns module of the build. Every other module is
-# verified against the checksum database.
+# for every caddy-dns and libdns module of the build (and, the same way,
+# for caddy-storage-redis and its redislock, go-redis and miniredis: all
+# verify). Every other module is verified against the checksum database.
 export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/rfc2136}"
