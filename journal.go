@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
@@ -34,6 +36,41 @@ type storageJournal struct {
 	// entries well within it (its sweep_after), and no sweep removes an
 	// entry within its lease.
 	lease time.Duration
+	// name says which storage this is in the journal's errors (see
+	// storageName): a storage's own errors often name only a key or an
+	// address, and an operator whose challenge failed because the journal
+	// could not be written must see that the storage is what failed.
+	name string
+}
+
+// newStorageJournal is the journal in storage, whose entries carry lease.
+func newStorageJournal(storage certmagic.Storage, lease time.Duration) *storageJournal {
+	return &storageJournal{storage: storage, lease: lease, name: storageName(storage)}
+}
+
+// storageName names a storage for errors: its Caddy module ID (e.g.
+// caddy.storage.redis; storage modules that are their own certmagic
+// storage have one), file_system and its path, or else its Go type.
+// Never the storage's String(), which for some modules is their whole
+// configuration.
+func storageName(s certmagic.Storage) string {
+	switch s := s.(type) {
+	case caddy.Module:
+		return string(s.CaddyModule().ID)
+	case *certmagic.FileStorage:
+		return "file_system " + s.Path
+	}
+	return fmt.Sprintf("%T", s)
+}
+
+// storageErr wraps a storage's error with what was done and the storage's
+// name.
+func (j storageJournal) storageErr(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	name := cmp.Or(j.name, storageName(j.storage))
+	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, name, err)
 }
 
 // key is where the entry with this ID is stored. IDs are this process's own
@@ -55,7 +92,7 @@ func (j storageJournal) Put(ctx context.Context, e solver.JournalEntry) error {
 	if err != nil {
 		return err
 	}
-	return j.storage.Store(ctx, key, data)
+	return j.storageErr("storing", key, j.storage.Store(ctx, key, data))
 }
 
 func (j storageJournal) Delete(ctx context.Context, id string) error {
@@ -76,7 +113,7 @@ func (j storageJournal) DeleteKey(ctx context.Context, key string) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // another instance was first
 	}
-	return err
+	return j.storageErr("deleting", key, err)
 }
 
 // isJournalKey reports whether key is a clean key of an entry below the
@@ -100,7 +137,7 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, j.storageErr("listing", journalPrefix, err)
 	}
 	var out []solver.JournalEntry
 	var errs []error

@@ -2,6 +2,7 @@ package alias
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -190,5 +192,72 @@ func TestStorageJournalKeys(t *testing.T) {
 		if err := j.Delete(ctx, id); err == nil {
 			t.Errorf("Delete of ID %q accepted", id)
 		}
+	}
+}
+
+// downStorage is a storage that is down: every call fails as a Redis
+// client's does when the server is gone.
+type downStorage struct{ *memStorage }
+
+var errStorageDown = errors.New("dial tcp 127.0.0.1:16379: connect: connection refused")
+
+func (downStorage) Store(context.Context, string, []byte) error { return errStorageDown }
+func (downStorage) Delete(context.Context, string) error        { return errStorageDown }
+func (downStorage) List(context.Context, string, bool) ([]string, error) {
+	return nil, errStorageDown
+}
+
+// downModuleStorage is a storage module that is its own certmagic storage,
+// as caddy.storage.redis is.
+type downModuleStorage struct{ downStorage }
+
+func (downModuleStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "caddy.storage.test_down", New: func() caddy.Module { return downModuleStorage{} }}
+}
+
+// TestStorageJournalNamesStorage: when the storage fails, every journal
+// operation's error names the storage (a module's ID, file_system with its
+// path, or the Go type) and the key, and wraps the storage's own error.
+func TestStorageJournalNamesStorage(t *testing.T) {
+	// a file_system storage whose directory cannot be made: its path is
+	// below a regular file
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	blocked := filepath.Join(file, "storage")
+	for _, tc := range []struct {
+		storage certmagic.Storage
+		name    string
+		wraps   error
+	}{
+		{downModuleStorage{downStorage{newMemStorage()}}, "caddy.storage.test_down", errStorageDown},
+		{downStorage{newMemStorage()}, "alias.downStorage", errStorageDown},
+		{&certmagic.FileStorage{Path: blocked}, "file_system " + blocked, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			j := newStorageJournal(tc.storage, 3*time.Second)
+			errs := map[string]error{"storing": j.Put(ctx, solver.JournalEntry{ID: "a1"})}
+			if _, ok := tc.storage.(*certmagic.FileStorage); !ok {
+				// a file_system storage's delete of a missing key and
+				// listing of a missing directory are no failures
+				errs["deleting"] = j.Delete(ctx, "a1")
+				_, errs["listing"] = j.List(ctx)
+			}
+			for op, err := range errs {
+				if err == nil {
+					t.Errorf("%s: no error from a storage that is down", op)
+					continue
+				}
+				want := fmt.Sprintf("in storage %s: ", tc.name)
+				if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), op+" challenge journal key "+journalPrefix) {
+					t.Errorf("%s: error %q does not name the key and %q", op, err, want)
+				}
+				if tc.wraps != nil && !errors.Is(err, tc.wraps) {
+					t.Errorf("%s: error %q does not wrap the storage's", op, err)
+				}
+			}
+		})
 	}
 }

@@ -86,6 +86,7 @@ func main() {
 	appendRows := flag.Bool("append", false, "keep the rows already in -out (but those measured again) and add these")
 	only := flag.String("setups", "", "comma-separated parts of configuration names to run (default: all; stock Caddy always runs, for the ratios)")
 	which := flag.String("tables", "", "comma-separated tables to run: "+tableIDs()+" (default: all)")
+	clusterNs := flag.String("cluster", "", "instead: the scale-out on Redis (cluster.go) for these numbers of names, e.g. 60,100")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -120,6 +121,10 @@ func main() {
 	}()
 	bin, c := caddyBinary()
 	b.caddy, cleanups = bin, append(cleanups, c)
+	if *clusterNs != "" {
+		runCluster(bin, *clusterNs, *reps, *pebbles, *out)
+		return
+	}
 	// Built before anything is measured: a build that fails (inside a
 	// network namespace without LEGO_BIN) should not end an hour's run.
 	if slices.Contains(run, legoTable) {
@@ -132,19 +137,24 @@ func main() {
 		b.rep.load()
 	}
 	for _, pebble := range b.pebbles {
-		os.Setenv("PEBBLE_RETRY_AFTER", pebble)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		l, err := lab.Up(ctx)
-		cancel()
-		if err != nil {
-			log.Fatal(err)
-		}
-		b.l = l
+		b.l = labWith(pebble)
 		for _, t := range run {
 			t.run(b, t, pebble)
 		}
 	}
 	log.Printf("wrote %s", *out)
+}
+
+// labWith brings the lab up (again) with Pebble's retryAfter set to pebble.
+func labWith(pebble string) *lab.Lab {
+	os.Setenv("PEBBLE_RETRY_AFTER", pebble)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return l
 }
 
 func tableIDs() string {

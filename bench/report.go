@@ -91,6 +91,7 @@ order"). "retryAfter default" is Pebble's sample config (authz 3 s, order
 		}
 	}
 	r.writeTargets(&b)
+	b.WriteString(clusterSection(r.path)) // -cluster's section stays
 	return os.WriteFile(r.path, []byte(b.String()), 0o644)
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Caddy the way users do, with xcaddy: this working tree's plugin plus
-# the DNS providers the tests and examples use, at the versions lab/env.sh
-# pins (Caddy's from go.mod).
+# the DNS providers the tests and examples use and the Redis storage of the
+# cluster tests, at the versions lab/env.sh pins (Caddy's from go.mod).
 #   lab/build-caddy.sh [OUTPUT]   (default: ./caddy)
 set -euo pipefail
 out="$(realpath -m "${1:-./caddy}")"
@@ -19,4 +19,5 @@ xcaddy build "$CADDY_VERSION" --output "$out" \
 	--with "github.com/acme-alias/caddy-dns-alias=$CDA_ROOT" \
 	--with "github.com/caddy-dns/rfc2136@$RFC2136_VERSION" \
 	--with "github.com/caddy-dns/cloudflare@$CLOUDFLARE_VERSION" \
-	--with "github.com/caddy-dns/route53@$ROUTE53_VERSION"
+	--with "github.com/caddy-dns/route53@$ROUTE53_VERSION" \
+	--with "github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION"

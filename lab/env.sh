@@ -17,6 +17,10 @@ CADDY_VERSION="$(cda_modver github.com/caddyserver/caddy/v2)"
 RFC2136_VERSION="$(cda_modver github.com/caddy-dns/rfc2136)"
 CLOUDFLARE_VERSION=v0.2.4
 ROUTE53_VERSION=v1.6.2
+# The Redis storage of the cluster tests. v1.8.x is the line that builds
+# against Caddy v2.11 (v1.8.1's go.mod requires caddy v2.11.1, which the
+# build raises to go.mod's v2.11.x); v1.5.x is for Caddy v2.10 and older.
+REDIS_STORAGE_VERSION=v1.8.1
 XCADDY_VERSION=v0.4.5
 PEBBLE_VERSION=v2.10.3
 LEGO_VERSION=v5.6.0 # the benchmark's peer (lab/build-lego.sh)
@@ -36,6 +40,7 @@ fi
 # "verifying go.mod: ... 404 Not Found"): their checksums come from the
 # module proxy alone. Found with, in an empty module and a fresh
 # GOMODCACHE, GONOSUMDB= GOFLAGS=-mod=mod go mod download -json MODULE@VERSION
-# for every caddy-dns and libdns module of the build. Every other module is
-# verified against the checksum database.
+# for every caddy-dns and libdns module of the build (and, the same way,
+# for caddy-storage-redis and its redislock, go-redis and miniredis: all
+# verify). Every other module is verified against the checksum database.
 export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/rfc2136}"

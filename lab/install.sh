@@ -3,11 +3,12 @@
 #   - Go: the release go.mod names (1.26.x), in /usr/local/go: a
 #     prerequisite, checked here (Debian's golang package is too old)
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
-#     bind9-dnsutils (dig, nsupdate), unbound, openssl, iproute2, curl
+#     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
+#     redis-tools: redis-cli), openssl, iproute2, curl
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
 #     $(go env GOPATH)/bin)
-# The Debian services bind9/named and unbound are stopped and disabled
-# afterwards: the lab starts its own instances (lab/lab.sh).
+# The Debian services bind9/named, unbound and redis-server are stopped and
+# disabled afterwards: the lab starts its own instances (lab/lab.sh).
 set -euo pipefail
 
 # shellcheck source=lab/env.sh
@@ -42,7 +43,7 @@ fi
 
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils unbound openssl iproute2 curl ca-certificates; do
+for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools openssl iproute2 curl ca-certificates; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")
@@ -52,7 +53,8 @@ done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
 	# Keep the package scripts from starting the system services: they would
-	# grab port 53 / 953 / 8953. policy-rc.d exit 101 = "action forbidden".
+	# grab port 53 / 953 / 8953 / 6379. policy-rc.d exit 101 = "action
+	# forbidden" (systemd's deb-systemd-invoke honours it too).
 	created_policy=0
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -78,7 +80,7 @@ have_systemd=0
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	have_systemd=1
 fi
-for svc in named bind9 unbound unbound-resolvconf; do
+for svc in named bind9 unbound unbound-resolvconf redis-server; do
 	if [ "$have_systemd" = 1 ]; then
 		systemctl disable --now "$svc" >/dev/null 2>&1 || true
 	else
@@ -89,7 +91,7 @@ for svc in named bind9 unbound unbound-resolvconf; do
 	fi
 done
 # Anything still running from the system packages (not ours: ours use -c $LAB_DIR/...)
-for pidf in /run/named/named.pid /run/unbound.pid /var/run/named/named.pid /var/run/unbound.pid; do
+for pidf in /run/named/named.pid /run/unbound.pid /var/run/named/named.pid /var/run/unbound.pid /run/redis/redis-server.pid /var/run/redis/redis-server.pid; do
 	if [ -s "$pidf" ]; then
 		pid=$(cat "$pidf")
 		if kill -0 "$pid" 2>/dev/null; then
@@ -118,7 +120,7 @@ go_tool() { # name module version
 go_tool pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 
-for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf openssl ip curl; do
+for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli openssl ip curl; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
 log "ok (pebble and xcaddy in $gobin)"

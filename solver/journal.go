@@ -157,7 +157,7 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 		}
 		p.logger().Info("removed orphaned challenge record",
 			zap.String("domain", e.Domain), zap.String("name", e.Name), zap.String("zone", e.Zone),
-			zap.Time("written", e.Written), zap.Time("last_seen", e.lastSeen()))
+			zap.String("value", e.Value), zap.Time("written", e.Written), zap.Time("last_seen", e.lastSeen()))
 		removed++
 	}
 	return removed, nil
@@ -293,7 +293,8 @@ func (p *Provider) Withdraw(ctx context.Context) int {
 		}
 		p.forget(ctx, it.pr.journalID)
 		p.logger().Info("deleted challenge record at shutdown",
-			zap.String("domain", t.Domain), zap.String("alias", t.Name), zap.String("zone", t.Zone))
+			zap.String("domain", t.Domain), zap.String("alias", t.Name), zap.String("zone", t.Zone),
+			zap.String("value", it.value))
 		removed++
 	}
 	return removed

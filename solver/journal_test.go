@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,11 +24,63 @@ type memJournal struct {
 	mu      sync.Mutex
 	entries map[string]JournalEntry // by key
 	deleted []string                // keys DeleteKey was asked for
+	putErr  error                   // what Put fails with, storing nothing (a storage that is down)
 }
 
 func (j *memJournal) Put(_ context.Context, e JournalEntry) error {
+	j.mu.Lock()
+	err := j.putErr
+	j.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	j.putKey("mem/"+e.ID, e)
 	return nil
+}
+
+func (j *memJournal) failPuts(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.putErr = err
+}
+
+// TestJournalDownWritesNothing: while the journal cannot be written (its
+// storage is down: a Redis restarting), a challenge fails before anything
+// reaches the inner provider, with the journal's error (which names the
+// storage) wrapped, and leaves nothing presented; once the journal works
+// again, the same challenge is written and journalled.
+func TestJournalDownWritesNothing(t *testing.T) {
+	fw := &fakeWriter{}
+	p := staticProvider(t, fw)
+	j := &memJournal{}
+	p.Journal = j
+	down := errors.New("storing challenge journal key dns_alias/journal/x.json in storage caddy.storage.redis: dial tcp 127.0.0.1:16379: connect: connection refused")
+	j.failPuts(down)
+	value := "journal down"
+	_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", value)})
+	if !errors.Is(err, down) {
+		t.Fatalf("AppendRecords with the journal down = %v, want its error wrapped", err)
+	}
+	for _, want := range []string{"example.com", "in the journal before writing it", "caddy.storage.redis"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if calls := fw.getCalls(); len(calls) != 0 {
+		t.Errorf("the inner provider was called although the journal write failed: %+v", calls)
+	}
+	if recs, _ := p.GetRecords(context.Background(), "example.com."); len(recs) != 0 {
+		t.Errorf("GetRecords after the failed present = %v, want nothing presented", recs)
+	}
+	j.failPuts(nil)
+	recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", value))
+	if got := fw.values(testStaticAlias); !slices.Equal(got, digests(value)) || j.len() != 1 {
+		t.Errorf("after the journal is back: alias holds %v and the journal %d entries, want the value and its entry", got, j.len())
+	}
+	mustDelete(t, p, "example.com.", recs...)
+	if j.len() != 0 || !fw.empty() {
+		t.Errorf("after the cleanup: %d journal entries, alias %v", j.len(), fw.values(testStaticAlias))
+	}
 }
 
 func (j *memJournal) putKey(key string, e JournalEntry) {

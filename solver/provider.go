@@ -227,10 +227,14 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 			p.logger().Warn("renewing the challenge journal entry after the write; the next renewal will", zap.String("domain", domain), zap.Error(err))
 		}
 	}
+	// The value (the ACME digest, public in DNS anyway) lets an operator
+	// match each instance's writes and deletes with the DNS server's
+	// update log, as the cluster tests do.
 	p.logger().Info("presented challenge on alias",
 		zap.String("domain", domain),
 		zap.String("alias", target.Name),
 		zap.String("zone", target.Zone),
+		zap.String("value", rr.Data),
 		zap.String("provider", target.Rule.WriterName))
 	return aliasRecord(target.Name, rr), nil
 }
@@ -463,7 +467,8 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 		p.logger().Debug("deleted challenge from alias",
 			zap.String("domain", t.Domain),
 			zap.String("alias", t.Name),
-			zap.String("zone", t.Zone))
+			zap.String("zone", t.Zone),
+			zap.String("value", rr.Data))
 		deleted = append(deleted, rec)
 	}
 	return deleted, errors.Join(errs...)

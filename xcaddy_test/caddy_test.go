@@ -31,15 +31,19 @@ import (
 
 // caddyProc is one running Caddy.
 type caddyProc struct {
-	t         *testing.T
-	cmd       *exec.Cmd
-	dir       string
-	storage   string
-	admin     string // 127.0.0.1:port
-	httpsPort int
-	log       *logBuffer
-	started   time.Time
-	done      chan struct{}
+	t       *testing.T
+	cmd     *exec.Cmd
+	dir     string
+	storage string
+	// redisPrefix is the key prefix of the lab Redis's storage, for a
+	// Caddy on `storage redis` (a cluster node); storage is unused then.
+	redisPrefix string
+	env         []string // added to the lab's Caddy environment
+	admin       string   // 127.0.0.1:port
+	httpsPort   int
+	log         *logBuffer
+	started     time.Time
+	done        chan struct{}
 }
 
 // globalOptions are the lab's global options; extra is added to the global
@@ -132,7 +136,7 @@ func (c *caddyProc) start(args ...string) {
 	t.Helper()
 	c.cmd = exec.Command(caddyBin, args...)
 	c.cmd.Dir = c.dir
-	c.cmd.Env = theLab.CaddyEnv(c.dir)
+	c.cmd.Env = append(theLab.CaddyEnv(c.dir), c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.started = time.Now()
 	if err := c.cmd.Start(); err != nil {
@@ -189,6 +193,29 @@ func (c *caddyProc) certFile(name string) string {
 	return lab.CertFile(c.storage, name)
 }
 
+// storedChain returns the certificate chain (PEM) Caddy stored for name,
+// in its file_system storage or in Redis, or nil if there is none yet.
+func (c *caddyProc) storedChain(name string) []byte {
+	t := c.t
+	t.Helper()
+	if c.redisPrefix != "" {
+		pem, _, err := theLab.RedisCert(testCtx(t, 10*time.Second), c.redisPrefix, name)
+		if err != nil {
+			t.Fatalf("reading the certificate of %s from redis: %v", name, err)
+		}
+		return pem
+	}
+	f := c.certFile(name)
+	if f == "" {
+		return nil
+	}
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // waitCert waits for the certificate of name in Caddy's storage, checks that
 // Pebble issued it for name, and returns it with the time it took.
 func (c *caddyProc) waitCert(name string, timeout time.Duration) (*x509.Certificate, time.Duration) {
@@ -204,9 +231,9 @@ func (c *caddyProc) waitCertFrom(name string, timeout time.Duration, verify func
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if f := c.certFile(name); f != "" {
+		if pem := c.storedChain(name); pem != nil {
 			took := time.Since(c.started)
-			chain := readChain(t, f)
+			chain := parseChain(t, name, pem)
 			if err := verify(testCtx(t, 30*time.Second), chain, name); err != nil {
 				t.Fatalf("certificate for %s in storage does not verify: %v", name, err)
 			}
@@ -223,18 +250,16 @@ func (c *caddyProc) waitCertFrom(name string, timeout time.Duration, verify func
 	}
 }
 
-func readChain(t *testing.T, file string) []*x509.Certificate {
+// parseChain parses the stored chain of name, failing the test unless it
+// holds a certificate.
+func parseChain(t *testing.T, name string, pem []byte) []*x509.Certificate {
 	t.Helper()
-	data, err := os.ReadFile(file)
+	chain, err := lab.ParseCertificates(pem)
 	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := lab.ParseCertificates(data)
-	if err != nil {
-		t.Fatalf("%s: %v", file, err)
+		t.Fatalf("stored certificate of %s: %v", name, err)
 	}
 	if len(chain) == 0 {
-		t.Fatalf("%s holds no certificate", file)
+		t.Fatalf("the stored certificate of %s holds none", name)
 	}
 	return chain
 }

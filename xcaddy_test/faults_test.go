@@ -3,7 +3,6 @@ package xcaddy_test
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -455,25 +454,7 @@ func TestClusterSharedStorage(t *testing.T) {
 	t.Logf("cluster: 20 certificates in the shared storage after %s", took.Round(time.Millisecond))
 
 	// Both serve every name, the one that did not obtain it from storage.
-	for _, c := range []*caddyProc{a, b} {
-		for _, n := range names {
-			var err error
-			for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-				var chain []*x509.Certificate
-				if chain, err = c.handshake(n, 3*time.Second); err == nil {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					err = theLab.VerifyPebbleChain(ctx, chain, n)
-					cancel()
-				}
-				if err == nil || time.Now().After(end) {
-					break
-				}
-			}
-			if err != nil {
-				t.Errorf("instance %s does not serve a Pebble certificate for %s: %v", c.admin, n, err)
-			}
-		}
-	}
+	assertServesAll(t, theLab.VerifyPebbleChain, names, a, b)
 
 	obtained := countBy("identifier", "certificate obtained successfully", a, b)
 	byA := countBy("identifier", "certificate obtained successfully", a)
@@ -488,13 +469,7 @@ func TestClusterSharedStorage(t *testing.T) {
 	if total != len(names) {
 		t.Errorf("%d certificates obtained in all, want %d", total, len(names))
 	}
-	for _, c := range []*caddyProc{a, b} {
-		for _, l := range c.logLines() {
-			if l.Level == "error" && (l.Msg == "could not get certificate from issuer" || l.Msg == "cleaning up solver" || strings.Contains(l.Logger, "dns.providers.alias")) {
-				t.Errorf("instance %s: %s", c.admin, l.raw)
-			}
-		}
-	}
+	assertNoIssuanceErrors(t, a, b)
 	a.stop()
 	b.stop()
 	assertNoChallengeLeft(t)

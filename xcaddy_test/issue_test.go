@@ -372,10 +372,9 @@ func TestIssueRenewal(t *testing.T) {
 	}
 
 	// the renewed certificate in storage
-	file := c.certFile(name)
 	var renewed *x509.Certificate
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		if chain := readChain(t, file); chain[0].SerialNumber.Cmp(first.SerialNumber) != 0 {
+		if chain := parseChain(t, name, c.storedChain(name)); chain[0].SerialNumber.Cmp(first.SerialNumber) != 0 {
 			if err := p.lab.VerifyPebbleChain(testCtx(t, 30*time.Second), chain, name); err != nil {
 				t.Fatalf("renewed certificate does not verify: %v", err)
 			}

@@ -18,8 +18,8 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
 
-// TestListModules: the xcaddy-built binary has every module of this plugin
-// and the three DNS providers it was built with.
+// TestListModules: the xcaddy-built binary has every module of this plugin,
+// the three DNS providers and the Redis storage it was built with.
 func TestListModules(t *testing.T) {
 	requireLab(t)
 	out, err := exec.Command(caddyBin, "list-modules").CombinedOutput()
@@ -38,6 +38,7 @@ func TestListModules(t *testing.T) {
 		"dns.providers.rfc2136",
 		"dns.providers.cloudflare",
 		"dns.providers.route53",
+		"caddy.storage.redis",
 	}
 	// and every module the plugin's sources register (ID: "..." in
 	// caddy.ModuleInfo), so that a module added later is checked too
@@ -117,6 +118,9 @@ func TestReadmeCaddyfiles(t *testing.T) {
 				"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 				"XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 			env = append(env, placeholders...)
+			// the cluster example's storage pings Redis when provisioned:
+			// the lab's, wherever it listens
+			env = append(env, "REDIS_ADDRESS="+theLab.RedisAddr)
 			var stdout, stderr bytes.Buffer
 			cmd := exec.Command(caddyBin, "adapt", "--config", file, "--adapter", "caddyfile")
 			cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &stdout, &stderr
@@ -137,9 +141,10 @@ func TestReadmeCaddyfiles(t *testing.T) {
 			}
 		})
 	}
-	// the Examples (4), platform onboarding, ACME-DNS, the journal's sweep
-	if blocks < 7 || paired < 6 {
-		t.Errorf("README.md has %d Caddyfile blocks, %d of them with JSON after them; want at least 7 and 6", blocks, paired)
+	// the Examples (4), platform onboarding, ACME-DNS, the journal's sweep,
+	// the cluster on Redis, the cluster on a shared directory
+	if blocks < 9 || paired < 7 {
+		t.Errorf("README.md has %d Caddyfile blocks, %d of them with JSON after them; want at least 9 and 7", blocks, paired)
 	}
 }
 

@@ -28,8 +28,16 @@ var customerZones = []string{"example.com", "example.net", "example.org", "hop.e
 // acme_ca) exist, so `tls { dns ... }` cannot stand in such a site.
 func startOnDemandCaddy(t *testing.T) *caddyProc {
 	t.Helper()
-	l := requireLab(t)
-	c := startCaddyfile(t, fmt.Sprintf(`acme_dns alias {
+	requireLab(t)
+	c := startCaddyfile(t, onDemandGlobals(), onDemandSite)
+	c.waitListening(20 * time.Second)
+	return c
+}
+
+// onDemandGlobals are the global options of startOnDemandCaddy: the alias
+// provider as acme_dns and the permission module.
+func onDemandGlobals() string {
+	return fmt.Sprintf(`acme_dns alias {
 		%s
 		zone validation.example.org
 		alias _acme-challenge.{domain}.validation.example.org
@@ -38,24 +46,34 @@ func startOnDemandCaddy(t *testing.T) *caddyProc {
 	tls_resolvers %s
 	on_demand_tls {
 		permission alias
-	}`, rfc2136(), l.Resolver, l.Resolver), `https:// {
+	}`, rfc2136(), theLab.Resolver, theLab.Resolver)
+}
+
+// onDemandSite is the site of startOnDemandCaddy: every name that reaches
+// it, on demand.
+const onDemandSite = `https:// {
 	tls {
 		on_demand
 	}
 	respond "ok"
-}`)
+}`
+
+// waitListening waits until Caddy accepts TCP connections on its HTTPS
+// port.
+func (c *caddyProc) waitListening(timeout time.Duration) {
+	c.t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", c.httpsPort)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
 		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			conn.Close()
-			return c
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("caddy does not listen on %s; log:\n%s", addr, c.log.String())
+			c.t.Fatalf("caddy does not listen on %s; log:\n%s", addr, c.log.String())
 		}
 		select {
 		case <-c.done:
-			t.Fatalf("caddy exited; log:\n%s", c.log.String())
+			c.t.Fatalf("caddy exited; log:\n%s", c.log.String())
 		default:
 		}
 	}

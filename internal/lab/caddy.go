@@ -37,18 +37,36 @@ func Delegation(name, aliasZone string) string {
 // its only CA, the given HTTP and HTTPS ports, no OCSP stapling, and extra
 // (more global options, e.g. "renew_interval 2s").
 func (l *Lab) CaddyGlobalOptions(admin, storage string, httpPort, httpsPort int, extra string) string {
+	return l.CaddyGlobals(admin, "file_system "+storage, fmt.Sprint(httpPort), fmt.Sprint(httpsPort), extra)
+}
+
+// CaddyGlobals is CaddyGlobalOptions with the storage option's value as
+// it stands (e.g. RedisStorage's) and the ports as text, so that they can
+// be placeholders ({$HTTPS_PORT}) and one Caddyfile serve a whole cluster.
+func (l *Lab) CaddyGlobals(admin, storage, httpPort, httpsPort, extra string) string {
 	return fmt.Sprintf(`{
 	admin %s
-	storage file_system %s
+	storage %s
 	email test@example.com
 	acme_ca %s
 	acme_ca_root %s
-	http_port %d
-	https_port %d
+	http_port %s
+	https_port %s
 	ocsp_stapling off
 	%s
 }
 `, admin, storage, l.PebbleDir, l.PebbleCAPEM, httpPort, httpsPort, extra)
+}
+
+// RedisStorage is the value of a Caddyfile storage option that keeps
+// Caddy's storage in the lab's Redis (caddy-storage-redis) under
+// keyPrefix: instances with the same prefix are a cluster; a test with a
+// prefix of its own sees nobody else's certificates, locks or journal.
+func (l *Lab) RedisStorage(keyPrefix string) string {
+	return fmt.Sprintf(`redis {
+		address %s
+		key_prefix %s
+	}`, l.RedisAddr, keyPrefix)
 }
 
 // CaddyEnv is the environment of a Caddy command run in dir: this

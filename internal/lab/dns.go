@@ -309,7 +309,8 @@ func (l *Lab) FlushResolver(ctx context.Context, name string) error {
 	return nil
 }
 
-// Healthy checks that both authoritative servers, Unbound and Pebble answer.
+// Healthy checks that both authoritative servers, Unbound, Redis and Pebble
+// answer.
 func (l *Lab) Healthy(ctx context.Context) error {
 	for _, c := range []struct{ server, zone string }{{l.AuthA, "example.com"}, {l.AuthB, l.AliasZone2}} {
 		r, err := l.Query(ctx, c.server, c.zone, dns.TypeSOA)
@@ -326,6 +327,9 @@ func (l *Lab) Healthy(ctx context.Context) error {
 	}
 	if r.Rcode != dns.RcodeSuccess {
 		return fmt.Errorf("lab: resolver answers SOA %s with %s", l.AliasZone, dns.RcodeToString[r.Rcode])
+	}
+	if pong, err := l.Redis(ctx, "PING"); err != nil || pong != "PONG" {
+		return fmt.Errorf("lab: redis answers PING with %v (%v)", pong, err)
 	}
 	hc, err := l.PebbleHTTPClient()
 	if err != nil {

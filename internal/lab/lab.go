@@ -1,12 +1,15 @@
 // Package lab is test support for the project's DNS/ACME lab: two BIND
 // authoritative servers on 127.0.0.2:53 and 127.0.0.3:53, Unbound on
-// 127.0.0.1:15353 and Pebble on 127.0.0.1:14000, all started by lab/lab.sh
+// 127.0.0.1:15353, Redis on 127.0.0.1:16379 (the cluster scenarios'
+// storage) and Pebble on 127.0.0.1:14000, all started by lab/lab.sh
 // (see lab/README.md). It is imported by tests only.
 //
 // A test gets the lab with Require (or EnsureUp), then publishes records
 // with the lab-admin key (Publish, Remove), looks at what the servers hold
 // (Query, TXTRecords, Serial), resolves through Unbound (Resolve) and counts
-// what Unbound was asked (CountResolverQueries, from Unbound's query log).
+// what Unbound was asked (CountResolverQueries, from Unbound's query log),
+// and reads or stops Redis (RedisKeys, RedisGet, StopRedis; Up starts it
+// again).
 package lab
 
 import (
@@ -50,6 +53,8 @@ type Lab struct {
 	PebbleMgmt  string // management API base URL
 	PebbleCAPEM string // file: the CA of Pebble's HTTPS certificate (not of the certificates it issues)
 	PebbleLog   string
+	RedisAddr   string // the lab's Redis, "127.0.0.1:16379": the cluster scenarios' storage
+	RedisLog    string
 	AliasZone   string // validation.example.org, writable by CaddyKey (TXT only)
 	AliasZone2  string // alias2.example, writable by CaddyKey2 (TXT only)
 	CaddyKey    Key
@@ -96,6 +101,8 @@ func LoadFile(path string) (*Lab, error) {
 		PebbleMgmt:  env["PEBBLE_MGMT"],
 		PebbleCAPEM: env["PEBBLE_CA_PEM"],
 		PebbleLog:   env["PEBBLE_LOG"],
+		RedisAddr:   env["REDIS_ADDR"],
+		RedisLog:    env["REDIS_LOG"],
 		AliasZone:   env["ALIAS_ZONE"],
 		AliasZone2:  env["ALIAS_ZONE2"],
 		CaddyKey:    Key{env["CADDY_KEY_NAME"], env["CADDY_KEY_SECRET"], env["CADDY_KEY_ALG"], env["CADDY_KEY_FILE"]},
@@ -103,7 +110,7 @@ func LoadFile(path string) (*Lab, error) {
 		AdminKey:    Key{env["ADMIN_KEY_NAME"], env["ADMIN_KEY_SECRET"], env["ADMIN_KEY_ALG"], env["ADMIN_KEY_FILE"]},
 		Env:         env,
 	}
-	for _, k := range []string{"LAB_DIR", "AUTH_A", "AUTH_B", "RESOLVER", "PEBBLE_DIR", "PEBBLE_MGMT",
+	for _, k := range []string{"LAB_DIR", "AUTH_A", "AUTH_B", "RESOLVER", "REDIS_ADDR", "PEBBLE_DIR", "PEBBLE_MGMT",
 		"PEBBLE_CA_PEM", "ALIAS_ZONE", "ALIAS_ZONE2", "CADDY_KEY_SECRET", "CADDY_KEY2_SECRET", "ADMIN_KEY_SECRET"} {
 		if env[k] == "" {
 			return nil, fmt.Errorf("lab: %s: %s missing", path, k)
@@ -176,7 +183,7 @@ var upMu sync.Mutex
 // Up runs lab/lab.sh up (a no-op when the lab already runs) and loads the
 // result. It needs root and the tools lab/install.sh installs; it installs
 // nothing itself and touches no system service. Settings pass through the environment (LAB_DIR,
-// UNBOUND_PORT, PEBBLE_PORT, PEBBLE_MGMT_PORT, PEBBLE_RETRY_AFTER,
+// UNBOUND_PORT, REDIS_PORT, PEBBLE_PORT, PEBBLE_MGMT_PORT, PEBBLE_RETRY_AFTER,
 // PEBBLE_CERT_VALIDITY); a PEBBLE_* setting that differs from the running
 // Pebble's restarts Pebble.
 func Up(ctx context.Context) (*Lab, error) {

@@ -283,3 +283,27 @@ func TestLab(t *testing.T) {
 		}
 	})
 }
+
+func TestParseUpdateLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want Update
+		ok   bool
+	}{
+		{`01-Dec-2026 12:22:52.682 update: info: client @0x7f20ad6fe098 127.0.0.2#33320/key caddy-key: updating zone 'validation.example.org/IN': adding an RR at '_acme-challenge.t1.example.com.validation.example.org' TXT "abc"`,
+			Update{Key: "caddy-key", Zone: "validation.example.org", Op: "add", Name: "_acme-challenge.t1.example.com.validation.example.org", Type: "TXT", Value: "abc"}, true},
+		{`01-Dec-2026 12:22:52.682 update: info: client @0x7f20b149b098 127.0.0.2#60615/key caddy-key: updating zone 'validation.example.org/IN': deleting an RR at _acme-challenge.t1.example.com.validation.example.org TXT`,
+			Update{Key: "caddy-key", Zone: "validation.example.org", Op: "delete", Name: "_acme-challenge.t1.example.com.validation.example.org", Type: "TXT"}, true},
+		{`01-Dec-2026 12:22:52.682 update: info: client @0x1 127.0.0.1#1/key lab-admin: updating zone 'example.com/IN': deleting rrset at '_acme-challenge.x.example.com' CNAME`,
+			Update{Key: "lab-admin", Zone: "example.com", Op: "delete rrset", Name: "_acme-challenge.x.example.com", Type: "CNAME"}, true},
+		{`01-Dec-2026 12:22:52.682 update: info: client @0x1 127.0.0.1#1/key lab-admin: updating zone 'example.com/IN': adding an RR at 'x.example.com' TXT "a" "b"`,
+			Update{Key: "lab-admin", Zone: "example.com", Op: "add", Name: "x.example.com", Type: "TXT", Value: "ab"}, true},
+		{`01-Dec-2026 12:22:52.682 general: info: zone validation.example.org/IN: sending notifies (serial 3)`, Update{}, false},
+	} {
+		got, ok := parseUpdateLine(tc.line)
+		got.Time = time.Time{}
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("parseUpdateLine(%q) = %+v, %v; want %+v, %v", tc.line, got, ok, tc.want, tc.ok)
+		}
+	}
+}
