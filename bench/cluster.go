@@ -216,7 +216,7 @@ func clusterRow(pebble string, n, k int, runs []clusterResult, single time.Durat
 // place of the one there (or at its end), keeping everything else.
 func writeClusterSection(path string, rows []string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench -cluster` (see README.md, Benchmarks) on %s.\n\n", clusterHeading, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench %s` (see README.md, Benchmarks) on %s.\n\n", clusterHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s.\n\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
 	b.WriteString(`One Caddyfile (the template row's site above, every name in one site block)
 run by 1 and by 3 Caddy instances at once, on the lab's Redis
@@ -227,7 +227,8 @@ run, "per 10 s" its mean rate over the run and "peak" the most it created in
 any 10 s; "split" the certificates each instance obtained, the busiest
 first (mean per run).
 certmagic allows 10 orders per 10 s per ACME account in each process, so a
-single instance cannot exceed 10 per 10 s; several instances share the names
+single instance averages at most 10 per 10 s (its peak can be higher: see
+the first table's note on orders/10 s); several instances share the names
 through the storage's locks, each with its own allowance. certmagic takes a
 name's lock before it waits in that limiter, so an instance that reaches
 many locks first keeps them while it works through its own 10 per 10 s, and
