@@ -131,7 +131,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	a.journal = newStorageJournal(ctx.Storage(), time.Duration(a.SweepAfter))
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
 
 	events, err := ctx.App("events")
 	if err != nil {

@@ -1,7 +1,6 @@
 package alias
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,16 +35,6 @@ type storageJournal struct {
 	// entries well within it (its sweep_after), and no sweep removes an
 	// entry within its lease.
 	lease time.Duration
-	// name says which storage this is in the journal's errors (see
-	// storageName): a storage's own errors often name only a key or an
-	// address, and an operator whose challenge failed because the journal
-	// could not be written must see that the storage is what failed.
-	name string
-}
-
-// newStorageJournal is the journal in storage, whose entries carry lease.
-func newStorageJournal(storage certmagic.Storage, lease time.Duration) *storageJournal {
-	return &storageJournal{storage: storage, lease: lease, name: storageName(storage)}
 }
 
 // storageName names a storage for errors: its Caddy module ID (e.g.
@@ -64,13 +53,14 @@ func storageName(s certmagic.Storage) string {
 }
 
 // storageErr wraps a storage's error with what was done and the storage's
-// name.
+// name: a storage's own errors often name only a key or an address, and an
+// operator whose challenge failed because the journal could not be written
+// must see that the storage is what failed.
 func (j storageJournal) storageErr(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
-	name := cmp.Or(j.name, storageName(j.storage))
-	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, name, err)
+	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, storageName(j.storage), err)
 }
 
 // key is where the entry with this ID is stored. IDs are this process's own

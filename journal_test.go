@@ -237,7 +237,7 @@ func TestStorageJournalNamesStorage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			j := newStorageJournal(tc.storage, 3*time.Second)
+			j := &storageJournal{storage: tc.storage, lease: 3 * time.Second}
 			errs := map[string]error{"storing": j.Put(ctx, solver.JournalEntry{ID: "a1"})}
 			if _, ok := tc.storage.(*certmagic.FileStorage); !ok {
 				// a file_system storage's delete of a missing key and

@@ -136,7 +136,8 @@ func TestConcurrentSamePresentOneEntry(t *testing.T) {
 		w := &hookWriter{fakeWriter: fw}
 		j := &memJournal{}
 		rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
-		p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j}
+		clk := newFakeClock()
+		p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, now: clk.Now}
 		value := "shared"
 		var wg sync.WaitGroup
 		var second []libdns.Record
@@ -162,9 +163,9 @@ func TestConcurrentSamePresentOneEntry(t *testing.T) {
 		if !slices.Equal(fw.values(testStaticAlias), digests(value)) || j.len() != 1 {
 			t.Fatalf("after the first delete: alias %v, %d journal entries; want the value and its entry kept", fw.values(testStaticAlias), j.len())
 		}
-		// Much later (an hour on the bubble's clock), a sweep: the value
-		// is still in use and stays.
-		time.Sleep(time.Hour)
+		// Much later (an hour on the provider's clock), a sweep: the
+		// value is still in use and stays.
+		clk.Advance(time.Hour)
 		if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
 			t.Fatalf("a sweep removed the value still in use")
 		}
