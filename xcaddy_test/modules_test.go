@@ -82,7 +82,7 @@ func pluginModuleIDs(t *testing.T) []string {
 	return ids
 }
 
-// TestReadmeCaddyfiles: every ```caddyfile block of README.md adapts with
+// TestReadmeCaddyfiles: every ```caddyfile block of README.md and docs/ adapts with
 // the xcaddy-built Caddy; the ```json block shown right after it (same
 // heading, nothing fenced between) is what `caddy adapt` makes, at some
 // place of the adapted config (an alias provider object: every alias
@@ -97,7 +97,7 @@ func TestReadmeCaddyfiles(t *testing.T) {
 	}
 	placeholders := readmePlaceholderEnv(t, doc)
 	blocks, paired := 0, 0
-	for _, b := range doc.Blocks {
+	for _, b := range doc.Blocks() {
 		if b.Lang != "caddyfile" {
 			continue
 		}
@@ -107,7 +107,7 @@ func TestReadmeCaddyfiles(t *testing.T) {
 			jsonText = j.Text
 			paired++
 		}
-		t.Run(fmt.Sprintf("line %d", b.Line), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s:%d", b.File, b.Line), func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "Caddyfile")
 			if err := os.WriteFile(file, []byte(b.Text), 0o600); err != nil {
@@ -144,16 +144,16 @@ func TestReadmeCaddyfiles(t *testing.T) {
 	// the Examples (4), platform onboarding, ACME-DNS, the journal's sweep,
 	// the cluster on Redis, the cluster on a shared directory
 	if blocks < 9 || paired < 7 {
-		t.Errorf("README.md has %d Caddyfile blocks, %d of them with JSON after them; want at least 9 and 7", blocks, paired)
+		t.Errorf("README.md and docs/ have %d Caddyfile blocks, %d of them with JSON after them; want at least 9 and 7", blocks, paired)
 	}
 }
 
 // readmePlaceholderEnv returns the KEY=value pairs of the `export` lines of
 // the ```sh block in README's Examples section that runs `caddy validate`.
-func readmePlaceholderEnv(t *testing.T, doc *readme.Doc) []string {
+func readmePlaceholderEnv(t *testing.T, doc readme.Set) []string {
 	t.Helper()
 	var env []string
-	for _, b := range doc.In("### Examples") {
+	for _, b := range doc.In("## Examples") {
 		if b.Lang != "sh" || !strings.Contains(b.Text, "caddy validate") {
 			continue
 		}
