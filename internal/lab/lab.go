@@ -201,6 +201,15 @@ func up(ctx context.Context) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Nothing to start for a process that could not reach it: the lab's
+	// namespace is the one lab.sh would use for this process.
+	netns, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "lab.sh"), "netns").Output()
+	if err != nil {
+		return nil, fmt.Errorf("lab: lab/lab.sh netns: %w", err)
+	}
+	if err := inside(strings.TrimSpace(string(netns))); err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "lab.sh"), "up")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
@@ -273,24 +282,22 @@ func Require(t testing.TB) *Lab {
 		if os.Geteuid() != 0 {
 			t.Fatalf("lab unavailable: not root (the lab runs in a network namespace of its own): %v", err)
 		}
-		t.Fatalf("lab unavailable (lab/install.sh installs its tools): %v", err)
+		t.Fatalf("lab unavailable: %v", err)
 	}
 	return l
 }
 
 // Inside returns an error unless this process runs in the lab's network
 // namespace, the only place its servers can be reached.
-func (l *Lab) Inside() error {
+func (l *Lab) Inside() error { return inside(l.Netns) }
+
+func inside(netns string) error {
 	self, err := os.Stat("/proc/self/ns/net")
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	ns, err := os.Stat(filepath.Join("/run/netns", l.Netns))
-	if err != nil {
-		return fmt.Errorf("lab: the lab's network namespace %s: %w (lab/lab.sh up creates it)", l.Netns, err)
+	if ns, err := os.Stat(filepath.Join("/run/netns", netns)); err == nil && os.SameFile(self, ns) {
+		return nil
 	}
-	if !os.SameFile(self, ns) {
-		return fmt.Errorf("lab: the lab runs in the network namespace %s and this process does not: run it there, e.g. lab/lab.sh exec go test ... (build first outside: there is no module proxy inside)", l.Netns)
-	}
-	return nil
+	return fmt.Errorf("lab: the lab runs in the network namespace %s and this process does not: run it there, e.g. lab/lab.sh exec go test ... (build first outside: there is no module proxy inside)", netns)
 }
