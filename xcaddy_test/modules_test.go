@@ -266,11 +266,44 @@ func TestReadmeBuild(t *testing.T) {
 			if err != nil {
 				t.Fatalf("caddy list-modules: %v\n%s", err, mods)
 			}
-			for _, id := range []string{"dns.providers.alias", "dns.providers.rfc2136"} {
+			want := []string{"dns.providers.alias", "dns.providers.rfc2136"}
+			// a DNS provider added with --with is in the build too
+			for _, m := range regexp.MustCompile(`--with github\.com/caddy-dns/([a-z0-9]+)`).FindAllStringSubmatch(c, -1) {
+				want = append(want, "dns.providers."+m[1])
+			}
+			for _, id := range want {
 				if !bytes.Contains(mods, []byte(id+"\n")) {
 					t.Errorf("the Caddy README's %q built has no %s:\n%s", c, id, mods)
 				}
 			}
 		})
+	}
+}
+
+// TestDocsNamedConf: every ```named block of README.md and docs/ (BIND
+// configuration, e.g. the deployment guide's TXT-only update-policy) is
+// accepted by named-checkconf, the lab's BIND's own checker.
+func TestDocsNamedConf(t *testing.T) {
+	requireLab(t)
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range doc.Blocks() {
+		if b.Lang != "named" {
+			continue
+		}
+		n++
+		file := filepath.Join(t.TempDir(), "named.conf")
+		if err := os.WriteFile(file, []byte(b.Text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("named-checkconf", file).CombinedOutput(); err != nil {
+			t.Errorf("%s: named-checkconf: %v\n%s", b, err, out)
+		}
+	}
+	if n == 0 {
+		t.Error("README.md and docs/ have no ```named block; the deployment guide's update-policy is one")
 	}
 }
