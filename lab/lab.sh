@@ -135,12 +135,6 @@ TLDS=(com net org example)
 # Zones the caddy keys may write (TXT only).
 declare -A ALIAS_KEY=([validation.example.org]=caddy-key [alias2.example]=caddy-key-2)
 
-log() { echo "lab.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
-
 # ---------------------------------------------------------------------------
 # helpers
 
