@@ -5,8 +5,9 @@
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
 #     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
 #     redis-tools: redis-cli), pdns-server with pdns-backend-sqlite3 and
-#     sqlite3 (the deployment guide's PowerDNS policy test), openssl,
-#     iproute2 (ip netns), curl
+#     sqlite3 (the deployment guide's PowerDNS policy test), systemd
+#     (systemd-analyze, for its unit drop-in; Debian has it unless a
+#     container image left it out), openssl, iproute2 (ip netns), curl
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
 #     $(go env GOPATH)/bin)
 # The host's services are left as they were: nothing is stopped, disabled
@@ -49,7 +50,7 @@ fi
 
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools pdns-server pdns-backend-sqlite3 sqlite3 openssl iproute2 curl ca-certificates; do
+for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools pdns-server pdns-backend-sqlite3 sqlite3 systemd openssl iproute2 curl ca-certificates; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")
@@ -101,7 +102,7 @@ go_tool() { # name module version
 go_tool pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 
-for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 openssl ip curl; do
+for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 systemd-analyze openssl ip curl; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
 log "ok (pebble and xcaddy in $gobin)"

@@ -307,3 +307,47 @@ func TestDocsNamedConf(t *testing.T) {
 		t.Error("README.md and docs/ have no ```named block; the deployment guide's update-policy is one")
 	}
 }
+
+// TestDocsSystemdDropIn: the deployment guide's drop-in for Caddy's unit
+// (the ```ini block that names its path under caddy.service.d) loads in
+// systemd-analyze verify without a warning, beside a stand-in for the unit
+// Caddy's Debian package installs, and passes the secrets file.
+func TestDocsSystemdDropIn(t *testing.T) {
+	requireLab(t)
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range doc.Blocks() {
+		first, _, _ := strings.Cut(b.Text, "\n")
+		name, ok := strings.CutPrefix(first, "# /etc/systemd/system/caddy.service.d/")
+		if b.Lang != "ini" || !ok {
+			continue
+		}
+		n++
+		dir := t.TempDir()
+		unit := "[Unit]\nDescription=Caddy (stand-in)\n\n[Service]\nType=notify\nUser=root\nExecStart=/bin/true\n"
+		if err := os.WriteFile(filepath.Join(dir, "caddy.service"), []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "caddy.service.d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "caddy.service.d", name), []byte(b.Text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("systemd-analyze", "verify", "./caddy.service")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("%s: systemd-analyze verify: %v\n%s", b, err, out)
+		}
+		if !strings.Contains(b.Text, "\nEnvironmentFile=") {
+			t.Errorf("%s: the drop-in sets no EnvironmentFile", b)
+		}
+	}
+	if n == 0 {
+		t.Error("the docs have no ```ini drop-in for caddy.service")
+	}
+}
