@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -202,5 +203,20 @@ func TestReadmeLength(t *testing.T) {
 	}
 	if n := len(docs[0].Lines); n > 330 {
 		t.Errorf("README.md has %d lines; move detail into docs/ to keep it near 300", n)
+	}
+}
+
+// TestDocsJSON: every ```json block of README.md and docs/ is JSON, those
+// no Caddyfile stands before (the JSON reference, an IAM policy, API
+// answers) included.
+func TestDocsJSON(t *testing.T) {
+	docs, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range docs.Blocks() {
+		if b.Lang == "json" && !json.Valid([]byte(b.Text)) {
+			t.Errorf("%s is no JSON:\n%s", b, b.Text)
+		}
 	}
 }
