@@ -199,7 +199,7 @@ func TestACMEDNSProvisioned(t *testing.T) {
 // TestACMEDNSReadmeExample adapts the Caddyfile of README.md's ACME-DNS
 // section and compares the provider with the JSON printed after it.
 func TestACMEDNSReadmeExample(t *testing.T) {
-	caddyfile, jsonText := readmeBlocks(t, "## ACME-DNS")
+	caddyfile, jsonText := readmeBlocks(t, "# ACME-DNS")
 	out, err := adapt(t, caddyfile)
 	if err != nil {
 		t.Fatalf("adapting the README's Caddyfile: %v", err)

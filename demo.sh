@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # Builds Caddy with this plugin, starts the local DNS + ACME lab (BIND,
-# Unbound, Pebble on loopback), publishes one CNAME delegation the way a
-# domain owner would, and serves a page over a certificate Caddy just
-# obtained through it. Run as root on Debian 12.
+# Unbound, Redis, Pebble on loopback, in a network namespace of its own),
+# publishes one CNAME delegation the way a domain owner would, and serves a
+# page over a certificate Caddy just obtained through it. Run as root on
+# Debian 12. Nothing of it listens in the host's namespace, and it stops no
+# process it did not start.
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=lab/env.sh
 . lab/env.sh
+LAB_DIR="$(realpath -m "${LAB_DIR:-$PWD/.lab}")"
+export LAB_DIR
 admin=127.0.0.1:12019
 
 bash lab/install.sh
 bash lab/lab.sh up
 # shellcheck disable=SC1091
-. "${LAB_DIR:-/tmp/caddy-dns-alias-lab}/lab.env"
+. "$LAB_DIR/lab.env"
+inside() { bash lab/lab.sh exec "$@"; }
 
 demo="$LAB_DIR/demo"
 mkdir -p "$demo"
-if [ -f "$demo/caddy.pid" ] && kill -0 "$(cat "$demo/caddy.pid")" 2>/dev/null; then
-	kill "$(cat "$demo/caddy.pid")"
-	sleep 1
+# the demo's own Caddy of an earlier run, if it still runs
+if [ -f "$demo/caddy.pid" ]; then
+	old=$(cat "$demo/caddy.pid")
+	if [ "$(cat "/proc/$old/comm" 2>/dev/null)" = caddy ] && [ "$(readlink "/proc/$old/exe")" = "$demo/caddy" ]; then
+		kill "$old"
+		while [ -d "/proc/$old" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$old/status" 2>/dev/null; do sleep 0.2; done
+	fi
 fi
 rm -rf "$demo/storage"
 
@@ -34,7 +43,7 @@ record="_acme-challenge.$domain. 60 IN CNAME _acme-challenge.$domain.$ALIAS_ZONE
 echo "== publishing the delegation in the production zone example.com:"
 echo "   $record"
 printf 'server %s %s\nzone example.com\nupdate add %s\nsend\n' "${AUTH_A%:*}" "${AUTH_A#*:}" "$record" |
-	nsupdate -k "$ADMIN_KEY_FILE"
+	inside nsupdate -k "$ADMIN_KEY_FILE"
 
 sed -e "s|@STORAGE@|$demo/storage|" -e "s|@PEBBLE_DIR@|$PEBBLE_DIR|" -e "s|@PEBBLE_CA@|$PEBBLE_CA_PEM|" \
 	-e "s|@DOMAIN@|$domain|" -e "s|@ZONE@|$ALIAS_ZONE|g" -e "s|@KEY_NAME@|$CADDY_KEY_NAME|" \
@@ -67,23 +76,24 @@ sed -e "s|@STORAGE@|$demo/storage|" -e "s|@PEBBLE_DIR@|$PEBBLE_DIR|" -e "s|@PEBB
 }
 CADDYFILE
 
-echo "== starting Caddy (config: $demo/Caddyfile, log: $demo/caddy.log)"
-TSIG_SECRET="$CADDY_KEY_SECRET" nohup "$demo/caddy" run --config "$demo/Caddyfile" >"$demo/caddy.log" 2>&1 &
+echo "== starting Caddy in the lab's namespace $LAB_NETNS (config: $demo/Caddyfile, log: $demo/caddy.log)"
+# lab.sh exec execs (ip netns exec, env, caddy): $! is Caddy's pid
+TSIG_SECRET="$CADDY_KEY_SECRET" nohup bash lab/lab.sh exec "$demo/caddy" run --config "$demo/Caddyfile" >"$demo/caddy.log" 2>&1 &
 echo $! >"$demo/caddy.pid"
 
 # Pebble signs with a root that changes at every Pebble start: fetch it.
-curl -fsS --cacert "$PEBBLE_CA_PEM" "$PEBBLE_MGMT/roots/0" >"$demo/pebble-root.pem"
+inside curl -fsS --cacert "$PEBBLE_CA_PEM" "$PEBBLE_MGMT/roots/0" >"$demo/pebble-root.pem"
 curl_cmd=(curl -sS --resolve "$domain:18443:127.0.0.1" --cacert "$demo/pebble-root.pem" "https://$domain:18443/")
 for _ in $(seq 1 120); do
-	if out=$("${curl_cmd[@]}" 2>/dev/null); then
+	if out=$(inside "${curl_cmd[@]}" 2>/dev/null); then
 		echo "== $domain is served over a certificate issued through the delegation:"
-		echo "   \$ ${curl_cmd[*]}"
+		echo "   \$ lab/lab.sh exec ${curl_cmd[*]}"
 		echo "   $out"
 		echo
 		check_cmd=(curl -sS "$admin/dns-alias/check?domain=$domain")
-		echo "== Caddy's admin API listens on $admin; it checks the delegation as the running config sees it:"
-		echo "   \$ curl -sS '$admin/dns-alias/check?domain=$domain'"
-		report=$("${check_cmd[@]}")
+		echo "== Caddy's admin API listens on $admin (in the lab's namespace); it checks the delegation as the running config sees it:"
+		echo "   \$ lab/lab.sh exec curl -sS '$admin/dns-alias/check?domain=$domain'"
+		report=$(inside "${check_cmd[@]}")
 		echo "   $report"
 		[[ $report == *'"ok":true'* ]] || {
 			echo "the admin API's check does not report the delegation ok" >&2
@@ -91,7 +101,7 @@ for _ in $(seq 1 120); do
 		}
 		echo
 		echo "Caddy keeps running (pid $(cat "$demo/caddy.pid")). Stop it and the lab with:"
-		echo "   kill \$(cat $demo/caddy.pid); bash lab/lab.sh down"
+		echo "   kill \$(cat $demo/caddy.pid); lab/lab.sh down"
 		echo "Restarting the lab (down, then up) rebuilds its zones without this CNAME: the check then"
 		echo "reports FAIL (no CNAME) for $domain until ./demo.sh runs again and publishes it."
 		exit 0

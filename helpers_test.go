@@ -45,9 +45,9 @@ func checkErr(t *testing.T, err error, want string) {
 	}
 }
 
-// readmeBlocks returns the first ```caddyfile block of the README.md
-// section whose heading starts with heading, and the ```json block shown
-// right after it.
+// readmeBlocks returns the first ```caddyfile block of the section of
+// README.md or docs/ whose heading starts with heading, and the ```json
+// block shown right after it.
 func readmeBlocks(t *testing.T, heading string) (caddyfile, jsonText string) {
 	t.Helper()
 	doc, err := readme.Load()
@@ -64,7 +64,7 @@ func readmeBlocks(t *testing.T, heading string) (caddyfile, jsonText string) {
 		}
 		return b.Text, j.Text
 	}
-	t.Fatalf("README's %q section has no ```caddyfile block", heading)
+	t.Fatalf("the docs' %q section has no ```caddyfile block", heading)
 	return "", ""
 }
 

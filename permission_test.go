@@ -382,7 +382,7 @@ func TestPermissionCacheExpiry(t *testing.T) {
 // to the permission module and alias provider of its JSON, and the JSON
 // provisions.
 func TestPermissionReadmeOnboarding(t *testing.T) {
-	caddyfile, jsonText := readmeBlocks(t, "## Platform onboarding")
+	caddyfile, jsonText := readmeBlocks(t, "# On-demand TLS")
 	// reverse_proxy is not linked into this package's tests; the TLS part
 	// is what is compared.
 	caddyfile = regexp.MustCompile(`(?m)^\s*reverse_proxy .*$`).ReplaceAllString(caddyfile, "\trespond \"ok\"")

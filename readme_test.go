@@ -1,7 +1,9 @@
 package alias
 
 import (
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -9,8 +11,8 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
 )
 
-// TestReadmeTroubleshooting: every message that README.md's Troubleshooting
-// table quotes is one the program prints. A row's message, with its "..."
+// TestReadmeTroubleshooting: every message that the Troubleshooting table
+// (docs/troubleshooting.md) quotes is one the program prints. A row's message, with its "..."
 // gaps, placeholders (X, N, <record> ...) and example values, must be a
 // part of one message of the program's sources (the root package, solver/,
 // providers/): a format string or string literal, or one wrapped into
@@ -23,9 +25,9 @@ func TestReadmeTroubleshooting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := doc.TableRows("## Troubleshooting")
+	rows := doc.TableRows("# Troubleshooting")
 	if len(rows) < 20 {
-		t.Fatalf("README's Troubleshooting table has %d rows", len(rows))
+		t.Fatalf("the Troubleshooting table has %d rows", len(rows))
 	}
 	formats, err := readme.SourceFormats(".", func(dir string) bool {
 		top, _, _ := strings.Cut(dir, "/")
@@ -50,7 +52,7 @@ func TestReadmeTroubleshooting(t *testing.T) {
 				t.Logf("%q: %s", q, f.Pos)
 				continue
 			}
-			t.Errorf("README's Troubleshooting quotes %q, which no message of the code prints (word for word, as far as it quotes)", q)
+			t.Errorf("the Troubleshooting table quotes %q, which no message of the code prints (word for word, as far as it quotes)", q)
 		}
 	}
 }
@@ -143,6 +145,78 @@ func TestReadmeVersions(t *testing.T) {
 	} {
 		if !strings.Contains(want.text, want.want) {
 			t.Errorf("README's %s do not say %q (go.mod, lab/env.sh):\n%s", want.where, want.want, want.text)
+		}
+	}
+}
+
+// TestDocsLinks: every relative link of README.md and docs/ leads to a file
+// of the repository and, with a #fragment, to a heading of it; and every
+// document of docs/ is linked from README.md, so that none is orphaned by a
+// move.
+func TestDocsLinks(t *testing.T) {
+	docs, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, d := range docs {
+		for _, l := range d.Links() {
+			if strings.Contains(l.Target, "://") || strings.HasPrefix(l.Target, "mailto:") {
+				continue
+			}
+			file, anchor, _ := strings.Cut(l.Target, "#")
+			target := d.File
+			if file != "" {
+				target = filepath.ToSlash(filepath.Join(filepath.Dir(d.File), file))
+			}
+			if d.File == "README.md" {
+				linked[target] = true
+			}
+			if _, err := os.Stat(filepath.Join(readme.Root(), target)); err != nil {
+				t.Errorf("%s:%d links to %s, which does not exist", d.File, l.Line, l.Target)
+				continue
+			}
+			if anchor == "" {
+				continue
+			}
+			to := docs.Doc(target)
+			if to == nil {
+				t.Errorf("%s:%d links to #%s in %s, which is no document of the set", d.File, l.Line, anchor, target)
+			} else if !to.Anchors()[anchor] {
+				t.Errorf("%s:%d links to %s, but %s has no heading #%s", d.File, l.Line, l.Target, target, anchor)
+			}
+		}
+	}
+	for _, d := range docs[1:] {
+		if !linked[d.File] {
+			t.Errorf("README.md does not link to %s", d.File)
+		}
+	}
+}
+
+// TestReadmeLength: README.md stays the short way in (what it is, build,
+// one example per mode, the two commands, links); the rest belongs in docs/.
+func TestReadmeLength(t *testing.T) {
+	docs, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(docs[0].Lines); n > 330 {
+		t.Errorf("README.md has %d lines; move detail into docs/ to keep it near 300", n)
+	}
+}
+
+// TestDocsJSON: every ```json block of README.md and docs/ is JSON, those
+// no Caddyfile stands before (the JSON reference, an IAM policy, API
+// answers) included.
+func TestDocsJSON(t *testing.T) {
+	docs, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range docs.Blocks() {
+		if b.Lang == "json" && !json.Valid([]byte(b.Text)) {
+			t.Errorf("%s is no JSON:\n%s", b, b.Text)
 		}
 	}
 }

@@ -216,7 +216,7 @@ func clusterRow(pebble string, n, k int, runs []clusterResult, single time.Durat
 // place of the one there (or at its end), keeping everything else.
 func writeClusterSection(path string, rows []string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench %s` (see README.md, Benchmarks) on %s.\n\n", clusterHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench %s` (see docs/benchmarks.md) on %s.\n\n", clusterHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s.\n\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
 	b.WriteString(`One Caddyfile (the template row's site above, every name in one site block)
 run by 1 and by 3 Caddy instances at once, on the lab's Redis

@@ -6,10 +6,14 @@
 //	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
 //	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //
-// It needs root (the lab binds port 53 on 127.0.0.2 and 127.0.0.3) and brings
-// the lab up itself. CADDY_BIN skips the xcaddy build (lab/build-caddy.sh),
-// LEGO_BIN the lego build (lab/build-lego.sh); both builds need the network,
-// so inside a network namespace set both.
+// It needs root and runs inside the lab's network namespace, as the tests
+// do: build both binaries outside (the builds need the module proxy), then
+//
+//	lab/lab.sh up
+//	lab/lab.sh exec env CADDY_BIN=... LEGO_BIN=... go run ./bench
+//
+// CADDY_BIN skips the xcaddy build (lab/build-caddy.sh --redis-storage),
+// LEGO_BIN the lego build (lab/build-lego.sh).
 //
 // The tables are in tables (issue.go, lego.go, ondemand.go: the first
 // handshake and the flood); another table is one more entry there (its run
@@ -151,6 +155,9 @@ func labWith(pebble string) *lab.Lab {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	l, err := lab.Up(ctx)
+	if err == nil {
+		err = l.Inside()
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -190,7 +197,7 @@ func (b *bench) selected(name string) bool {
 
 // caddyBinary builds Caddy with xcaddy (or takes $CADDY_BIN).
 func caddyBinary() (string, func()) {
-	return binary("CADDY_BIN", "caddy", "build-caddy.sh")
+	return binary("CADDY_BIN", "caddy", "build-caddy.sh", "--redis-storage")
 }
 
 // legoBinary builds lego (or takes $LEGO_BIN).
@@ -198,9 +205,9 @@ func legoBinary() (string, func()) {
 	return binary("LEGO_BIN", "lego", "build-lego.sh")
 }
 
-// binary returns $env, or builds name with lab/<script> into a temporary
-// directory that the returned function removes.
-func binary(env, name, script string) (string, func()) {
+// binary returns $env, or builds name with lab/<script> (and its flags)
+// into a temporary directory that the returned function removes.
+func binary(env, name, script string, flags ...string) (string, func()) {
 	if bin := os.Getenv(env); bin != "" {
 		return bin, func() {}
 	}
@@ -214,7 +221,7 @@ func binary(env, name, script string) (string, func()) {
 	}
 	bin := filepath.Join(dir, name)
 	log.Printf("building %s with lab/%s (set %s to skip)", name, script, env)
-	cmd := exec.Command("bash", filepath.Join(root, "lab", script), bin)
+	cmd := exec.Command("bash", append(append([]string{filepath.Join(root, "lab", script)}, flags...), bin)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		log.Fatalf("building %s: %v", name, err)

@@ -77,7 +77,7 @@ var onDemandSetups = []onDemandSetup{
 		alias: func(l *lab.Lab, _ string) string { return staticAlias(l) },
 	},
 	{
-		// As README's "Platform onboarding" configures it (and
+		// As docs/on-demand.md configures it (and
 		// xcaddy_test's on-demand scenarios test it).
 		name: "alias: on_demand, permission alias, template",
 		global: func(l *lab.Lab, _ string) string {
@@ -127,7 +127,7 @@ dns_challenge_override_domain set to one static name,
 _acme-challenge.static.validation.example.org, with every customer's
 _acme-challenge CNAMEd to it, and an ask endpoint in the harness that says
 yes to every name (stock on_demand needs ask or a permission module). The
-plugin: README's platform config, acme_dns alias with the template,
+plugin: docs/on-demand.md's platform config, acme_dns alias with the template,
 on_demand_tls { permission alias }. Traffic columns are per name.
 `,
 	header: `| pebble retryAfter | configuration | names | median | spread | ratio | updates/name | queries/name | orders/name | failed |

@@ -1,12 +1,54 @@
 #!/usr/bin/env bash
 # Builds Caddy the way users do, with xcaddy: this working tree's plugin plus
-# the DNS providers the tests and examples use and the Redis storage of the
-# cluster tests, at the versions lab/env.sh pins (Caddy's from go.mod).
-#   lab/build-caddy.sh [OUTPUT]   (default: ./caddy)
+# the DNS providers the tests and examples use (rfc2136, cloudflare,
+# route53), at the versions lab/env.sh pins (Caddy's from go.mod), and any
+# module you add.
+#
+#   lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [OUTPUT]
+#
+#   --with           one more module, as xcaddy takes it (repeatable), e.g.
+#                    --with github.com/caddy-dns/powerdns@v1.0.2
+#   --redis-storage  add the Redis storage of the cluster tests
+#                    (github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION);
+#                    the lab's tests and benchmark ask for it
+#   OUTPUT           default ./caddy
 set -euo pipefail
-out="$(realpath -m "${1:-./caddy}")"
+extra=()
+out=./caddy
+while [ $# -gt 0 ]; do
+	case $1 in
+	--with)
+		[ $# -ge 2 ] || {
+			echo "build-caddy.sh: --with needs a module" >&2
+			exit 2
+		}
+		extra+=(--with "$2")
+		shift 2
+		;;
+	--with=*)
+		extra+=(--with "${1#--with=}")
+		shift
+		;;
+	--redis-storage)
+		redis=1
+		shift
+		;;
+	-*)
+		echo "usage: lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [OUTPUT]" >&2
+		exit 2
+		;;
+	*)
+		out=$1
+		shift
+		;;
+	esac
+done
+out="$(realpath -m "$out")"
 # shellcheck source=lab/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+if [ "${redis:-0}" = 1 ]; then
+	extra+=(--with "github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION")
+fi
 # xcaddy runs `go get` on the plugin even though it is replaced by this
 # directory. For a module that is not published, a proxy that answers 404
 # makes go fall back to the replacement; one that answers 403 (as some
@@ -20,4 +62,4 @@ xcaddy build "$CADDY_VERSION" --output "$out" \
 	--with "github.com/caddy-dns/rfc2136@$RFC2136_VERSION" \
 	--with "github.com/caddy-dns/cloudflare@$CLOUDFLARE_VERSION" \
 	--with "github.com/caddy-dns/route53@$ROUTE53_VERSION" \
-	--with "github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION"
+	"${extra[@]}"

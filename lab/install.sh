@@ -4,11 +4,18 @@
 #     prerequisite, checked here (Debian's golang package is too old)
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
 #     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
-#     redis-tools: redis-cli), openssl, iproute2, curl
+#     redis-tools: redis-cli), pdns-server with pdns-backend-sqlite3 and
+#     sqlite3 (the deployment guide's PowerDNS policy test), systemd
+#     (systemd-analyze, for its unit drop-in; Debian has it unless a
+#     container image left it out), openssl, iproute2 (ip netns), curl
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
 #     $(go env GOPATH)/bin)
-# The Debian services bind9/named, unbound and redis-server are stopped and
-# disabled afterwards: the lab starts its own instances (lab/lab.sh).
+# The host's services are left as they were: nothing is stopped, disabled
+# or killed. A package this script installs is not started by its install
+# (policy-rc.d, for the install only); Debian enables it for the next boot
+# as it does for any install. The lab starts its own instances in a network
+# namespace of its own (lab/lab.sh), so a host's BIND, Unbound or Redis, on
+# any port, is no concern of it.
 set -euo pipefail
 
 # shellcheck source=lab/env.sh
@@ -43,7 +50,7 @@ fi
 
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools openssl iproute2 curl ca-certificates; do
+for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools pdns-server pdns-backend-sqlite3 sqlite3 systemd openssl iproute2 curl ca-certificates; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")
@@ -52,9 +59,10 @@ done
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	log "installing ${need_pkgs[*]}"
-	# Keep the package scripts from starting the system services: they would
-	# grab port 53 / 953 / 8953 / 6379. policy-rc.d exit 101 = "action
-	# forbidden" (systemd's deb-systemd-invoke honours it too).
+	# Keep the package scripts from starting the services they install: a
+	# host that had no BIND, Unbound or Redis should not get one running.
+	# policy-rc.d exit 101 = "action forbidden" (systemd's
+	# deb-systemd-invoke honours it too); one already there is left alone.
 	created_policy=0
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -75,32 +83,6 @@ else
 	log "Debian packages already installed"
 fi
 
-# --- stop and disable the system services ---------------------------------
-have_systemd=0
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-	have_systemd=1
-fi
-for svc in named bind9 unbound unbound-resolvconf redis-server; do
-	if [ "$have_systemd" = 1 ]; then
-		systemctl disable --now "$svc" >/dev/null 2>&1 || true
-	else
-		if [ -x "/etc/init.d/$svc" ]; then
-			service "$svc" stop >/dev/null 2>&1 || true
-			update-rc.d "$svc" disable >/dev/null 2>&1 || true
-		fi
-	fi
-done
-# Anything still running from the system packages (not ours: ours use -c $LAB_DIR/...)
-for pidf in /run/named/named.pid /run/unbound.pid /var/run/named/named.pid /var/run/unbound.pid /run/redis/redis-server.pid /var/run/redis/redis-server.pid; do
-	if [ -s "$pidf" ]; then
-		pid=$(cat "$pidf")
-		if kill -0 "$pid" 2>/dev/null; then
-			log "stopping system daemon pid $pid ($pidf)"
-			kill "$pid" 2>/dev/null || true
-		fi
-	fi
-done
-
 # --- Go tools --------------------------------------------------------------
 gobin="$GOBIN_DIR" # lab/env.sh
 
@@ -120,7 +102,7 @@ go_tool() { # name module version
 go_tool pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 
-for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli openssl ip curl; do
+for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 systemd-analyze openssl ip curl; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
 log "ok (pebble and xcaddy in $gobin)"

@@ -1,27 +1,119 @@
 #!/usr/bin/env bash
-# The project's DNS/ACME lab, loopback only. See lab/README.md.
+# The project's DNS/ACME lab, loopback only, in a network namespace of its
+# own. See lab/README.md.
 #
-#   lab/lab.sh up            start everything that is not running (idempotent)
-#   lab/lab.sh down          stop everything, remove the loopback addresses we added
+#   lab/lab.sh up            create the lab's namespace if needed and start
+#                            everything that is not running (idempotent)
+#   lab/lab.sh down          stop everything; remove the namespace if up made
+#                            it and nothing else runs in it
 #   lab/lab.sh down --purge  same, and delete $LAB_DIR (keys included)
 #   lab/lab.sh status        what runs
+#   lab/lab.sh exec CMD...   run CMD inside the lab's namespace (GOPROXY=off:
+#                            no module proxy there; build outside first)
+#   lab/lab.sh netns         print the namespace's name
 #
-# Knobs (environment): LAB_DIR (/tmp/caddy-dns-alias-lab), UNBOUND_PORT (15353),
-# REDIS_PORT (16379), PEBBLE_PORT (14000), PEBBLE_MGMT_PORT (15000), PEBBLE_RETRY_AFTER (unset:
-# Pebble's sample config, authz 3 s / order 5 s; 0 for fast),
-# PEBBLE_CERT_VALIDITY (seconds; unset: Pebble's default 90 days).
-# up installs nothing: run lab/install.sh first.
+# Knobs (environment): LAB_DIR (the checkout's .lab), LAB_NETNS (the
+# namespace the caller is in, if it is a named one; else cdalab-<hash of
+# LAB_DIR>), UNBOUND_PORT (15353), REDIS_PORT (16379), PEBBLE_PORT (14000),
+# PEBBLE_MGMT_PORT (15000), PEBBLE_RETRY_AFTER (unset: Pebble's sample
+# config, authz 3 s / order 5 s; 0 for fast), PEBBLE_CERT_VALIDITY (seconds;
+# unset: Pebble's default 90 days).
+# up installs nothing: run lab/install.sh first. Nothing of the lab listens
+# in the caller's namespace, and the lab stops only processes it started
+# (their pid files in $LAB_DIR, checked to run in the lab's namespace).
 set -euo pipefail
 
-LAB_DIR="${LAB_DIR:-/tmp/caddy-dns-alias-lab}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LAB_DIR="$(realpath -m "${LAB_DIR:-$HERE/../.lab}")"
 UNBOUND_PORT="${UNBOUND_PORT:-15353}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 PEBBLE_PORT="${PEBBLE_PORT:-14000}"
 PEBBLE_MGMT_PORT="${PEBBLE_MGMT_PORT:-15000}"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lab/env.sh
 . "$HERE/env.sh" # Go and its bin directory (pebble) on PATH
 export PATH="$PATH:/usr/sbin:/sbin"
+
+log() { echo "lab.sh: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+# ---------------------------------------------------------------------------
+# the namespace
+
+# current_netns: the name of the named network namespace this process is
+# in, or nothing (the host's, or an unnamed one)
+current_netns() { ip netns identify "$$" 2>/dev/null || true; }
+if [ -z "${LAB_NETNS:-}" ]; then
+	# A caller inside a named namespace (a test the lab suite runs there,
+	# or `ip netns exec NAME lab/lab.sh up`) means that one.
+	LAB_NETNS=$(current_netns)
+	[ -n "$LAB_NETNS" ] || LAB_NETNS="cdalab-$(printf %s "$LAB_DIR" | sha256sum | cut -c1-10)"
+fi
+export LAB_DIR LAB_NETNS
+# Beside $LAB_DIR (down --purge deletes that): present when up created the
+# namespace, so that down removes only a namespace of its own.
+NETNS_MARK="${LAB_DIR%/}.netns"
+
+netns_exists() { [ -e "/run/netns/$LAB_NETNS" ]; }
+in_lab_netns() { [ "$(current_netns)" = "$LAB_NETNS" ]; }
+
+# From outside its namespace, lab.sh enters it (creating it for up) and
+# runs the command there; everything below the dispatch runs inside.
+if ! in_lab_netns; then
+	cmd=${1:-}
+	case $cmd in
+	up)
+		[ "$(id -u)" = 0 ] || die "must run as root (creates the network namespace $LAB_NETNS)"
+		if ! netns_exists; then
+			log "creating network namespace $LAB_NETNS"
+			ip netns add "$LAB_NETNS"
+			mkdir -p "$(dirname "$LAB_DIR")"
+			echo "$LAB_NETNS" >"$NETNS_MARK"
+		fi
+		ip netns exec "$LAB_NETNS" ip link set lo up
+		exec ip netns exec "$LAB_NETNS" bash "$0" "$@"
+		;;
+	down)
+		if netns_exists; then
+			ip netns exec "$LAB_NETNS" bash "$0" "$@"
+			if [ "$(cat "$NETNS_MARK" 2>/dev/null)" = "$LAB_NETNS" ]; then
+				pids=$(ip netns pids "$LAB_NETNS")
+				if [ -z "$pids" ]; then
+					log "removing network namespace $LAB_NETNS"
+					ip netns del "$LAB_NETNS"
+					rm -f "$NETNS_MARK"
+				else
+					log "leaving network namespace $LAB_NETNS: processes the lab did not start run in it ($(echo $pids))"
+				fi
+			fi
+		else
+			log "no network namespace $LAB_NETNS: nothing runs"
+			[ "${2:-}" = --purge ] && rm -rf "$LAB_DIR"
+			rm -f "$NETNS_MARK" "$LAB_DIR/lab.env"
+		fi
+		exit 0
+		;;
+	status)
+		if ! netns_exists; then
+			echo "netns      $LAB_NETNS absent: the lab is down"
+			echo "LAB_DIR    $LAB_DIR"
+			exit 1
+		fi
+		exec ip netns exec "$LAB_NETNS" bash "$0" "$@"
+		;;
+	exec)
+		shift
+		netns_exists || die "no network namespace $LAB_NETNS: lab/lab.sh up first"
+		exec ip netns exec "$LAB_NETNS" env GOPROXY=off "$@"
+		;;
+	netns)
+		echo "$LAB_NETNS"
+		exit 0
+		;;
+	esac
+fi
 
 ADDR_A=127.0.0.2
 ADDR_B=127.0.0.3
@@ -35,19 +127,20 @@ ALIAS_ZONE2=alias2.example
 # Zones served by each authoritative server. drift.example is on both.
 ZONES_A=(example.com example.net example.org hop.example notours.example validation.example.org drift.example)
 ZONES_B=(alias2.example drift.example)
+# The top-level domains above the lab's zones, served by A as a registry
+# would (SOA, NS, a delegation with glue for each lab zone below): without
+# them Unbound asks the root servers, which no namespace of the lab can
+# reach, and the CA-side CAA lookup of "com" ends in SERVFAIL.
+TLDS=(com net org example)
 # Zones the caddy keys may write (TXT only).
 declare -A ALIAS_KEY=([validation.example.org]=caddy-key [alias2.example]=caddy-key-2)
-
-log() { echo "lab.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
 
 # ---------------------------------------------------------------------------
 # helpers
 
-# pid_running PIDFILE COMM: true if the pid in PIDFILE is alive and is COMM
+# pid_running PIDFILE COMM: true if the pid in PIDFILE is alive, is COMM and
+# runs in the lab's namespace (a stale pid file whose number the host gave
+# to its own named is not ours)
 pid_running() {
 	local f=$1 comm=$2 pid
 	[ -s "$f" ] || return 1
@@ -55,6 +148,7 @@ pid_running() {
 	[ -n "$pid" ] || return 1
 	[ -r "/proc/$pid/comm" ] || return 1
 	[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] || return 1
+	[ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$(readlink /proc/self/ns/net)" ] || return 1
 	# a zombie (exited, not yet reaped) does not count
 	! grep -q '^State:[[:space:]]*[ZX]' "/proc/$pid/status" 2>/dev/null
 }
@@ -114,7 +208,7 @@ find_pebble() {
 
 tools_present() {
 	local b
-	for b in named named-checkconf dig nsupdate unbound unbound-checkconf redis-server redis-cli openssl ip curl flock; do
+	for b in named named-checkconf dig nsupdate unbound unbound-checkconf redis-server redis-cli openssl ip curl flock sha256sum; do
 		command -v "$b" >/dev/null 2>&1 || return 1
 	done
 	[ -n "$(find_pebble)" ]
@@ -198,14 +292,39 @@ write_zone() {
 		local spec
 		for spec in "$@"; do echo "@ IN NS ${spec%%=*}"; done
 		for spec in "$@"; do echo "${spec%%=*} IN A ${spec#*=}"; done
-		echo "@ IN A 127.0.0.1"
-		echo "www IN A 127.0.0.1"
+		if [[ $zone == *.* ]]; then
+			echo "@ IN A 127.0.0.1"
+			echo "www IN A 127.0.0.1"
+		else
+			write_delegations "$zone"
+		fi
 		if [ "$zone" = example.org ]; then
 			# delegation of the alias zone, with glue
 			echo "validation IN NS ns1.validation"
 			echo "ns1.validation IN A $ADDR_A"
 		fi
 	} >"$file"
+}
+
+# write_delegations TLD: NS and glue for every lab zone directly below TLD
+write_delegations() {
+	local tld=$1 z spec label seen=" "
+	for z in "${ZONES_A[@]}" "${ZONES_B[@]}" "$ACMEDNS_ZONE"; do
+		[ "${z#*.}" = "$tld" ] || continue
+		case $seen in *" $z "*) continue ;; esac
+		seen="$seen$z "
+		label=${z%%.*}
+		if [ "$z" = "$ACMEDNS_ZONE" ]; then
+			echo "$label IN NS ns1.$label"
+			echo "ns1.$label IN A $ADDR_ACMEDNS"
+			continue
+		fi
+		# shellcheck disable=SC2046
+		for spec in $(zone_ns_specs "$z"); do
+			echo "$label IN NS ${spec%%=*}.$label"
+			echo "${spec%%=*}.$label IN A ${spec#*=}"
+		done
+	done
 }
 
 zone_ns_specs() { # ZONE -> NS specs
@@ -364,7 +483,7 @@ remote-control:
 	control-interface: "$d/control.sock"
 EOF
 		# stub-zone for every lab zone (longest first is not required by unbound)
-		local all=("${ZONES_A[@]}" "${ZONES_B[@]}")
+		local all=("${ZONES_A[@]}" "${ZONES_B[@]}" "${TLDS[@]}")
 		local seen=" "
 		for z in "${all[@]}"; do
 			case $seen in *" $z "*) continue ;; esac
@@ -372,7 +491,7 @@ EOF
 			echo
 			echo "stub-zone:"
 			echo "	name: \"$z\""
-			case " ${ZONES_A[*]} " in *" $z "*) echo "	stub-addr: $ADDR_A@53" ;; esac
+			case " ${ZONES_A[*]} ${TLDS[*]} " in *" $z "*) echo "	stub-addr: $ADDR_A@53" ;; esac
 			case " ${ZONES_B[*]} " in *" $z "*) echo "	stub-addr: $ADDR_B@53" ;; esac
 			echo "	stub-prime: no"
 			echo "	stub-first: no"
@@ -602,6 +721,7 @@ write_env() {
 	cat >"$f.tmp" <<EOF
 # generated by lab/lab.sh up; KEY=value, no quoting needed
 LAB_DIR=$LAB_DIR
+LAB_NETNS=$LAB_NETNS
 AUTH_A=$ADDR_A:53
 AUTH_B=$ADDR_B:53
 ZONES_A=$zall
@@ -693,7 +813,7 @@ cmd_up() {
 	make_key caddy-key-2
 	make_key lab-admin
 
-	start_named a "$ADDR_A" "${ZONES_A[@]}"
+	start_named a "$ADDR_A" "${ZONES_A[@]}" "${TLDS[@]}"
 	start_named b "$ADDR_B" "${ZONES_B[@]}"
 	start_unbound
 	start_redis
@@ -796,6 +916,7 @@ cmd_status() {
 			rc=1
 		fi
 	fi
+	echo "netns      $LAB_NETNS"
 	echo "LAB_DIR    $LAB_DIR"
 	return $rc
 }
@@ -807,8 +928,14 @@ down)
 	cmd_down "$@"
 	;;
 status) cmd_status ;;
+exec)
+	shift
+	export GOPROXY=off
+	exec "$@"
+	;;
+netns) echo "$LAB_NETNS" ;;
 *)
-	echo "usage: $0 up | down [--purge] | status" >&2
+	echo "usage: $0 up | down [--purge] | status | exec CMD... | netns" >&2
 	exit 2
 	;;
 esac

@@ -82,7 +82,7 @@ func pluginModuleIDs(t *testing.T) []string {
 	return ids
 }
 
-// TestReadmeCaddyfiles: every ```caddyfile block of README.md adapts with
+// TestReadmeCaddyfiles: every ```caddyfile block of README.md and docs/ adapts with
 // the xcaddy-built Caddy; the ```json block shown right after it (same
 // heading, nothing fenced between) is what `caddy adapt` makes, at some
 // place of the adapted config (an alias provider object: every alias
@@ -97,7 +97,7 @@ func TestReadmeCaddyfiles(t *testing.T) {
 	}
 	placeholders := readmePlaceholderEnv(t, doc)
 	blocks, paired := 0, 0
-	for _, b := range doc.Blocks {
+	for _, b := range doc.Blocks() {
 		if b.Lang != "caddyfile" {
 			continue
 		}
@@ -107,7 +107,7 @@ func TestReadmeCaddyfiles(t *testing.T) {
 			jsonText = j.Text
 			paired++
 		}
-		t.Run(fmt.Sprintf("line %d", b.Line), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s:%d", b.File, b.Line), func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "Caddyfile")
 			if err := os.WriteFile(file, []byte(b.Text), 0o600); err != nil {
@@ -144,16 +144,16 @@ func TestReadmeCaddyfiles(t *testing.T) {
 	// the Examples (4), platform onboarding, ACME-DNS, the journal's sweep,
 	// the cluster on Redis, the cluster on a shared directory
 	if blocks < 9 || paired < 7 {
-		t.Errorf("README.md has %d Caddyfile blocks, %d of them with JSON after them; want at least 9 and 7", blocks, paired)
+		t.Errorf("README.md and docs/ have %d Caddyfile blocks, %d of them with JSON after them; want at least 9 and 7", blocks, paired)
 	}
 }
 
 // readmePlaceholderEnv returns the KEY=value pairs of the `export` lines of
 // the ```sh block in README's Examples section that runs `caddy validate`.
-func readmePlaceholderEnv(t *testing.T, doc *readme.Doc) []string {
+func readmePlaceholderEnv(t *testing.T, doc readme.Set) []string {
 	t.Helper()
 	var env []string
-	for _, b := range doc.In("### Examples") {
+	for _, b := range doc.In("## Examples") {
 		if b.Lang != "sh" || !strings.Contains(b.Text, "caddy validate") {
 			continue
 		}
@@ -266,11 +266,88 @@ func TestReadmeBuild(t *testing.T) {
 			if err != nil {
 				t.Fatalf("caddy list-modules: %v\n%s", err, mods)
 			}
-			for _, id := range []string{"dns.providers.alias", "dns.providers.rfc2136"} {
+			want := []string{"dns.providers.alias", "dns.providers.rfc2136"}
+			// a DNS provider added with --with is in the build too
+			for _, m := range regexp.MustCompile(`--with github\.com/caddy-dns/([a-z0-9]+)`).FindAllStringSubmatch(c, -1) {
+				want = append(want, "dns.providers."+m[1])
+			}
+			for _, id := range want {
 				if !bytes.Contains(mods, []byte(id+"\n")) {
 					t.Errorf("the Caddy README's %q built has no %s:\n%s", c, id, mods)
 				}
 			}
 		})
+	}
+}
+
+// TestDocsNamedConf: every ```named block of README.md and docs/ (BIND
+// configuration, e.g. the deployment guide's TXT-only update-policy) is
+// accepted by named-checkconf, the lab's BIND's own checker.
+func TestDocsNamedConf(t *testing.T) {
+	requireLab(t)
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range doc.Blocks() {
+		if b.Lang != "named" {
+			continue
+		}
+		n++
+		file := filepath.Join(t.TempDir(), "named.conf")
+		if err := os.WriteFile(file, []byte(b.Text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("named-checkconf", file).CombinedOutput(); err != nil {
+			t.Errorf("%s: named-checkconf: %v\n%s", b, err, out)
+		}
+	}
+	if n == 0 {
+		t.Error("README.md and docs/ have no ```named block; the deployment guide's update-policy is one")
+	}
+}
+
+// TestDocsSystemdDropIn: the deployment guide's drop-in for Caddy's unit
+// (the ```ini block that names its path under caddy.service.d) loads in
+// systemd-analyze verify without a warning, beside a stand-in for the unit
+// Caddy's Debian package installs, and passes the secrets file.
+func TestDocsSystemdDropIn(t *testing.T) {
+	requireLab(t)
+	doc, err := readme.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range doc.Blocks() {
+		first, _, _ := strings.Cut(b.Text, "\n")
+		name, ok := strings.CutPrefix(first, "# /etc/systemd/system/caddy.service.d/")
+		if b.Lang != "ini" || !ok {
+			continue
+		}
+		n++
+		dir := t.TempDir()
+		unit := "[Unit]\nDescription=Caddy (stand-in)\n\n[Service]\nType=notify\nUser=root\nExecStart=/bin/true\n"
+		if err := os.WriteFile(filepath.Join(dir, "caddy.service"), []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "caddy.service.d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "caddy.service.d", name), []byte(b.Text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("systemd-analyze", "verify", "./caddy.service")
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("%s: systemd-analyze verify: %v\n%s", b, err, out)
+		}
+		if !strings.Contains(b.Text, "\nEnvironmentFile=") {
+			t.Errorf("%s: the drop-in sets no EnvironmentFile", b)
+		}
+	}
+	if n == 0 {
+		t.Error("the docs have no ```ini drop-in for caddy.service")
 	}
 }

@@ -28,9 +28,6 @@ import (
 	"time"
 )
 
-// DefaultDir is the lab's state directory when LAB_DIR is not set.
-const DefaultDir = "/tmp/caddy-dns-alias-lab"
-
 // Key is a TSIG key as the lab's servers know it.
 type Key struct {
 	Name   string // e.g. "caddy-key" (no trailing dot)
@@ -42,6 +39,7 @@ type Key struct {
 // Lab describes a running lab, as read from $LAB_DIR/lab.env.
 type Lab struct {
 	Dir         string
+	Netns       string   // the network namespace every server of the lab runs in
 	AuthA       string   // "127.0.0.2:53"
 	AuthB       string   // "127.0.0.3:53"
 	ZonesA      []string // zones served by AuthA, without trailing dots
@@ -64,12 +62,17 @@ type Lab struct {
 	Env map[string]string
 }
 
-// Dir returns the lab's state directory: $LAB_DIR or DefaultDir.
+// Dir returns the lab's state directory: $LAB_DIR, or else the checkout's
+// .lab, as lab/lab.sh takes it: one lab per checkout unless told otherwise.
 func Dir() string {
 	if d := os.Getenv("LAB_DIR"); d != "" {
 		return d
 	}
-	return DefaultDir
+	root, err := RepoRoot()
+	if err != nil {
+		return ".lab"
+	}
+	return filepath.Join(root, ".lab")
 }
 
 // Load reads $LAB_DIR/lab.env, written by lab/lab.sh up. It does not check
@@ -90,6 +93,7 @@ func LoadFile(path string) (*Lab, error) {
 	}
 	l := &Lab{
 		Dir:         env["LAB_DIR"],
+		Netns:       env["LAB_NETNS"],
 		AuthA:       env["AUTH_A"],
 		AuthB:       env["AUTH_B"],
 		ZonesA:      splitList(env["ZONES_A"]),
@@ -110,7 +114,7 @@ func LoadFile(path string) (*Lab, error) {
 		AdminKey:    Key{env["ADMIN_KEY_NAME"], env["ADMIN_KEY_SECRET"], env["ADMIN_KEY_ALG"], env["ADMIN_KEY_FILE"]},
 		Env:         env,
 	}
-	for _, k := range []string{"LAB_DIR", "AUTH_A", "AUTH_B", "RESOLVER", "REDIS_ADDR", "PEBBLE_DIR", "PEBBLE_MGMT",
+	for _, k := range []string{"LAB_DIR", "LAB_NETNS", "AUTH_A", "AUTH_B", "RESOLVER", "REDIS_ADDR", "PEBBLE_DIR", "PEBBLE_MGMT",
 		"PEBBLE_CA_PEM", "ALIAS_ZONE", "ALIAS_ZONE2", "CADDY_KEY_SECRET", "CADDY_KEY2_SECRET", "ADMIN_KEY_SECRET"} {
 		if env[k] == "" {
 			return nil, fmt.Errorf("lab: %s: %s missing", path, k)
@@ -197,6 +201,15 @@ func up(ctx context.Context) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Nothing to start for a process that could not reach it: the lab's
+	// namespace is the one lab.sh would use for this process.
+	netns, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "lab.sh"), "netns").Output()
+	if err != nil {
+		return nil, fmt.Errorf("lab: lab/lab.sh netns: %w", err)
+	}
+	if err := inside(strings.TrimSpace(string(netns))); err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "lab.sh"), "up")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
@@ -262,11 +275,29 @@ func Require(t testing.TB) *Lab {
 	if err == nil {
 		l, err = EnsureUp(ctx)
 	}
+	if err == nil {
+		err = l.Inside()
+	}
 	if err != nil {
 		if os.Geteuid() != 0 {
-			t.Fatalf("lab unavailable: not root (the lab binds port 53 on 127.0.0.2/3): %v", err)
+			t.Fatalf("lab unavailable: not root (the lab runs in a network namespace of its own): %v", err)
 		}
-		t.Fatalf("lab unavailable (lab/install.sh installs its tools): %v", err)
+		t.Fatalf("lab unavailable: %v", err)
 	}
 	return l
+}
+
+// Inside returns an error unless this process runs in the lab's network
+// namespace, the only place its servers can be reached.
+func (l *Lab) Inside() error { return inside(l.Netns) }
+
+func inside(netns string) error {
+	self, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if ns, err := os.Stat(filepath.Join("/run/netns", netns)); err == nil && os.SameFile(self, ns) {
+		return nil
+	}
+	return fmt.Errorf("lab: the lab runs in the network namespace %s and this process does not: run it there, e.g. lab/lab.sh exec go test ... (build first outside: there is no module proxy inside)", netns)
 }

@@ -1,6 +1,7 @@
-// Package readme reads README.md the way the tests check it against the
-// program: its fenced code blocks, with the heading each stands under, and
-// the rows of its tables. It is imported by tests only.
+// Package readme reads the project's documentation, README.md and docs/*.md,
+// the way the tests check it against the program: its fenced code blocks,
+// with the heading each stands under, the rows of its tables and its links.
+// It is imported by tests only.
 package readme
 
 import (
@@ -11,12 +12,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"unicode"
 )
 
 // Block is one fenced code block.
 type Block struct {
 	Lang    string // the word after the opening fence: "caddyfile", "json", "sh", "" ...
 	Text    string // the lines between the fences, each ending in "\n"
+	File    string // the document, relative to the repository: "README.md", "docs/clusters.md"
 	Line    int    // the line of the opening fence, from 1
 	Heading string // the closest heading above it, e.g. "#### Static alias with RFC 2136 ..."
 	// Section is the closest "## " heading above it.
@@ -24,24 +27,99 @@ type Block struct {
 }
 
 func (b Block) String() string {
-	return fmt.Sprintf("README.md:%d (%s, ```%s)", b.Line, b.Heading, b.Lang)
+	return fmt.Sprintf("%s:%d (%s, ```%s)", b.File, b.Line, b.Heading, b.Lang)
 }
 
-// Doc is README.md, parsed.
+// Doc is one Markdown document, parsed.
 type Doc struct {
-	Path   string
+	Path   string // as read
+	File   string // relative to the repository (Block.File)
 	Lines  []string
 	Blocks []Block
 }
 
-// Path returns README.md of the repository this package is part of.
-func Path() string {
+// Root returns the repository this package is part of.
+func Root() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "README.md")
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// Load reads and parses README.md (Path).
-func Load() (*Doc, error) { return LoadFile(Path()) }
+// Set is the project's documentation: README.md first, then docs/*.md in
+// name order. What README.md once held alone now lies in either, so the
+// tests look for a heading or a table in all of them.
+type Set []*Doc
+
+// Load reads and parses README.md and docs/*.md of the repository.
+func Load() (Set, error) {
+	root := Root()
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		return nil, fmt.Errorf("readme: %w", err)
+	}
+	var set Set
+	for _, path := range append([]string{filepath.Join(root, "README.md")}, docs...) {
+		d, err := LoadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if d.File, err = filepath.Rel(root, path); err != nil {
+			return nil, fmt.Errorf("readme: %w", err)
+		}
+		for i := range d.Blocks {
+			d.Blocks[i].File = d.File
+		}
+		set = append(set, d)
+	}
+	return set, nil
+}
+
+// Doc returns the document of the set at file (relative to the
+// repository), or nil.
+func (s Set) Doc(file string) *Doc {
+	for _, d := range s {
+		if d.File == file {
+			return d
+		}
+	}
+	return nil
+}
+
+// Blocks returns the fenced blocks of every document.
+func (s Set) Blocks() []Block {
+	var out []Block
+	for _, d := range s {
+		out = append(out, d.Blocks...)
+	}
+	return out
+}
+
+// In returns the blocks under heading (see Doc.In) in every document.
+func (s Set) In(heading string) []Block {
+	var out []Block
+	for _, d := range s {
+		out = append(out, d.In(heading)...)
+	}
+	return out
+}
+
+// TableRows returns the rows of the first table under heading in the
+// first document that has one.
+func (s Set) TableRows(heading string) [][]string {
+	for _, d := range s {
+		if rows := d.TableRows(heading); len(rows) > 0 {
+			return rows
+		}
+	}
+	return nil
+}
+
+// JSONAfter is Doc.JSONAfter in b's document.
+func (s Set) JSONAfter(b Block) (Block, bool) {
+	if d := s.Doc(b.File); d != nil {
+		return d.JSONAfter(b)
+	}
+	return Block{}, false
+}
 
 // LoadFile reads and parses a Markdown file.
 func LoadFile(path string) (*Doc, error) {
@@ -53,7 +131,10 @@ func LoadFile(path string) (*Doc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("readme: %s: %w", path, err)
 	}
-	d.Path = path
+	d.Path, d.File = path, filepath.Base(path)
+	for i := range d.Blocks {
+		d.Blocks[i].File = d.File
+	}
 	return d, nil
 }
 
@@ -244,6 +325,78 @@ func Commands(b Block) []string {
 		cur.WriteString(strings.TrimSpace(line))
 		out = append(out, cur.String())
 		cur.Reset()
+	}
+	return out
+}
+
+// Link is one inline link of a document: [text](Target).
+type Link struct {
+	Target string
+	Line   int
+}
+
+// Links returns the inline links outside fenced blocks and code spans.
+func (d *Doc) Links() []Link {
+	var out []Link
+	fence := false
+	for i, line := range d.Lines {
+		if strings.HasPrefix(strings.TrimLeft(line, " \t"), "```") {
+			fence = !fence
+		}
+		if fence {
+			continue
+		}
+		// drop code spans, whose brackets are no links
+		var prose strings.Builder
+		for j, part := range strings.Split(line, "`") {
+			if j%2 == 0 {
+				prose.WriteString(part)
+			}
+		}
+		rest := prose.String()
+		for {
+			_, after, ok := strings.Cut(rest, "](")
+			if !ok {
+				break
+			}
+			target, tail, ok := strings.Cut(after, ")")
+			if !ok {
+				break
+			}
+			out = append(out, Link{Target: target, Line: i + 1})
+			rest = tail
+		}
+	}
+	return out
+}
+
+// Anchors returns the anchors GitHub gives the document's headings: lower
+// case, punctuation but "-" and "_" dropped, spaces as "-", a repeated
+// anchor numbered ("-1", "-2" ...).
+func (d *Doc) Anchors() map[string]bool {
+	out := map[string]bool{}
+	fence := false
+	for _, line := range d.Lines {
+		if strings.HasPrefix(strings.TrimLeft(line, " \t"), "```") {
+			fence = !fence
+		}
+		if fence || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		var slug strings.Builder
+		for _, r := range strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#"))) {
+			switch {
+			case r == ' ':
+				slug.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				slug.WriteRune(r)
+			}
+		}
+		a := slug.String()
+		for n := 1; out[a]; n++ {
+			a = fmt.Sprintf("%s-%d", slug.String(), n)
+		}
+		out[a] = true
 	}
 	return out
 }

@@ -135,3 +135,17 @@ func TestSourceFormats(t *testing.T) {
 		t.Errorf("formats = %q, want %q", texts, want)
 	}
 }
+
+func TestLinksAndAnchors(t *testing.T) {
+	d, err := Parse([]byte("# The `dns_alias` app\n\nSee [a](docs/x.md#y) and `[b](no)`.\n```\n[c](no)\n```\n## Fast, by default\n## Fast, by default\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Links(); !reflect.DeepEqual(got, []Link{{Target: "docs/x.md#y", Line: 3}}) {
+		t.Errorf("Links = %+v", got)
+	}
+	want := map[string]bool{"the-dns_alias-app": true, "fast-by-default": true, "fast-by-default-1": true}
+	if got := d.Anchors(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Anchors = %v, want %v", got, want)
+	}
+}
