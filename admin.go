@@ -262,8 +262,20 @@ func writeTable(w io.Writer, reports []*solver.Report) error {
 			fmt.Fprintf(&b, "  hint: the resolver %s answered nothing for these zones; set the alias provider's resolvers to one that serves them\n", cmp.Or(r.Resolver, "of the system"))
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	// Findings are escaped where they are made; the rest of a row (the
+	// chain's names, say) came from DNS too.
+	_, err := io.WriteString(w, printableLines(b.String()))
 	return err
+}
+
+// printableLines escapes each line of s (solver.Printable) and keeps its
+// line breaks.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = solver.Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // resolvedNothing reports whether the check failed because the resolvers

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 // TestCheckTable reads a config as `caddy dns-alias check` does: the
@@ -73,6 +74,27 @@ other.example.net {
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table lacks %q", want)
+		}
+	}
+}
+
+// TestCheckTableEscapes: whatever a report carries from DNS reaches the
+// terminal with its control bytes escaped, line by line.
+func TestCheckTableEscapes(t *testing.T) {
+	r := &solver.Report{Domain: "example.com", ChallengeName: "_acme-challenge.example.com", Mode: "static", Verdict: solver.VerdictBroken,
+		Chain:    solver.Chain{Start: "_acme-challenge.example.com", Hops: []solver.Hop{{Target: "x\x1b]0;title\x07.example.org"}}, End: "x.example.org"},
+		Findings: []solver.Finding{{Code: solver.CodeCAAForbids, Message: "CAA allows only \x1b[2J\u202e", Fatal: true}}}
+	var out strings.Builder
+	if err := writeTable(&out, []*solver.Report{r}); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	if strings.ContainsFunc(table, func(r rune) bool { return r != '\n' && (r < ' ' || r == 0x7f || r == '\u202e') }) {
+		t.Errorf("the table carries raw control characters: %q", table)
+	}
+	for _, want := range []string{`x\x1b]0;title\a.example.org`, `CAA allows only \x1b[2J\u202e`} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table lacks %q:\n%s", want, table)
 		}
 	}
 }
