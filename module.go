@@ -186,6 +186,8 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	p.CAAIdentities = expand(p.CAAIdentities)
 	wait := time.Duration(p.AuthoritativeWait)
 	switch {
+	case wait > 0 && wait < minAuthoritativeWait:
+		return fmt.Errorf("authoritative_wait: %s is too short for a write to reach every authoritative server (at least %s; -1 switches the wait off)", wait, minAuthoritativeWait)
 	case wait == 0:
 		wait = 2 * time.Minute
 	case wait < 0:
@@ -206,6 +208,12 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	return nil
 }
+
+// minAuthoritativeWait is the shortest authoritative_wait: a shorter one
+// fails every write (a secondary serves an update after a NOTIFY and a zone
+// transfer, and even a primary on loopback gets few polls in less), while
+// the fast path has switched certmagic's own check off.
+const minAuthoritativeWait = time.Second
 
 // certmagicCheckTimeout is certmagic's default propagation timeout, which
 // the provider's own wait at a shared alias name takes over.
@@ -287,7 +295,11 @@ func loadWriter(ctx caddy.Context, structPtr any, raw json.RawMessage, account *
 		}
 		return acme, providers.ACMEDNSName, acme, nil
 	case raw != nil:
-		secrets := providers.Secrets(raw, func(s string) string { return repl.ReplaceAll(s, "") })
+		expand := func(s string) string { return repl.ReplaceAll(s, "") }
+		if err := providers.EmptySecret(raw, expand); err != nil {
+			return nil, "", nil, fmt.Errorf("%sprovider.%w", prefix, err)
+		}
+		secrets := providers.Secrets(raw, expand)
 		mod, err := ctx.LoadModule(structPtr, "ProviderRaw")
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("%sprovider: loading inner DNS provider: %w", prefix, providers.Redact(err, secrets))

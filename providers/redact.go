@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,35 +39,56 @@ func isSecretField(name string) bool {
 // config, as given and with expand applied ({env.*} placeholders resolved),
 // so that errors can be scrubbed of them.
 func Secrets(raw json.RawMessage, expand func(string) string) []string {
+	var out []string
+	secretFields(raw, func(_, v string) {
+		for _, s := range []string{v, expand(v)} {
+			if len(s) >= 4 {
+				out = append(out, s)
+			}
+		}
+	})
+	return out
+}
+
+// EmptySecret returns an error naming the first credential field of a
+// module's JSON config whose placeholders expand to nothing: a
+// `key {env.TSIG_SECRET}` with the variable unset, which the inner module
+// would accept and which would fail only at the first certificate.
+func EmptySecret(raw json.RawMessage, expand func(string) string) error {
+	var err error
+	secretFields(raw, func(path, v string) {
+		if err == nil && strings.Contains(v, "{") && strings.TrimSpace(expand(v)) == "" {
+			err = fmt.Errorf("%s: %s is empty (an environment variable unset or empty?); the inner provider cannot authenticate without it", path, v)
+		}
+	})
+	return err
+}
+
+// secretFields calls fn with the dotted path and the value of every string
+// in a credential field of a module's JSON config, in a stable order.
+func secretFields(raw json.RawMessage, fn func(path, value string)) {
 	var v any
 	if json.Unmarshal(raw, &v) != nil {
-		return nil
+		return
 	}
-	var out []string
-	var walk func(key string, v any)
-	walk = func(key string, v any) {
+	var walk func(path, key string, v any)
+	walk = func(path, key string, v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			for k, child := range x {
-				walk(k, child)
+			for _, k := range slices.Sorted(maps.Keys(x)) {
+				walk(strings.TrimPrefix(path+"."+k, "."), k, x[k])
 			}
 		case []any:
-			for _, child := range x {
-				walk(key, child)
+			for i, child := range x {
+				walk(fmt.Sprintf("%s[%d]", path, i), key, child)
 			}
 		case string:
-			if !isSecretField(key) {
-				return
-			}
-			for _, s := range []string{x, expand(x)} {
-				if len(s) >= 4 {
-					out = append(out, s)
-				}
+			if isSecretField(key) {
+				fn(path, x)
 			}
 		}
 	}
-	walk("", v)
-	return out
+	walk("", "", v)
 }
 
 // Redact returns err with every secret replaced by [REDACTED], in each of

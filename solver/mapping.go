@@ -70,6 +70,10 @@ func (r *Rule) Validate() error {
 		return fmt.Errorf("zones: follow mode needs at least one configured alias zone, so that a DNS record cannot decide where this server writes")
 	case !r.Follow && r.Alias.String() == "":
 		return fmt.Errorf("alias: no alias name or template, and follow is off")
+	case !r.Follow && len(r.Zones) == 0 && !r.Alias.IsStatic() && IsPublicSuffix(r.Alias.Suffix()):
+		// Each name the template makes lies directly below the suffix:
+		// the SOA walk ends at the suffix, and every write is refused.
+		return fmt.Errorf("alias: template %q puts each name directly below the public suffix %q, where the SOA lookup finds no zone this server may write in; set zones to the validation zone", r.Alias, r.Alias.Suffix())
 	case !r.Follow && len(r.Zones) > 0 && r.zoneOf(r.Alias.Suffix()) == "":
 		return fmt.Errorf("alias: %q is outside the configured zones %v", r.Alias, r.Zones)
 	}
