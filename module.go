@@ -220,7 +220,8 @@ const minAuthoritativeWait = time.Second
 const certmagicCheckTimeout = 2 * time.Minute
 
 // fastPath switches certmagic's propagation check off for the issuer this
-// provider solves for, unless the config sets propagation options: once a
+// provider solves for, unless the config sets propagation options or the
+// issuer's resolvers: once a
 // write returns, every authoritative server of the alias zone serves the
 // record, and certmagic's check (a fixed 2 s sleep, then polling) only
 // adds time. The issuer builds its DNS solver from these settings after
@@ -234,6 +235,13 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 			return
 		}
 		dns := parent.Challenges.DNS
+		if len(dns.Resolvers) > 0 && dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
+			// The issuer's resolvers are where certmagic's check looks;
+			// an operator who names them wants that check.
+			logger.Info("certmagic's DNS propagation check stays on for this issuer: it sets resolvers, through which the check looks; set propagation_timeout -1 to rely on authoritative_wait alone",
+				zap.String("ca", parent.CA))
+			return
+		}
 		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
 			dns.PropagationTimeout = -1
 			logger.Info("certmagic's DNS propagation check is off for this issuer: authoritative_wait already waits until every authoritative server of the alias zone serves each record; set propagation_timeout to keep certmagic's check",

@@ -29,11 +29,11 @@ type Provider struct {
 	AuthoritativeWait time.Duration
 	// RecursiveWait, if positive, makes a write at an alias name that
 	// carries, or lately carried, another challenge value also wait, up to
-	// this long, until the Mapper's resolvers answer with the new value:
-	// a recursive resolver (the CA's among them) may hold the name's
-	// earlier TXT set in its cache for the record's TTL. It is what
-	// certmagic's propagation check guards against beyond the
-	// authoritative wait, so it is set where that check is off.
+	// this long, until the Mapper's resolvers answer with the new value
+	// and a TTL has passed since the write: a recursive resolver (the
+	// CA's among them, which the provider cannot ask) may hold the name's
+	// earlier TXT set in its cache for the record's TTL. It is set where
+	// certmagic's propagation check is off.
 	RecursiveWait time.Duration
 	// Journal, if set, records every write before it happens and forgets it
 	// after the delete, so that Sweep can remove what a crash left behind.
@@ -351,9 +351,16 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 		p.Observer.Served(p.clock().Sub(wroteAt))
 	}
 	if shared && p.RecursiveWait > 0 {
-		wctx, cancel := context.WithTimeout(ctx, p.RecursiveWait)
+		bound := p.clock().Add(p.RecursiveWait)
+		wctx, cancel := context.WithDeadline(ctx, bound)
 		err := p.Mapper.Resolver.WaitRecursive(wctx, target.Name, rr.Data)
 		cancel()
+		if until := wroteAt.Add(ttl); err == nil {
+			if until.After(bound) {
+				until = bound
+			}
+			err = p.waitCachedSets(ctx, until)
+		}
 		if err != nil {
 			err = fmt.Errorf("waiting for the resolvers to answer the challenge of %s at %s, which other challenges use too: %w", domain, target.Name, err)
 			p.removed(target.Name, ttl)
@@ -361,6 +368,26 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 		}
 	}
 	return written, ttl, nil
+}
+
+// waitCachedSets waits until until, or ctx's end (its error). A resolver the
+// provider cannot ask, the CA's, may have cached a shared name's TXT set
+// without the new value just before the write, and may answer it for the
+// TTL the zone serves: until is a TTL after the write, bounded by
+// RecursiveWait, beyond which the write goes ahead.
+func (p *Provider) waitCachedSets(ctx context.Context, until time.Time) error {
+	rest := until.Sub(p.clock())
+	if rest <= 0 {
+		return nil
+	}
+	t := time.NewTimer(rest)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type verified struct {
