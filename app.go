@@ -284,7 +284,9 @@ const (
 func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *Provider, *solver.Report) {
 	pol, p := a.Resolve(name)
 	if p == nil {
-		return nil, nil, noPolicyReport(pol, name)
+		rep := noPolicyReport(pol, name)
+		a.suggestPolicies(rep)
+		return nil, nil, rep
 	}
 	m := p.Mapper
 	if use != cacheShared {
@@ -350,6 +352,24 @@ func noPolicyReport(pol *policy, name string) *solver.Report {
 		Message: fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where)}}
 	rep.Verdict = solver.VerdictBroken
 	return rep
+}
+
+// suggestPolicies adds to the report of a name no alias provider obtains a
+// note per alias policy of the config that could take it: the record the
+// name would need there, so that "what CNAME would this domain need?" has
+// an answer before the name is added to the config.
+func (a *App) suggestPolicies(rep *solver.Report) {
+	for _, pol := range a.policyMap() {
+		if pol.provider == nil {
+			continue
+		}
+		record, err := pol.provider.Mapper.Suggestion(rep.Domain)
+		if err != nil {
+			continue
+		}
+		rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
+			Message: fmt.Sprintf("added to TLS automation policy %d, %s would need: %s", pol.index, rep.Domain, record)})
+	}
 }
 
 // gateAttempts is how often the gate asks when lookups fail: a flaky

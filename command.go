@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -17,8 +16,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
-
-	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 func init() {
@@ -52,9 +49,21 @@ record.
 }
 
 func cmdCheck(fl caddycmd.Flags) (int, error) {
+	var domains []string
+	for _, arg := range fl.Args() {
+		d, err := checkableDomain(arg)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		domains = append(domains, d)
+	}
 	cfg, _, _, err := caddycmd.LoadConfig(fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
+	}
+	if len(cfg) == 0 {
+		// caddy's loader finds nothing without --config and ./Caddyfile.
+		return caddy.ExitCodeFailedStartup, errors.New("no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is")
 	}
 	app := newApp()
 	app.logger = caddy.Log()
@@ -69,10 +78,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	}
 	app.setPolicies(pols)
 
-	var domains []string
-	if args := fl.Args(); len(args) > 0 {
-		domains = checkableDomains(args)
-	} else {
+	if len(domains) == 0 {
 		domains = configDomains(pols, hostNames)
 	}
 	if len(domains) == 0 {
@@ -238,18 +244,16 @@ func routeHosts(routes caddyhttp.RouteList) []string {
 	return out
 }
 
-// checkableDomains normalizes names and drops IP addresses, placeholders and
+// checkableDomains keeps the names of a config that checkableDomain
+// accepts (IP addresses and placeholders go), normalized, without
 // duplicates. A wildcard stays next to its base domain: they share a
 // challenge name, but CAA judges them apart (issuewild).
 func checkableDomains(names []string) []string {
 	var out []string
 	for _, n := range names {
-		d := solver.Normalize(n)
-		base := strings.TrimPrefix(d, "*.")
-		if base == "" || net.ParseIP(base) != nil || strings.ContainsAny(base, "{}*") || slices.Contains(out, d) {
-			continue
+		if d, err := checkableDomain(n); err == nil && !slices.Contains(out, d) {
+			out = append(out, d)
 		}
-		out = append(out, d)
 	}
 	return out
 }

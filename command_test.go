@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/pflag"
+
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
@@ -70,6 +74,8 @@ other.example.net {
 		"  fix: _acme-challenge.missing.example.com. 300 IN CNAME _acme-challenge.missing.example.com.validation.example.org.",
 		"other.example.net    -         FAIL     -                _acme-challenge.other.example.net (not checked)",
 		"  no_alias_policy: other.example.net falls to Caddy's default automation policy, which uses no dns.providers.alias",
+		// What it would need, were it added to the alias policy.
+		"  no_alias_policy (note): added to TLS automation policy 0, other.example.net would need: _acme-challenge.other.example.net. 300 IN CNAME _acme-challenge.other.example.net.validation.example.org.",
 		"  hint: the resolver " + srv.Addr() + " answered nothing for these zones",
 	} {
 		if !strings.Contains(table, want) {
@@ -96,5 +102,35 @@ func TestCheckTableEscapes(t *testing.T) {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table lacks %q:\n%s", want, table)
 		}
+	}
+}
+
+// TestCheckCommandRefusals: the check command refuses, before reading any
+// config, an argument that is no domain, with the admin API's message (one
+// sanitiser), and explains a missing config instead of a JSON error.
+func TestCheckCommandRefusals(t *testing.T) {
+	t.Chdir(t.TempDir()) // no ./Caddyfile
+	for _, tt := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"1.2.3.4"}, `domain "1.2.3.4": an IP address has no DNS challenge`},
+		{[]string{"example.com", "a b.com"}, `domain "a b.com": name "a b.com" contains ' '`},
+		{[]string{"example.com:443"}, `domain "example.com:443"`},
+		{nil, "no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is"},
+		{[]string{"example.com"}, "no config to read"},
+	} {
+		fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
+		fs.String("config", "", "")
+		fs.String("adapter", "", "")
+		fs.Bool("json", false, "")
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		code, err := cmdCheck(caddycmd.Flags{FlagSet: fs})
+		if code != caddy.ExitCodeFailedStartup {
+			t.Errorf("%v: exit code %d", tt.args, code)
+		}
+		checkErr(t, err, tt.wantErr)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -121,6 +122,12 @@ func chainNames(rep *solver.Report) []string {
 // CertificateAllowed admits name if its delegation check passes (and the
 // nested permission module, if configured, agrees).
 func (p *Permission) CertificateAllowed(ctx context.Context, name string) error {
+	if strings.Contains(name, "*") {
+		// The delegation check of *.x passes where x is delegated (one
+		// challenge name), but on-demand TLS obtains the names clients
+		// ask for, one by one.
+		return fmt.Errorf("%s: %w: a wildcard name is never admitted for on-demand TLS", name, caddytls.ErrPermissionDenied)
+	}
 	if err := p.admission.Allow(ctx, name); err != nil {
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}
