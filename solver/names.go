@@ -3,6 +3,23 @@
 // configured zones, and the libdns wrapper that writes challenge records
 // through an inner provider. It imports no Caddy package so that it can be
 // tested and reused on its own.
+//
+// Provider implements the four libdns record interfaces, and departs from
+// their documented semantics where following them could touch a record it
+// did not write:
+//
+//   - DeleteRecords of a record this process did not present is a no-op
+//     (as libdns asks of a record that does not exist);
+//   - DeleteRecords of a record without a value, which libdns reads as every
+//     value at the name, is refused with an error: it deletes only what it
+//     presented, each by its value;
+//   - SetRecords adds the values not presented yet and never replaces the
+//     TXT set at a name: other challenges' values there stay;
+//   - the same value presented twice is one record, deleted with its last
+//     user: the first DeleteRecords reports it deleted while it is served on;
+//   - AppendRecords and SetRecords accept ACME challenge TXT records only,
+//     and GetRecords lists what this process presents, under alias names,
+//     never what the alias zone holds.
 package solver
 
 import (

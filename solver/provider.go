@@ -461,16 +461,27 @@ func aliasRecord(name string, rr libdns.RR) libdns.Record {
 
 // DeleteRecords removes challenge records this process presented: only the
 // exact value, only at the alias name it was written at. Other values at the
-// same name (the wildcard's, another domain's) stay.
+// same name (the wildcard's, another domain's) stay. A record this process
+// did not present is passed over, as libdns asks of a record that does not
+// exist (it is not in the result). A record without a value is refused:
+// libdns reads it as every value at the name, which would take other
+// challenges' values. Deleting one of several presents of the same value
+// reports it deleted, though it stays until its last user deletes it.
 func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	var deleted []libdns.Record
 	var errs []error
 	for _, rec := range records {
 		rr := rec.RR()
 		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
+		if rr.Data == "" {
+			errs = append(errs, fmt.Errorf("refusing to delete every TXT value at %s: the alias provider deletes the values it presented, each by its value", name))
+			continue
+		}
 		key, pr, last := p.take(name, rr.Data)
 		if pr == nil {
-			errs = append(errs, fmt.Errorf("TXT %s was not presented by this server; nothing deleted", name))
+			// After a restart, say: the journal's sweep removes what
+			// the process before wrote.
+			p.logger().Debug("TXT was not presented by this server; nothing deleted", zap.String("name", name), zap.String("value", rr.Data))
 			continue
 		}
 		if !last {
@@ -639,8 +650,9 @@ func (p *Provider) GetRecords(_ context.Context, zone string) ([]libdns.Record, 
 }
 
 // SetRecords presents the given challenge records that are not presented yet.
-// Unlike a plain libdns SetRecords it never replaces the TXT set at a name:
-// other challenges' values there must survive.
+// Unlike a plain libdns SetRecords it never replaces the TXT set at a name
+// (nor deletes the values of it not given): other challenges' values there
+// must survive.
 func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	var missing []libdns.Record
 	for _, rec := range records {
