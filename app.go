@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +60,9 @@ type App struct {
 	permissions []*Permission
 	policies    []policy
 	mapped      bool // policies is built
+	// proposed is an alias template the check command was given: a name
+	// no alias policy obtains is told what it would need under it too.
+	proposed *solver.Template
 
 	// ops counts the writes and deletes under way, so that an exiting
 	// process waits for them before it withdraws what is left.
@@ -369,6 +373,13 @@ func (a *App) suggestPolicies(rep *solver.Report) {
 		}
 		rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
 			Message: fmt.Sprintf("added to TLS automation policy %d, %s would need: %s", pol.index, rep.Domain, record)})
+	}
+	if a.proposed != nil {
+		d := strings.TrimPrefix(rep.Domain, "*.")
+		if alias, err := a.proposed.Expand(d); err == nil {
+			rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
+				Message: fmt.Sprintf("under the alias %s, %s would need: %s", a.proposed, rep.Domain, solver.CNAMERecord(solver.ChallengeName(d), alias))})
+		}
 	}
 }
 

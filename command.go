@@ -16,12 +16,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "dns-alias",
-		Usage: "check [--config <path>] [--adapter <name>] [--json] [<domain>...]",
+		Usage: "check [--config <path>] [--adapter <name>] [--json] [--alias <template>] [<domain>...]",
 		Short: "Checks the CNAME delegations that dns.providers.alias relies on",
 		Long: `
 The check subcommand reads a config the way 'caddy run' does, finds every TLS
@@ -36,13 +38,14 @@ record.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			check := &cobra.Command{
-				Use:   "check [--config <path>] [--adapter <name>] [--json] [<domain>...]",
+				Use:   "check [--config <path>] [--adapter <name>] [--json] [--alias <template>] [<domain>...]",
 				Short: "Checks the delegation of every domain the config's alias providers cover",
 				RunE:  caddycmd.WrapCommandFuncForCobra(cmdCheck),
 			}
 			check.Flags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
 			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
 			check.Flags().Bool("json", false, "Print the reports as JSON")
+			check.Flags().String("alias", "", "An alias template (e.g. _acme-challenge.{domain}.validation.example.org): a domain no alias policy obtains is told the CNAME it would need under it")
 			cmd.AddCommand(check)
 		},
 	})
@@ -57,6 +60,14 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		}
 		domains = append(domains, d)
 	}
+	app := newApp()
+	if alias := fl.String("alias"); alias != "" {
+		t, err := solver.ParseTemplate(alias)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--alias: %w", err)
+		}
+		app.proposed = &t
+	}
 	cfg, _, _, err := caddycmd.LoadConfig(fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -65,7 +76,6 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		// caddy's loader finds nothing without --config and ./Caddyfile.
 		return caddy.ExitCodeFailedStartup, errors.New("no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is")
 	}
-	app := newApp()
 	app.logger = caddy.Log()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), app)})
 	defer cancel()

@@ -54,6 +54,11 @@ other.example.net {
 		t.Errorf("the config's alias domains: %v (hosts %v)", got, hosts)
 	}
 
+	proposed, err := solver.ParseTemplate("_acme-challenge.{domain}.other.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.proposed = &proposed // check --alias
 	var out strings.Builder
 	failed, err := checkAll(ctx, app, &out, []string{"shop.example.com", "missing.example.com", "other.example.net", "x.nosuch.test"}, false)
 	if err != nil {
@@ -76,6 +81,7 @@ other.example.net {
 		"  no_alias_policy: other.example.net falls to Caddy's default automation policy, which uses no dns.providers.alias",
 		// What it would need, were it added to the alias policy.
 		"  no_alias_policy (note): added to TLS automation policy 0, other.example.net would need: _acme-challenge.other.example.net. 300 IN CNAME _acme-challenge.other.example.net.validation.example.org.",
+		"  no_alias_policy (note): under the alias _acme-challenge.{domain}.other.example.org, other.example.net would need: _acme-challenge.other.example.net. 300 IN CNAME _acme-challenge.other.example.net.other.example.org.",
 		"  hint: the resolver " + srv.Addr() + " answered nothing for these zones",
 	} {
 		if !strings.Contains(table, want) {
@@ -119,11 +125,13 @@ func TestCheckCommandRefusals(t *testing.T) {
 		{[]string{"example.com:443"}, `domain "example.com:443"`},
 		{nil, "no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is"},
 		{[]string{"example.com"}, "no config to read"},
+		{[]string{"--alias", "_acme-challenge.{nope}.example.org", "example.com"}, "--alias: "},
 	} {
 		fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
 		fs.String("config", "", "")
 		fs.String("adapter", "", "")
 		fs.Bool("json", false, "")
+		fs.String("alias", "", "")
 		if err := fs.Parse(tt.args); err != nil {
 			t.Fatal(err)
 		}
