@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,7 +222,7 @@ const certmagicCheckTimeout = 2 * time.Minute
 
 // fastPath switches certmagic's propagation check off for the issuer this
 // provider solves for, unless the config sets propagation options or the
-// issuer's resolvers: once a
+// issuer's resolvers differ from the provider's: once a
 // write returns, every authoritative server of the alias zone serves the
 // record, and certmagic's check (a fixed 2 s sleep, then polling) only
 // adds time. The issuer builds its DNS solver from these settings after
@@ -235,11 +236,13 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 			return
 		}
 		dns := parent.Challenges.DNS
-		if len(dns.Resolvers) > 0 && dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
-			// The issuer's resolvers are where certmagic's check looks;
-			// an operator who names them wants that check.
-			logger.Info("certmagic's DNS propagation check stays on for this issuer: it sets resolvers, through which the check looks; set propagation_timeout -1 to rely on authoritative_wait alone",
-				zap.String("ca", parent.CA))
+		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 && !p.sameResolvers(dns.Resolvers) {
+			// certmagic's check finds the authoritative servers through
+			// the issuer's resolvers; the authoritative wait through the
+			// provider's. Where they differ (a split-horizon resolver on
+			// one side) the wait may have asked other servers.
+			logger.Info("certmagic's DNS propagation check stays on for this issuer: its resolvers differ from the alias provider's, and the check finds the authoritative servers through them; give the alias provider the same resolvers, or set propagation_timeout -1, to rely on authoritative_wait alone",
+				zap.String("ca", parent.CA), zap.Strings("issuer_resolvers", dns.Resolvers))
 			return
 		}
 		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
@@ -253,6 +256,21 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 	case *caddytls.TLS:
 		logger.Info("certmagic's DNS propagation check stays on (2 s more per certificate): the global dns provider is set up before, and apart from, the ACME issuers, whose propagation settings it cannot change; configure the alias provider in the issuer (acme_dns, or dns in a tls block) to skip it")
 	}
+}
+
+// sameResolvers reports whether an issuer's resolvers are the provider's
+// (in any order; none means certmagic's defaults, which the fast path has
+// always stood in for).
+func (p *Provider) sameResolvers(issuer []string) bool {
+	if len(issuer) == 0 {
+		return true
+	}
+	r, err := solver.NewResolver(issuer, 0)
+	if err != nil {
+		return false
+	}
+	mine := slices.Sorted(slices.Values(p.Provider.Mapper.Resolver.Servers()))
+	return slices.Equal(slices.Sorted(slices.Values(r.Servers())), mine)
 }
 
 // AppendRecords is the solver's, counted by the app, so that an exiting

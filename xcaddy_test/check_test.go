@@ -604,8 +604,9 @@ func TestCheckCommand(t *testing.T) {
 			args []string
 			want string
 		}{
-			{[]string{"--config", goodCfg, "1.2.3.4"}, `domain "1.2.3.4": an IP address has no DNS challenge`},
-			{[]string{"--config", goodCfg, "a b.example.com"}, `domain "a b.example.com": name "a b.example.com" contains ' '`},
+			// Caddy logs the error as JSON: quotes come escaped.
+			{[]string{"--config", goodCfg, "1.2.3.4"}, `1.2.3.4\": an IP address has no DNS challenge`},
+			{[]string{"--config", goodCfg, "a b.example.com"}, `contains ' ', which is not allowed in a challenge name`},
 			{nil, "no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is"},
 		} {
 			out, errOut, code := runCheckCmd(t, tc.args...)
