@@ -353,7 +353,7 @@ func noPolicyReport(pol *policy, name string) *solver.Report {
 		where = fmt.Sprintf("is obtained by TLS automation policy %d", pol.index)
 	}
 	rep.Findings = []solver.Finding{{Code: solver.CodeNoPolicy, Fatal: true,
-		Message: fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where)}}
+		Message: solver.Printable(fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where))}}
 	rep.Verdict = solver.VerdictBroken
 	return rep
 }
@@ -372,13 +372,13 @@ func (a *App) suggestPolicies(rep *solver.Report) {
 			continue
 		}
 		rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
-			Message: fmt.Sprintf("added to TLS automation policy %d, %s would need: %s", pol.index, rep.Domain, record)})
+			Message: solver.Printable(fmt.Sprintf("added to TLS automation policy %d, %s would need: %s", pol.index, rep.Domain, record))})
 	}
 	if a.proposed != nil {
 		d := strings.TrimPrefix(rep.Domain, "*.")
 		if alias, err := a.proposed.Expand(d); err == nil {
 			rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
-				Message: fmt.Sprintf("under the alias %s, %s would need: %s", a.proposed, rep.Domain, solver.CNAMERecord(solver.ChallengeName(d), alias))})
+				Message: solver.Printable(fmt.Sprintf("under the alias %s, %s would need: %s", a.proposed, rep.Domain, solver.CNAMERecord(solver.ChallengeName(d), alias)))})
 		}
 	}
 }

@@ -252,6 +252,8 @@ func TestPermissionCertificateAllowed(t *testing.T) {
 		// name (certmagic refuses * in SNI today; this stays so).
 		{"*.shop.example.com", []string{"*.shop.example.com: certificate not allowed by permission module: a wildcard name is never admitted"}},
 		{"x.*.example.com", []string{"a wildcard name is never admitted"}},
+		// A client's SNI reaches the logs escaped.
+		{"\x1b[2Jx.example.com", []string{`\x1b[2Jx.example.com: certificate not allowed`, `is not a domain a certificate can be obtained for`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,6 +266,9 @@ func TestPermissionCertificateAllowed(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatal("admitted")
+			}
+			if strings.ContainsRune(err.Error(), 0x1b) {
+				t.Errorf("refusal %q carries a raw control character", err)
 			}
 			if !errors.Is(err, caddytls.ErrPermissionDenied) {
 				t.Errorf("refusal %v does not wrap caddytls.ErrPermissionDenied", err)
