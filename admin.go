@@ -148,8 +148,7 @@ func (AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request) error {
 }
 
 // checkDomains validates the domains of a check request: at least one, at
-// most maxCheckDomains, each a DNS name (a wildcard allowed), not an IP
-// address, a port or an empty value.
+// most maxCheckDomains, each one checkableDomain accepts.
 func checkDomains(domains []string) ([]string, error) {
 	switch {
 	case len(domains) == 0:
@@ -157,16 +156,30 @@ func checkDomains(domains []string) ([]string, error) {
 	case len(domains) > maxCheckDomains:
 		return nil, fmt.Errorf("%d domains given; at most %d per request", len(domains), maxCheckDomains)
 	}
-	for _, d := range domains {
-		base := strings.TrimPrefix(solver.Normalize(d), "*.")
-		if net.ParseIP(strings.Trim(base, "[]")) != nil {
-			return nil, fmt.Errorf("domain %q: an IP address has no DNS challenge", d)
-		}
-		if err := solver.ValidName(base); err != nil {
-			return nil, fmt.Errorf("domain %q: %w", d, err)
+	out := make([]string, len(domains))
+	for i, d := range domains {
+		var err error
+		if out[i], err = checkableDomain(d); err != nil {
+			return nil, err
 		}
 	}
-	return domains, nil
+	return out, nil
+}
+
+// checkableDomain is the one check of a domain a person asks about (the
+// admin API's ?domain=, the check command's arguments): a DNS name, a
+// wildcard allowed, not an IP address, a port or an empty value. It
+// returns the name normalized, or an error naming it.
+func checkableDomain(d string) (string, error) {
+	n := solver.Normalize(d)
+	base := strings.TrimPrefix(n, "*.")
+	if net.ParseIP(strings.Trim(base, "[]")) != nil {
+		return "", fmt.Errorf("domain %q: an IP address has no DNS challenge (ACME validates IP addresses over HTTP or TLS-ALPN)", d)
+	}
+	if err := solver.ValidName(base); err != nil {
+		return "", fmt.Errorf("domain %q: %w", d, err)
+	}
+	return n, nil
 }
 
 // checkDomains checks domains, a few at a time, against a view of the
@@ -262,8 +275,20 @@ func writeTable(w io.Writer, reports []*solver.Report) error {
 			fmt.Fprintf(&b, "  hint: the resolver %s answered nothing for these zones; set the alias provider's resolvers to one that serves them\n", cmp.Or(r.Resolver, "of the system"))
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	// Findings are escaped where they are made; the rest of a row (the
+	// chain's names, say) came from DNS too.
+	_, err := io.WriteString(w, printableLines(b.String()))
 	return err
+}
+
+// printableLines escapes each line of s (solver.Printable) and keeps its
+// line breaks.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = solver.Printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // resolvedNothing reports whether the check failed because the resolvers

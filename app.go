@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +60,9 @@ type App struct {
 	permissions []*Permission
 	policies    []policy
 	mapped      bool // policies is built
+	// proposed is an alias template the check command was given: a name
+	// no alias policy obtains is told what it would need under it too.
+	proposed *solver.Template
 
 	// ops counts the writes and deletes under way, so that an exiting
 	// process waits for them before it withdraws what is left.
@@ -284,7 +288,9 @@ const (
 func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *Provider, *solver.Report) {
 	pol, p := a.Resolve(name)
 	if p == nil {
-		return nil, nil, noPolicyReport(pol, name)
+		rep := noPolicyReport(pol, name)
+		a.suggestPolicies(rep)
+		return nil, nil, rep
 	}
 	m := p.Mapper
 	if use != cacheShared {
@@ -347,9 +353,34 @@ func noPolicyReport(pol *policy, name string) *solver.Report {
 		where = fmt.Sprintf("is obtained by TLS automation policy %d", pol.index)
 	}
 	rep.Findings = []solver.Finding{{Code: solver.CodeNoPolicy, Fatal: true,
-		Message: fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where)}}
+		Message: solver.Printable(fmt.Sprintf("%s %s, which uses no dns.providers.alias", d, where))}}
 	rep.Verdict = solver.VerdictBroken
 	return rep
+}
+
+// suggestPolicies adds to the report of a name no alias provider obtains a
+// note per alias policy of the config that could take it: the record the
+// name would need there, so that "what CNAME would this domain need?" has
+// an answer before the name is added to the config.
+func (a *App) suggestPolicies(rep *solver.Report) {
+	for _, pol := range a.policyMap() {
+		if pol.provider == nil {
+			continue
+		}
+		record, err := pol.provider.Mapper.Suggestion(rep.Domain)
+		if err != nil {
+			continue
+		}
+		rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
+			Message: solver.Printable(fmt.Sprintf("added to TLS automation policy %d, %s would need: %s", pol.index, rep.Domain, record))})
+	}
+	if a.proposed != nil {
+		d := strings.TrimPrefix(rep.Domain, "*.")
+		if alias, err := a.proposed.Expand(d); err == nil {
+			rep.Findings = append(rep.Findings, solver.Finding{Code: solver.CodeNoPolicy,
+				Message: solver.Printable(fmt.Sprintf("under the alias %s, %s would need: %s", a.proposed, rep.Domain, solver.CNAMERecord(solver.ChallengeName(d), alias)))})
+		}
+	}
 }
 
 // gateAttempts is how often the gate asks when lookups fail: a flaky

@@ -419,7 +419,9 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 // TestFastPath: an alias provider inside an ACME issuer with its
 // authoritative wait on switches certmagic's redundant propagation check
 // off and takes over its wait at shared alias names, unless the issuer sets
-// propagation_timeout or propagation_delay, or the wait is off. An explicit
+// propagation_timeout or propagation_delay or resolvers other than the
+// provider's (certmagic's check finds the authoritative servers through
+// them), or the wait is off. An explicit
 // -1 gets the shared-name wait too. The global dns provider, set up apart
 // from the issuers, leaves their settings alone.
 func TestFastPath(t *testing.T) {
@@ -448,6 +450,9 @@ func TestFastPath(t *testing.T) {
 		{"delay.example.com", map[string]any{"provider": aliasProvider(nil), "propagation_delay": "5s"}, 0, 0},
 		{"off.example.com", map[string]any{"provider": aliasProvider(nil), "propagation_timeout": -1}, -1, certmagicCheckTimeout},
 		{"nowait.example.com", map[string]any{"provider": aliasProvider(-1)}, 0, 0},
+		{"resolvers.example.com", map[string]any{"provider": aliasProvider(nil), "resolvers": []string{"127.0.0.1"}}, 0, 0},
+		{"resolvers-off.example.com", map[string]any{"provider": aliasProvider(nil), "resolvers": []string{"127.0.0.1"}, "propagation_timeout": -1}, -1, certmagicCheckTimeout},
+		{"same-resolvers.example.com", map[string]any{"provider": aliasProvider(nil), "resolvers": []string{srv.Addr()}}, -1, certmagicCheckTimeout},
 		{"global.example.com", map[string]any{}, 0, 0}, // the tls app's dns provider
 	}
 	var policies []any

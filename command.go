@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -24,7 +23,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "dns-alias",
-		Usage: "check [--config <path>] [--adapter <name>] [--json] [<domain>...]",
+		Usage: "check [--config <path>] [--adapter <name>] [--json] [--alias <template>] [<domain>...]",
 		Short: "Checks the CNAME delegations that dns.providers.alias relies on",
 		Long: `
 The check subcommand reads a config the way 'caddy run' does, finds every TLS
@@ -39,24 +38,44 @@ record.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			check := &cobra.Command{
-				Use:   "check [--config <path>] [--adapter <name>] [--json] [<domain>...]",
+				Use:   "check [--config <path>] [--adapter <name>] [--json] [--alias <template>] [<domain>...]",
 				Short: "Checks the delegation of every domain the config's alias providers cover",
 				RunE:  caddycmd.WrapCommandFuncForCobra(cmdCheck),
 			}
 			check.Flags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")
 			check.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
 			check.Flags().Bool("json", false, "Print the reports as JSON")
+			check.Flags().String("alias", "", "An alias template (e.g. _acme-challenge.{domain}.validation.example.org): a domain no alias policy obtains is told the CNAME it would need under it")
 			cmd.AddCommand(check)
 		},
 	})
 }
 
 func cmdCheck(fl caddycmd.Flags) (int, error) {
+	var domains []string
+	for _, arg := range fl.Args() {
+		d, err := checkableDomain(arg)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		domains = append(domains, d)
+	}
+	app := newApp()
+	if alias := fl.String("alias"); alias != "" {
+		t, err := solver.ParseTemplate(alias)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--alias: %w", err)
+		}
+		app.proposed = &t
+	}
 	cfg, _, _, err := caddycmd.LoadConfig(fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	app := newApp()
+	if len(cfg) == 0 {
+		// caddy's loader finds nothing without --config and ./Caddyfile.
+		return caddy.ExitCodeFailedStartup, errors.New("no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is")
+	}
 	app.logger = caddy.Log()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), app)})
 	defer cancel()
@@ -69,10 +88,7 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 	}
 	app.setPolicies(pols)
 
-	var domains []string
-	if args := fl.Args(); len(args) > 0 {
-		domains = checkableDomains(args)
-	} else {
+	if len(domains) == 0 {
 		domains = configDomains(pols, hostNames)
 	}
 	if len(domains) == 0 {
@@ -238,18 +254,16 @@ func routeHosts(routes caddyhttp.RouteList) []string {
 	return out
 }
 
-// checkableDomains normalizes names and drops IP addresses, placeholders and
+// checkableDomains keeps the names of a config that checkableDomain
+// accepts (IP addresses and placeholders go), normalized, without
 // duplicates. A wildcard stays next to its base domain: they share a
 // challenge name, but CAA judges them apart (issuewild).
 func checkableDomains(names []string) []string {
 	var out []string
 	for _, n := range names {
-		d := solver.Normalize(n)
-		base := strings.TrimPrefix(d, "*.")
-		if base == "" || net.ParseIP(base) != nil || strings.ContainsAny(base, "{}*") || slices.Contains(out, d) {
-			continue
+		if d, err := checkableDomain(n); err == nil && !slices.Contains(out, d) {
+			out = append(out, d)
 		}
-		out = append(out, d)
 	}
 	return out
 }

@@ -366,6 +366,9 @@ func FuzzJournalSweep(f *testing.F) {
 		{"f2.json", entry("f", "x.follow.example.com", sweepFollowZone, sweepFollowZone, d)},
 		{"u.json", entry("u", "example.com", "Validation.Example.ORG.", "_ACME-challenge.validation.example.org", d)},
 		{"live.json", entry("live", "example.com", sweepZone, sweepStatic, d)},
+		// An orphan holding the live entry's zone, name and value (the CA
+		// handed a restarted process the same authorization).
+		{"dup.json", entry("dup", "example.com", sweepZone, sweepStatic, digest("live"))},
 		{"torn.json", `{"id":`},
 		{"empty.json", `{}`},
 		{"n.json", `null`},

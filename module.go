@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -186,6 +187,8 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	p.CAAIdentities = expand(p.CAAIdentities)
 	wait := time.Duration(p.AuthoritativeWait)
 	switch {
+	case wait > 0 && wait < minAuthoritativeWait:
+		return fmt.Errorf("authoritative_wait: %s is too short for a write to reach every authoritative server (at least %s; -1 switches the wait off)", wait, minAuthoritativeWait)
 	case wait == 0:
 		wait = 2 * time.Minute
 	case wait < 0:
@@ -207,12 +210,19 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// minAuthoritativeWait is the shortest authoritative_wait: a shorter one
+// fails every write (a secondary serves an update after a NOTIFY and a zone
+// transfer, and even a primary on loopback gets few polls in less), while
+// the fast path has switched certmagic's own check off.
+const minAuthoritativeWait = time.Second
+
 // certmagicCheckTimeout is certmagic's default propagation timeout, which
 // the provider's own wait at a shared alias name takes over.
 const certmagicCheckTimeout = 2 * time.Minute
 
 // fastPath switches certmagic's propagation check off for the issuer this
-// provider solves for, unless the config sets propagation options: once a
+// provider solves for, unless the config sets propagation options or the
+// issuer's resolvers differ from the provider's: once a
 // write returns, every authoritative server of the alias zone serves the
 // record, and certmagic's check (a fixed 2 s sleep, then polling) only
 // adds time. The issuer builds its DNS solver from these settings after
@@ -226,6 +236,15 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 			return
 		}
 		dns := parent.Challenges.DNS
+		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 && !p.sameResolvers(dns.Resolvers) {
+			// certmagic's check finds the authoritative servers through
+			// the issuer's resolvers; the authoritative wait through the
+			// provider's. Where they differ (a split-horizon resolver on
+			// one side) the wait may have asked other servers.
+			logger.Info("certmagic's DNS propagation check stays on for this issuer: its resolvers differ from the alias provider's, and the check finds the authoritative servers through them; give the alias provider the same resolvers, or set propagation_timeout -1, to rely on authoritative_wait alone",
+				zap.String("ca", parent.CA), zap.Strings("issuer_resolvers", dns.Resolvers))
+			return
+		}
 		if dns.PropagationTimeout == 0 && dns.PropagationDelay == 0 {
 			dns.PropagationTimeout = -1
 			logger.Info("certmagic's DNS propagation check is off for this issuer: authoritative_wait already waits until every authoritative server of the alias zone serves each record; set propagation_timeout to keep certmagic's check",
@@ -237,6 +256,21 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 	case *caddytls.TLS:
 		logger.Info("certmagic's DNS propagation check stays on (2 s more per certificate): the global dns provider is set up before, and apart from, the ACME issuers, whose propagation settings it cannot change; configure the alias provider in the issuer (acme_dns, or dns in a tls block) to skip it")
 	}
+}
+
+// sameResolvers reports whether an issuer's resolvers are the provider's
+// (in any order; none means certmagic's defaults, which the fast path has
+// always stood in for).
+func (p *Provider) sameResolvers(issuer []string) bool {
+	if len(issuer) == 0 {
+		return true
+	}
+	r, err := solver.NewResolver(issuer, 0)
+	if err != nil {
+		return false
+	}
+	mine := slices.Sorted(slices.Values(p.Provider.Mapper.Resolver.Servers()))
+	return slices.Equal(slices.Sorted(slices.Values(r.Servers())), mine)
 }
 
 // AppendRecords is the solver's, counted by the app, so that an exiting
@@ -287,7 +321,11 @@ func loadWriter(ctx caddy.Context, structPtr any, raw json.RawMessage, account *
 		}
 		return acme, providers.ACMEDNSName, acme, nil
 	case raw != nil:
-		secrets := providers.Secrets(raw, func(s string) string { return repl.ReplaceAll(s, "") })
+		expand := func(s string) string { return repl.ReplaceAll(s, "") }
+		if err := providers.EmptySecret(raw, expand); err != nil {
+			return nil, "", nil, fmt.Errorf("%sprovider.%w", prefix, err)
+		}
+		secrets := providers.Secrets(raw, expand)
 		mod, err := ctx.LoadModule(structPtr, "ProviderRaw")
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("%sprovider: loading inner DNS provider: %w", prefix, providers.Redact(err, secrets))

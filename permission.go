@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -102,7 +103,7 @@ func (p *Permission) check(ctx context.Context, name string) (time.Duration, err
 	if err := rep.Err(); target.Name == "" {
 		// Logged here, once per check, not once per handshake: a flood of
 		// handshakes for one unknown name makes one line per negative_ttl.
-		p.logger.Info("on-demand certificate refused", zap.String("name", name), zap.Error(err))
+		p.logger.Info("on-demand certificate refused", zap.String("name", solver.Printable(name)), zap.Error(err))
 		return 0, err
 	}
 	ttl := rep.ChainTTL()
@@ -121,6 +122,14 @@ func chainNames(rep *solver.Report) []string {
 // CertificateAllowed admits name if its delegation check passes (and the
 // nested permission module, if configured, agrees).
 func (p *Permission) CertificateAllowed(ctx context.Context, name string) error {
+	// The name is a client's (SNI): it reaches logs in this error.
+	name = solver.Printable(name)
+	if strings.Contains(name, "*") {
+		// The delegation check of *.x passes where x is delegated (one
+		// challenge name), but on-demand TLS obtains the names clients
+		// ask for, one by one.
+		return fmt.Errorf("%s: %w: a wildcard name is never admitted for on-demand TLS", name, caddytls.ErrPermissionDenied)
+	}
 	if err := p.admission.Allow(ctx, name); err != nil {
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}

@@ -248,6 +248,12 @@ func TestPermissionCertificateAllowed(t *testing.T) {
 			"_acme-challenge.elsewhere.example.com. 300 IN CNAME _acme-challenge.elsewhere.example.com.validation.example.org."}},
 		{"shop.wild.example.com", []string{"wildcard", "_acme-challenge.shop.wild.example.com. 300 IN CNAME _acme-challenge.shop.wild.example.com.validation.example.org."}},
 		{"nosuchzone.test", []string{"has no CNAME record"}},
+		// shop.example.com is delegated, but that proves control of one
+		// name (certmagic refuses * in SNI today; this stays so).
+		{"*.shop.example.com", []string{"*.shop.example.com: certificate not allowed by permission module: a wildcard name is never admitted"}},
+		{"x.*.example.com", []string{"a wildcard name is never admitted"}},
+		// A client's SNI reaches the logs escaped.
+		{"\x1b[2Jx.example.com", []string{`\x1b[2Jx.example.com: certificate not allowed`, `is not a domain a certificate can be obtained for`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +266,9 @@ func TestPermissionCertificateAllowed(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatal("admitted")
+			}
+			if strings.ContainsRune(err.Error(), 0x1b) {
+				t.Errorf("refusal %q carries a raw control character", err)
 			}
 			if !errors.Is(err, caddytls.ErrPermissionDenied) {
 				t.Errorf("refusal %v does not wrap caddytls.ErrPermissionDenied", err)

@@ -8,6 +8,7 @@ import (
 // TestValidateUnworkable: each config that decodes but can never work fails
 // at `caddy validate`, naming the field, and none panics.
 func TestValidateUnworkable(t *testing.T) {
+	t.Setenv("ALIAS_TEST_SECRET", "c2VjcmV0")
 	const inner = `"provider":{"name":"rfc2136","key_name":"k","key":"c2VjcmV0","key_alg":"hmac-sha256","server":"127.0.0.1:53"}`
 	const static = inner + `,"alias":"_acme-challenge.validation.example.org"`
 	rule := func(match string) string {
@@ -40,6 +41,23 @@ func TestValidateUnworkable(t *testing.T) {
 		{"max_hops above the bound", static + `,"max_hops":17`, "max_hops: 17"},
 		{"max_hops at the bound", static + `,"max_hops":16`, ""},
 		{"negative max_hops", static + `,"max_hops":-1`, "max_hops: -1"},
+		{"template below co.uk without zones", inner + `,"alias":"_acme-challenge.{domain}.co.uk"`, `alias: template "_acme-challenge.{domain}.co.uk" puts each name directly below the public suffix "co.uk"`},
+		{"template below github.io without zones", inner + `,"alias":"{domain_hash}.github.io"`, `alias: template "{domain_hash}.github.io" puts each name directly below the public suffix "github.io"`},
+		{"rule template below a public suffix", static + `,"rules":[{"match":["example.com"],"alias":"_acme-challenge.{domain}.co.uk"}]`, `rules[0].alias: template`},
+		{"template below a public suffix with zones", inner + `,"alias":"_acme-challenge.{domain}.validation.example.org","zones":["validation.example.org"]`, ""},
+		{"authoritative_wait 1ns", static + `,"authoritative_wait":1`, "authoritative_wait: 1ns is too short"},
+		{"authoritative_wait 999ms", static + `,"authoritative_wait":"999ms"`, "authoritative_wait: 999ms is too short"},
+		{"authoritative_wait 1s", static + `,"authoritative_wait":"1s"`, ""},
+		{"authoritative_wait off", static + `,"authoritative_wait":-1`, ""},
+		{"broadcast resolver", static + `,"resolvers":["255.255.255.255"]`, `resolvers[0]: resolver "255.255.255.255" is an unspecified, multicast or broadcast address`},
+		{"multicast resolver", static + `,"resolvers":["127.0.0.1","224.0.0.1:53"]`, `resolvers[1]: resolver "224.0.0.1:53" is an unspecified`},
+		{"IPv6 multicast resolver", static + `,"resolvers":["[ff02::1]:53"]`, `resolvers[0]: resolver "[ff02::1]:53" is an unspecified`},
+		{"unspecified resolver", static + `,"resolvers":["0.0.0.0"]`, `resolvers[0]: resolver "0.0.0.0" is an unspecified`},
+		{"secret from an unset variable", `"provider":{"name":"rfc2136","key_name":"k","key":"{env.ALIAS_TEST_UNSET}","key_alg":"hmac-sha256","server":"127.0.0.1:53"},"alias":"_acme-challenge.validation.example.org"`,
+			"provider.key: {env.ALIAS_TEST_UNSET} is empty (an environment variable unset or empty?)"},
+		{"rule secret from an unset variable", static + `,"rules":[{"match":["example.com"],"alias":"x.validation.example.org","provider":{"name":"rfc2136","key_name":"k","key":"{env.ALIAS_TEST_UNSET}","key_alg":"hmac-sha256","server":"127.0.0.1:53"}}]`,
+			"rules[0].provider.key: {env.ALIAS_TEST_UNSET} is empty"},
+		{"secret from a set variable", `"provider":{"name":"rfc2136","key_name":"k","key":"{env.ALIAS_TEST_SECRET}","key_alg":"hmac-sha256","server":"127.0.0.1:53"},"alias":"_acme-challenge.validation.example.org"`, ""},
 		{"alias in alias", `"alias":"_acme-challenge.validation.example.org","provider":{"name":"alias",` + static + `}`, "provider: an alias provider cannot wrap another alias provider"},
 		{"alias in a rule", static + `,"rules":[{"match":["example.com"],"provider":{"name":"alias",` + static + `}}]`, "rules[0].provider: an alias provider cannot wrap"},
 	} {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -66,6 +67,15 @@ func (a ACMEDNSAccount) Validate() error {
 	return nil
 }
 
+// isLoopback reports whether host (of a URL, without port) is a loopback
+// address or localhost.
+func isLoopback(host string) bool {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
 // redactURL strips any userinfo from a URL-ish string for messages.
 func redactURL(s string) string {
 	if u, err := url.Parse(s); err == nil && u.User != nil {
@@ -110,10 +120,21 @@ func NewACMEDNSWriter(account ACMEDNSAccount, client *http.Client, logger *zap.L
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
+	// Go's client sends the request's headers, X-Api-Key among them, on
+	// to wherever a redirect points: a redirect is answered as an error.
+	noRedirects := *client
+	noRedirects.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client = &noRedirects
 	if logger == nil {
 		logger = zap.NewNop()
 	}
 	base := strings.TrimRight(strings.TrimSpace(account.Server), "/")
+	if u, _ := url.Parse(base); u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		// Legitimate on a private network, so not refused; but the key
+		// crosses it readable.
+		logger.Warn("acme-dns server is plain http:// on a non-loopback address: the account's password crosses the network unencrypted; use https://",
+			zap.String("fulldomain", solver.Normalize(account.FullDomain)), zap.String("server", redactURL(base)))
+	}
 	return &ACMEDNSWriter{
 		account: account,
 		update:  base + "/update",
@@ -252,7 +273,11 @@ func (w *ACMEDNSWriter) post(ctx context.Context, value string) error {
 	if resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	msg := fmt.Sprintf("acme-dns update of %s at %s: HTTP status %s", w.full, redactURL(w.account.Server), resp.Status)
+	msg := fmt.Sprintf("acme-dns update of %s at %s: HTTP status %s", w.full, redactURL(w.account.Server), solver.Printable(resp.Status))
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return w.redact(fmt.Errorf("%s, a redirect to %s, not followed so that the account's key goes nowhere else; set server to the URL the acme-dns API answers at",
+			msg, solver.Printable(redactURL(resp.Header.Get("Location")))))
+	}
 	var e struct {
 		Error string `json:"error"`
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -641,5 +642,77 @@ func TestACMEDNSErrorRedactedBeforeCut(t *testing.T) {
 				t.Errorf("error %v does not say what was redacted", err)
 			}
 		})
+	}
+}
+
+// TestACMEDNSRefusesRedirects: a server answering the update with a
+// redirect to another host gets an error naming the redirect, and the
+// other host gets nothing (Go's client would send X-Api-User and X-Api-Key
+// along, and report the write a success).
+func TestACMEDNSRefusesRedirects(t *testing.T) {
+	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			var mu sync.Mutex
+			var elsewhere []string
+			client := acmednstest.InProcessClient(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if req.Host != "acme-dns.test" {
+					mu.Lock()
+					elsewhere = append(elsewhere, req.Host+" "+req.Header.Get("X-Api-Key"))
+					mu.Unlock()
+					return
+				}
+				// A bidirectional override: Go's client refuses control
+				// bytes in a Location, not this.
+				w.Header().Set("Location", "http://collector.test/update#\u202egpj.exe")
+				w.WriteHeader(status)
+			}))
+			sub := uniqueSub()
+			w, err := NewACMEDNSWriter(ACMEDNSAccount{Server: "https://acme-dns.test", Username: testUser, Password: testPassword,
+				Subdomain: sub, FullDomain: sub + ".auth.acme-dns.example"}, client, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = w.AppendRecords(context.Background(), sub+".auth.acme-dns.example.", txtRec("@", val("a")))
+			if err == nil {
+				t.Fatal("a redirected update reported success")
+			}
+			for _, want := range []string{"https://acme-dns.test", strconv.Itoa(status), `a redirect to http://collector.test/update#\u202egpj.exe, not followed`} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			if len(elsewhere) != 0 {
+				t.Errorf("the redirect's target got %v", elsewhere)
+			}
+		})
+	}
+}
+
+// TestACMEDNSPlainHTTPWarns: plain http:// is for loopback; anywhere else
+// the password crosses the network readable, and a warning names the
+// account.
+func TestACMEDNSPlainHTTPWarns(t *testing.T) {
+	for _, tc := range []struct {
+		server string
+		warns  bool
+	}{
+		{"http://127.0.0.1:8053", false},
+		{"http://[::1]:8053", false},
+		{"http://localhost:8053", false},
+		{"https://auth.acme-dns.io", false},
+		{"http://auth.acme-dns.io", true},
+		{"http://10.0.0.5:8053", true},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		sub := uniqueSub()
+		full := sub + ".auth.acme-dns.example"
+		if _, err := NewACMEDNSWriter(ACMEDNSAccount{Server: tc.server, Username: testUser, Password: testPassword,
+			Subdomain: sub, FullDomain: full}, nil, zap.New(core)); err != nil {
+			t.Fatal(err)
+		}
+		warned := logs.FilterMessageSnippet("plain http://").FilterField(zap.String("fulldomain", full)).Len() == 1
+		if warned != tc.warns {
+			t.Errorf("%s: warned %v, want %v (%v)", tc.server, warned, tc.warns, logs.All())
+		}
 	}
 }

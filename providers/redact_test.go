@@ -2,9 +2,12 @@ package providers
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"net/url"
 	"strings"
 	"testing"
@@ -104,4 +107,49 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestRedactByValue: what a config holds as a credential is scrubbed by its
+// value, whatever the field's spelling (authKey, auth, pass), a number as
+// well as a string, any value a placeholder resolved to, and in the
+// encodings and letter cases an echo may carry it in.
+func TestRedactByValue(t *testing.T) {
+	const token = "Tok3n-Value_xyz"
+	expand := func(s string) string {
+		return strings.NewReplacer("{env.TOKEN}", token, "{env.ENDPOINT}", "https://user:pw-from-env@api.example").Replace(s)
+	}
+	raw := `{"name":"x","authKey":"auth-key-value","auth":"plain-auth-value","pass":987654,"zone_id":"zone-1234","password":"p&ss<w>rd",` +
+		`"api":{"credentials":["{env.TOKEN}"]},"endpoint":"{env.ENDPOINT}","region":"eu-west-1"}`
+	secrets := Secrets([]byte(raw), expand)
+	for _, want := range []string{"auth-key-value", "plain-auth-value", "987654", token, "https://user:pw-from-env@api.example"} {
+		if !contains(secrets, want) {
+			t.Errorf("Secrets = %v, missing %q", secrets, want)
+		}
+	}
+	for _, not := range []string{"zone-1234", "eu-west-1", "x"} {
+		if contains(secrets, not) {
+			t.Errorf("Secrets = %v treats %q as a secret", secrets, not)
+		}
+	}
+	for name, echo := range map[string]string{
+		"upper case":       strings.ToUpper(token),
+		"lower case":       strings.ToLower(token),
+		"HTML":             html.EscapeString("p&ss<w>rd"),
+		"base64":           base64.StdEncoding.EncodeToString([]byte(token)),
+		"base64url":        base64.RawURLEncoding.EncodeToString([]byte(token)),
+		"hex":              hex.EncodeToString([]byte(token)),
+		"number":           "pass 987654 refused",
+		"field auth":       "auth plain-auth-value refused",
+		"field authKey":    "key AUTH-KEY-VALUE refused",
+		"quoted upper hex": fmt.Sprintf("%q", strings.ToUpper(hex.EncodeToString([]byte(token)))),
+	} {
+		msg := "provider said: " + echo + " for zone validation.example.org"
+		got := RedactString(msg, secrets)
+		if !strings.Contains(got, "[REDACTED]") || !strings.Contains(got, "validation.example.org") {
+			t.Errorf("%s: RedactString(%q) = %q", name, msg, got)
+		}
+		if strings.Contains(strings.ToLower(got), strings.ToLower(token)) || strings.Contains(got, "987654") || strings.Contains(got, "ss&lt;w") {
+			t.Errorf("%s: %q still shows the secret", name, got)
+		}
+	}
 }

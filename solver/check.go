@@ -84,7 +84,9 @@ type Report struct {
 }
 
 func (r *Report) add(code string, fatal bool, format string, args ...any) {
-	f := Finding{Code: code, Message: fmt.Sprintf(format, args...), Fatal: fatal}
+	// The arguments carry what DNS answered (CAA values, names, errors
+	// quoting them): the message goes to terminals, logs and events.
+	f := Finding{Code: code, Message: Printable(fmt.Sprintf(format, args...)), Fatal: fatal}
 	for _, a := range args {
 		if err, ok := a.(error); ok {
 			f.cause = err

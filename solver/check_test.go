@@ -424,6 +424,21 @@ func TestCheck(t *testing.T) {
 			end:   staticAlias, hops: 1,
 		},
 		{
+			// DNS is untrusted: a CAA value's control bytes (here one that
+			// clears the terminal) reach no terminal, log or event raw.
+			name: "CAA value with control bytes", rule: staticRule,
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname(challenge, staticAlias)
+				// As it comes off the wire: the bytes themselves.
+				d.caa["example.com"] = []dns.RR{&dns.CAA{Hdr: dns.RR_Header{Name: "example.com.", Rrtype: dns.TypeCAA, Class: dns.ClassINET, Ttl: 300},
+					Tag: "issue", Value: "\x1b[2Jevil.example"}}
+			},
+			fatal: []string{CodeCAAForbids},
+			fix:   `example.com. 300 IN CAA 0 issue "letsencrypt.org"`,
+			msgs:  []string{`CAA issue at example.com allows only \x1b[2jevil.example, none of letsencrypt.org`},
+			end:   staticAlias, hops: 1,
+		},
+		{
 			name: "CAA of the parent applies", rule: staticRule, domain: "shop.example.com",
 			setup: func(t *testing.T, d *checkDNS) {
 				d.rec.cname("_acme-challenge.shop.example.com", staticAlias)

@@ -97,8 +97,11 @@ func newJournalID() string {
 // wrote them, and then the entries. A process renews the entries of the
 // challenges it presents (Renew), so a challenge in flight, here or on
 // another instance, is never swept however long it takes; only the records
-// of processes that died between present and cleanup are. It returns how
-// many records it removed.
+// of processes that died between present and cleanup are. A stale entry's
+// record is deleted only if no unexpired entry of the listing and no
+// presentation of this process (presented or being deleted) holds the same
+// zone, name and value; otherwise only the entry goes. It returns how many
+// records it removed.
 //
 // Nothing an entry says is trusted: an entry that is unreadable or fails
 // ValidateEntry, or that no rule of this config could have written, is
@@ -119,6 +122,18 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 	}
 	removed := 0
 	now := p.clock()
+	stale := func(e JournalEntry) bool { return now.Sub(e.lastSeen()) >= max(maxAge, e.Lease) }
+	// The values other challenges hold: the CA hands a restarted process
+	// the same pending authorization, so a live entry may carry an
+	// orphan's zone, name and value, and the orphan's record is then
+	// theirs too. Any unexpired entry counts, valid or not: sparing a
+	// record never does harm.
+	held := make(map[heldRecord]bool)
+	for _, e := range entries {
+		if !stale(e) {
+			held[heldRecordOf(e.Zone, e.Name, e.Value)] = true
+		}
+	}
 	leave := func(e JournalEntry, err error) {
 		if p.firstWarning(e.Key) {
 			p.logger().Warn("challenge journal entry left alone; if no other instance removes it, look at it and remove it by hand",
@@ -130,7 +145,7 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 			leave(e, fmt.Errorf("entry refused: %w", err))
 			continue
 		}
-		if now.Sub(e.lastSeen()) < max(maxAge, e.Lease) || p.presentsEntry(e.ID) {
+		if !stale(e) || p.presentsEntry(e.ID) {
 			continue
 		}
 		// Only now: a live entry of another provider of the config is
@@ -140,20 +155,37 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 			leave(e, err)
 			continue
 		}
+		// The entry goes before its record: once the record is
+		// handled, no sweep (another instance's, after a lock that
+		// expired) may act on the entry again. A crash between the two
+		// leaves a stale digest in the alias zone, which is harmless; a
+		// second delete of a value another challenge has since written
+		// again is not.
+		if err := p.Journal.DeleteKey(ctx, e.Key); err != nil {
+			p.logger().Warn("could not remove an orphaned challenge journal entry; its record stays until a later sweep",
+				zap.String("key", e.Key), zap.Error(err))
+			continue
+		}
+		if held[heldRecordOf(e.Zone, e.Name, e.Value)] || p.presentsValue(e.Zone, e.Name, e.Value) {
+			p.logger().Info("removed a stale challenge journal entry and kept its record, which a live challenge holds",
+				zap.String("key", e.Key), zap.String("name", e.Name), zap.String("zone", e.Zone), zap.String("value", e.Value))
+			continue
+		}
 		rec := libdns.TXT{Name: libdns.RelativeName(FQDN(e.Name), FQDN(e.Zone)), Text: e.Value}
 		if err := retry(ctx, func(ctx context.Context) error {
 			_, err := w.DeleteRecords(ctx, FQDN(e.Zone), []libdns.Record{rec})
 			return err
 		}); err != nil {
+			// The entry comes back (under its ID) for a later sweep.
+			if perr := p.Journal.Put(context.WithoutCancel(ctx), e); perr != nil {
+				err = errors.Join(err, fmt.Errorf("putting its journal entry back: %w", perr))
+			}
 			if ctx.Err() != nil {
 				return removed, ctx.Err()
 			}
 			p.logger().Error("could not remove orphaned challenge record; remove it by hand",
 				zap.String("name", e.Name), zap.String("zone", e.Zone), zap.String("value", e.Value), zap.Error(err))
 			continue
-		}
-		if err := p.Journal.DeleteKey(ctx, e.Key); err != nil {
-			p.logger().Warn("removed orphaned challenge record but not its journal entry", zap.String("key", e.Key), zap.Error(err))
 		}
 		p.logger().Info("removed orphaned challenge record",
 			zap.String("domain", e.Domain), zap.String("name", e.Name), zap.String("zone", e.Zone),
@@ -229,15 +261,19 @@ func (p *Provider) Renew(ctx context.Context) error {
 	if p.Journal == nil {
 		return nil
 	}
+	type renewal struct {
+		pr *presentation
+		e  JournalEntry
+	}
 	p.mu.Lock()
-	var entries []JournalEntry
+	var entries []renewal
 	add := func(pr *presentation) {
 		e := JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
 			Name: pr.target.Name, Type: "TXT", Value: pr.value, Writer: pr.target.Rule.WriterName, Written: pr.since}
 		if !pr.finished() {
 			e.Lease = p.LongestPresent()
 		}
-		entries = append(entries, e)
+		entries = append(entries, renewal{pr, e})
 	}
 	for _, pr := range p.presented {
 		add(pr)
@@ -247,14 +283,11 @@ func (p *Provider) Renew(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	var errs []error
-	for _, e := range entries {
-		// A cleanup finishing meanwhile may have dropped the entry just
-		// before this Put writes it back. It is not dropped again here (a
-		// cleanup whose delete fails puts its record back, and must keep
-		// the entry): a later sweep deletes the value once more, which is
-		// harmless, and removes the entry.
-		e.Seen = p.clock()
-		if err := p.Journal.Put(ctx, e); err != nil {
+	for _, r := range entries {
+		// A cleanup finishing meanwhile has forgotten the entry, and
+		// putEntry does not write it back.
+		r.e.Seen = p.clock()
+		if err := p.putEntry(ctx, r.pr, r.e); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -291,7 +324,7 @@ func (p *Provider) Withdraw(ctx context.Context) int {
 				zap.String("value", it.value), zap.Error(err))
 			continue
 		}
-		p.forget(ctx, it.pr.journalID)
+		p.forget(ctx, it.pr)
 		p.logger().Info("deleted challenge record at shutdown",
 			zap.String("domain", t.Domain), zap.String("alias", t.Name), zap.String("zone", t.Zone),
 			zap.String("value", it.value))
@@ -337,6 +370,33 @@ func (p *Provider) entryWriter(e JournalEntry) (Writer, error) {
 	}
 	return nil, fmt.Errorf("no rule of this provider's config writes TXT %s in zone %s through %q for %s (perhaps another alias provider or instance does)",
 		e.Name, e.Zone, e.Writer, e.Domain)
+}
+
+// heldRecord is a challenge record by zone, name and value, compared as
+// DNS compares names.
+type heldRecord struct{ zone, name, value string }
+
+func heldRecordOf(zone, name, value string) heldRecord {
+	return heldRecord{Normalize(zone), Normalize(name), value}
+}
+
+// presentsValue reports whether this process presents value at name in
+// zone, or is deleting it, under any journal entry.
+func (p *Provider) presentsValue(zone, name, value string) bool {
+	want := heldRecordOf(zone, name, value)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.presented {
+		if heldRecordOf(pr.target.Zone, pr.target.Name, pr.value) == want {
+			return true
+		}
+	}
+	for _, pr := range p.retiring {
+		if heldRecordOf(pr.target.Zone, pr.target.Name, pr.value) == want {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provider) presentsEntry(id string) bool {

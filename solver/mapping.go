@@ -70,6 +70,10 @@ func (r *Rule) Validate() error {
 		return fmt.Errorf("zones: follow mode needs at least one configured alias zone, so that a DNS record cannot decide where this server writes")
 	case !r.Follow && r.Alias.String() == "":
 		return fmt.Errorf("alias: no alias name or template, and follow is off")
+	case !r.Follow && len(r.Zones) == 0 && !r.Alias.IsStatic() && IsPublicSuffix(r.Alias.Suffix()):
+		// Each name the template makes lies directly below the suffix:
+		// the SOA walk ends at the suffix, and every write is refused.
+		return fmt.Errorf("alias: template %q puts each name directly below the public suffix %q, where the SOA lookup finds no zone this server may write in; set zones to the validation zone", r.Alias, r.Alias.Suffix())
 	case !r.Follow && len(r.Zones) > 0 && r.zoneOf(r.Alias.Suffix()) == "":
 		return fmt.Errorf("alias: %q is outside the configured zones %v", r.Alias, r.Zones)
 	}
@@ -155,6 +159,35 @@ func (m *Mapper) Rule(domain string) (*Rule, error) {
 	return best, nil
 }
 
+// expect returns the alias domain d's chain must end at ("" in follow
+// mode, where any name in the rule's zones does) and the CNAME record that
+// delegates d's challenge so.
+func (r *Rule) expect(d string) (alias, record string, err error) {
+	challenge := ChallengeName(d)
+	if r.Follow {
+		return "", CNAMERecord(challenge, challenge+"."+r.Zones[0]), nil
+	}
+	if alias, err = r.Alias.Expand(d); err != nil {
+		return "", "", err
+	}
+	return alias, CNAMERecord(challenge, alias), nil
+}
+
+// Suggestion returns the CNAME record that would delegate domain's
+// challenge as this mapping expects, for a name it does not obtain yet.
+func (m *Mapper) Suggestion(domain string) (string, error) {
+	d := strings.TrimPrefix(Normalize(domain), "*.")
+	if err := ValidName(d); err != nil {
+		return "", err
+	}
+	rule, err := m.Rule(d)
+	if err != nil {
+		return "", err
+	}
+	_, record, err := rule.expect(d)
+	return record, err
+}
+
 // Resolve is the one path from a domain to where its challenge record is
 // written: the rule responsible for it, the alias it expects, and the CNAME
 // chain of its challenge name as the resolvers see it, which must end at
@@ -179,18 +212,14 @@ func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, *Report) {
 	switch {
 	case rule.Follow:
 		rep.Mode = "follow"
-		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.ChallengeName+"."+rule.Zones[0])
 	case rule.Alias.IsStatic():
 		rep.Mode = "static"
 	default:
 		rep.Mode = "template"
 	}
-	if !rule.Follow {
-		if rep.Expected, err = rule.Alias.Expand(d); err != nil {
-			rep.add(CodeNoRule, true, "%v", err)
-			return Target{}, rep
-		}
-		rep.suggestion = CNAMERecord(rep.ChallengeName, rep.Expected)
+	if rep.Expected, rep.suggestion, err = rule.expect(d); err != nil {
+		rep.add(CodeNoRule, true, "%v", err)
+		return Target{}, rep
 	}
 
 	rep.Chain, err = m.Resolver.Follow(ctx, rep.ChallengeName, m.MaxHops)

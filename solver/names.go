@@ -3,6 +3,23 @@
 // configured zones, and the libdns wrapper that writes challenge records
 // through an inner provider. It imports no Caddy package so that it can be
 // tested and reused on its own.
+//
+// Provider implements the four libdns record interfaces, and departs from
+// their documented semantics where following them could touch a record it
+// did not write:
+//
+//   - DeleteRecords of a record this process did not present is a no-op
+//     (as libdns asks of a record that does not exist);
+//   - DeleteRecords of a record without a value, which libdns reads as every
+//     value at the name, is refused with an error: it deletes only what it
+//     presented, each by its value;
+//   - SetRecords adds the values not presented yet and never replaces the
+//     TXT set at a name: other challenges' values there stay;
+//   - the same value presented twice is one record, deleted with its last
+//     user: the first DeleteRecords reports it deleted while it is served on;
+//   - AppendRecords and SetRecords accept ACME challenge TXT records only,
+//     and GetRecords lists what this process presents, under alias names,
+//     never what the alias zone holds.
 package solver
 
 import (
@@ -94,10 +111,18 @@ func ValidZone(zone string) error {
 		return err
 	}
 	z := Normalize(zone)
-	if suffix, _ := publicsuffix.PublicSuffix(z); suffix == z {
+	if IsPublicSuffix(z) {
 		return fmt.Errorf("%q is a public suffix (Public Suffix List), not a zone this server can own", z)
 	}
 	return nil
+}
+
+// IsPublicSuffix reports whether name is on the Public Suffix List (or is
+// the root).
+func IsPublicSuffix(name string) bool {
+	n := Normalize(name)
+	suffix, _ := publicsuffix.PublicSuffix(n)
+	return n == "" || suffix == n
 }
 
 // DigestLen is the length of an ACME DNS-01 TXT value: the unpadded
@@ -123,15 +148,19 @@ func ValidDigest(value string) error {
 // refused: resolving the resolver would need a resolver.
 func ValidResolver(s string) error {
 	s = strings.TrimSpace(s)
-	if net.ParseIP(strings.Trim(s, "[]")) != nil {
-		return nil
+	ip := net.ParseIP(strings.Trim(s, "[]"))
+	if ip == nil {
+		host, port, err := net.SplitHostPort(s)
+		if ip = net.ParseIP(host); err != nil || ip == nil {
+			return fmt.Errorf("resolver %q is not an IP address or IP:port (resolvers are given by address)", s)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+			return fmt.Errorf("resolver %q: port %q is not a number from 1 to 65535", s, port)
+		}
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || net.ParseIP(host) == nil {
-		return fmt.Errorf("resolver %q is not an IP address or IP:port (resolvers are given by address)", s)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
-		return fmt.Errorf("resolver %q: port %q is not a number from 1 to 65535", s, port)
+	// No DNS server answers from these: a query to one never gets a reply.
+	if ip.IsUnspecified() || ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		return fmt.Errorf("resolver %q is an unspecified, multicast or broadcast address, which no DNS server answers from", s)
 	}
 	return nil
 }

@@ -29,11 +29,11 @@ type Provider struct {
 	AuthoritativeWait time.Duration
 	// RecursiveWait, if positive, makes a write at an alias name that
 	// carries, or lately carried, another challenge value also wait, up to
-	// this long, until the Mapper's resolvers answer with the new value:
-	// a recursive resolver (the CA's among them) may hold the name's
-	// earlier TXT set in its cache for the record's TTL. It is what
-	// certmagic's propagation check guards against beyond the
-	// authoritative wait, so it is set where that check is off.
+	// this long, until the Mapper's resolvers answer with the new value
+	// and a TTL has passed since the write: a recursive resolver (the
+	// CA's among them, which the provider cannot ask) may hold the name's
+	// earlier TXT set in its cache for the record's TTL. It is set where
+	// certmagic's propagation check is off.
 	RecursiveWait time.Duration
 	// Journal, if set, records every write before it happens and forgets it
 	// after the delete, so that Sweep can remove what a crash left behind.
@@ -86,6 +86,12 @@ type presentation struct {
 	since     time.Time
 	journalID string
 	ttl       time.Duration // the largest TTL the alias zone served it with
+	// forgotten is set (under the provider's mu) before the entry is
+	// dropped once its record is handled: a journal write racing the drop
+	// (Renew's) sees it afterwards and drops the entry again, or a sweep
+	// would delete the value later, when another challenge may present
+	// it.
+	forgotten bool
 	// done is closed when the write (and the wait for the authoritative
 	// servers) finished; err is its failure. Concurrent presents of the
 	// same value wait for it instead of writing (and journalling) again.
@@ -206,7 +212,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 	p.presented[key] = pr
 	p.mu.Unlock()
 
-	written, ttl, err := p.write(ctx, target, entry, rr, shared)
+	written, ttl, err := p.write(ctx, pr, entry, rr, shared)
 	p.mu.Lock()
 	pr.written, pr.err, pr.ttl = written, err, ttl
 	if err != nil && p.presented[key] == pr {
@@ -223,7 +229,7 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		// crash right after the write leaves an orphan for no longer than
 		// one after a renewal.
 		entry.Lease, entry.Seen = 0, p.clock()
-		if err := p.Journal.Put(ctx, entry); err != nil {
+		if err := p.putEntry(ctx, pr, entry); err != nil {
 			p.logger().Warn("renewing the challenge journal entry after the write; the next renewal will", zap.String("domain", domain), zap.Error(err))
 		}
 	}
@@ -305,8 +311,8 @@ func (p *Provider) removed(name string, ttl time.Duration) {
 // zone serves it, and, if the name is shared, until the resolvers answer
 // it; a write that fails or does not propagate is undone. It returns what
 // the writer wrote and the TTL the alias zone serves it with.
-func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry, rr libdns.RR, shared bool) ([]libdns.Record, time.Duration, error) {
-	domain := entry.Domain
+func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEntry, rr libdns.RR, shared bool) ([]libdns.Record, time.Duration, error) {
+	target, domain := pr.target, entry.Domain
 	if p.Journal != nil {
 		if err := p.Journal.Put(ctx, entry); err != nil {
 			return nil, 0, fmt.Errorf("recording the challenge of %s in the journal before writing it: %w", domain, err)
@@ -325,7 +331,7 @@ func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry,
 	if err != nil {
 		// The write may have happened even though it reported failure.
 		err = fmt.Errorf("writing TXT %s in alias zone %s for %s through %s: %w", target.Name, target.Zone, domain, target.Rule.WriterName, err)
-		return nil, 0, p.undo(ctx, target, entry, []libdns.Record{inner}, err, err)
+		return nil, 0, p.undo(ctx, pr, []libdns.Record{inner}, err, err)
 	}
 	if len(written) == 0 {
 		written = []libdns.Record{inner}
@@ -339,22 +345,49 @@ func (p *Provider) write(ctx context.Context, target Target, entry JournalEntry,
 	cancel()
 	if err != nil {
 		err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)
-		return nil, 0, p.undo(ctx, target, entry, written, err, nil)
+		return nil, 0, p.undo(ctx, pr, written, err, nil)
 	}
 	if p.Observer != nil {
 		p.Observer.Served(p.clock().Sub(wroteAt))
 	}
 	if shared && p.RecursiveWait > 0 {
-		wctx, cancel := context.WithTimeout(ctx, p.RecursiveWait)
+		bound := p.clock().Add(p.RecursiveWait)
+		wctx, cancel := context.WithDeadline(ctx, bound)
 		err := p.Mapper.Resolver.WaitRecursive(wctx, target.Name, rr.Data)
 		cancel()
+		if until := wroteAt.Add(ttl); err == nil {
+			if until.After(bound) {
+				until = bound
+			}
+			err = p.waitCachedSets(ctx, until)
+		}
 		if err != nil {
 			err = fmt.Errorf("waiting for the resolvers to answer the challenge of %s at %s, which other challenges use too: %w", domain, target.Name, err)
 			p.removed(target.Name, ttl)
-			return nil, 0, p.undo(ctx, target, entry, written, err, nil)
+			return nil, 0, p.undo(ctx, pr, written, err, nil)
 		}
 	}
 	return written, ttl, nil
+}
+
+// waitCachedSets waits until until, or ctx's end (its error). A resolver the
+// provider cannot ask, the CA's, may have cached a shared name's TXT set
+// without the new value just before the write, and may answer it for the
+// TTL the zone serves: until is a TTL after the write, bounded by
+// RecursiveWait, beyond which the write goes ahead.
+func (p *Provider) waitCachedSets(ctx context.Context, until time.Time) error {
+	rest := until.Sub(p.clock())
+	if rest <= 0 {
+		return nil
+	}
+	t := time.NewTimer(rest)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type verified struct {
@@ -428,16 +461,27 @@ func aliasRecord(name string, rr libdns.RR) libdns.Record {
 
 // DeleteRecords removes challenge records this process presented: only the
 // exact value, only at the alias name it was written at. Other values at the
-// same name (the wildcard's, another domain's) stay.
+// same name (the wildcard's, another domain's) stay. A record this process
+// did not present is passed over, as libdns asks of a record that does not
+// exist (it is not in the result). A record without a value is refused:
+// libdns reads it as every value at the name, which would take other
+// challenges' values. Deleting one of several presents of the same value
+// reports it deleted, though it stays until its last user deletes it.
 func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	var deleted []libdns.Record
 	var errs []error
 	for _, rec := range records {
 		rr := rec.RR()
 		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
+		if rr.Data == "" {
+			errs = append(errs, fmt.Errorf("refusing to delete every TXT value at %s: the alias provider deletes the values it presented, each by its value", name))
+			continue
+		}
 		key, pr, last := p.take(name, rr.Data)
 		if pr == nil {
-			errs = append(errs, fmt.Errorf("TXT %s was not presented by this server; nothing deleted", name))
+			// After a restart, say: the journal's sweep removes what
+			// the process before wrote.
+			p.logger().Debug("TXT was not presented by this server; nothing deleted", zap.String("name", name), zap.String("value", rr.Data))
 			continue
 		}
 		if !last {
@@ -463,7 +507,7 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 				t.Name, t.Zone, t.Domain, t.Rule.WriterName, err))
 			continue
 		}
-		p.forget(ctx, pr.journalID)
+		p.forget(ctx, pr)
 		p.logger().Debug("deleted challenge from alias",
 			zap.String("domain", t.Domain),
 			zap.String("alias", t.Name),
@@ -490,31 +534,56 @@ func (p *Provider) deleteWritten(ctx context.Context, t Target, written []libdns
 // and leaves nothing to report. A write that failed on the way (timeout,
 // reset) may land after this delete: its journal entry stays, so that a
 // sweep deletes it once more after sweep_after.
-func (p *Provider) undo(ctx context.Context, t Target, entry JournalEntry, written []libdns.Record, cause, writeErr error) error {
+func (p *Provider) undo(ctx context.Context, pr *presentation, written []libdns.Record, cause, writeErr error) error {
+	t := pr.target
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if writeErr != nil && !MayHaveTakenEffect(writeErr) {
 		t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), written)
-		p.forget(ctx, entry.ID)
+		p.forget(ctx, pr)
 		return cause
 	}
 	if err := p.deleteWritten(ctx, t, written); err != nil {
-		return errors.Join(cause, fmt.Errorf("removing TXT %s %q from %s again failed (remove it by hand): %w", t.Name, entry.Value, t.Zone, err))
+		return errors.Join(cause, fmt.Errorf("removing TXT %s %q from %s again failed (remove it by hand): %w", t.Name, pr.value, t.Zone, err))
 	}
 	if writeErr == nil {
-		p.forget(ctx, entry.ID)
+		p.forget(ctx, pr)
 	}
 	return cause
 }
 
-// forget drops a journal entry once its record is gone.
-func (p *Provider) forget(ctx context.Context, id string) {
-	if p.Journal == nil || id == "" {
+// forget drops the journal entry of pr once its record is gone; no later
+// putEntry brings it back.
+func (p *Provider) forget(ctx context.Context, pr *presentation) {
+	if p.Journal == nil {
 		return
 	}
+	p.mu.Lock()
+	pr.forgotten = true
+	p.mu.Unlock()
+	p.dropEntry(ctx, pr.journalID)
+}
+
+func (p *Provider) dropEntry(ctx context.Context, id string) {
 	if err := p.Journal.Delete(context.WithoutCancel(ctx), id); err != nil {
 		p.logger().Warn("could not drop a challenge journal entry; a later sweep will", zap.String("id", id), zap.Error(err))
 	}
+}
+
+// putEntry stores pr's journal entry e again (a renewal). If pr's record
+// was handled and its entry forgotten before or during the Put, the entry
+// is dropped again: the flag is set before forget's delete, so either that
+// delete comes after this Put or this check sees the flag.
+func (p *Provider) putEntry(ctx context.Context, pr *presentation, e JournalEntry) error {
+	err := p.Journal.Put(ctx, e)
+	p.mu.Lock()
+	forgotten := pr.forgotten
+	p.mu.Unlock()
+	if forgotten {
+		p.dropEntry(ctx, e.ID)
+		return nil
+	}
+	return err
 }
 
 // take drops one reference to the presentation of value at name, which is
@@ -581,8 +650,9 @@ func (p *Provider) GetRecords(_ context.Context, zone string) ([]libdns.Record, 
 }
 
 // SetRecords presents the given challenge records that are not presented yet.
-// Unlike a plain libdns SetRecords it never replaces the TXT set at a name:
-// other challenges' values there must survive.
+// Unlike a plain libdns SetRecords it never replaces the TXT set at a name
+// (nor deletes the values of it not given): other challenges' values there
+// must survive.
 func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	var missing []libdns.Record
 	for _, rec := range records {

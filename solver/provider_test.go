@@ -604,6 +604,9 @@ func TestProviderFailingDelete(t *testing.T) {
 	}
 }
 
+// TestProviderDeleteNeverPresented: a delete of a record this process did
+// not present is a no-op, as libdns asks of a record that does not exist:
+// no error, nothing reported deleted, nothing asked of the inner provider.
 func TestProviderDeleteNeverPresented(t *testing.T) {
 	w := &fakeWriter{}
 	p := staticProvider(t, w)
@@ -613,20 +616,16 @@ func TestProviderDeleteNeverPresented(t *testing.T) {
 		name string
 		zone string
 		rec  libdns.Record
-		want string
 	}{
-		{"unknown value at the alias", "example.com.", txt(testStaticAlias+".", "someone-else"), testStaticAlias},
-		{"unknown value at the challenge name", "example.com.", txt("_acme-challenge", "someone-else"), "_acme-challenge.example.com"},
-		{"right value, other domain", "example.net.", txt("_acme-challenge", "mine"), "_acme-challenge.example.net"},
-		{"not a TXT name of ours", "example.com.", txt("www", "mine"), "www.example.com"},
+		{"unknown value at the alias", "example.com.", txt(testStaticAlias+".", "someone-else")},
+		{"unknown value at the challenge name", "example.com.", txt("_acme-challenge", "someone-else")},
+		{"right value, other domain", "example.net.", txt("_acme-challenge", "mine")},
+		{"not a TXT name of ours", "example.com.", txt("www", "mine")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			deleted, err := p.DeleteRecords(context.Background(), tc.zone, []libdns.Record{tc.rec})
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "not presented") {
-				t.Errorf("DeleteRecords = %v, want an error naming %s", err, tc.want)
-			}
-			if len(deleted) != 0 {
-				t.Errorf("DeleteRecords reported %v deleted", deleted)
+			if err != nil || len(deleted) != 0 {
+				t.Errorf("DeleteRecords = %v, %v; want nothing deleted and no error", deleted, err)
 			}
 			if calls := w.getCalls(); len(calls) != 0 {
 				t.Errorf("the inner provider was called: %v", calls)
@@ -636,14 +635,66 @@ func TestProviderDeleteNeverPresented(t *testing.T) {
 	if pr := p.Presented(); len(pr) != 1 {
 		t.Errorf("Presented = %v, want the real presentation untouched", pr)
 	}
-	// Deleting twice: the second time is an error and calls nothing.
+	// Deleting twice: the second time deletes nothing and calls nothing.
 	mustDelete(t, p, "example.com.", presented...)
-	if _, err := p.DeleteRecords(context.Background(), "example.com.", presented); err == nil {
-		t.Error("second DeleteRecords succeeded")
+	if deleted, err := p.DeleteRecords(context.Background(), "example.com.", presented); err != nil || len(deleted) != 0 {
+		t.Errorf("second DeleteRecords = %v, %v", deleted, err)
 	}
 	if n := len(w.getCalls()); n != 1 {
 		t.Errorf("%d inner calls, want 1 (the first delete)", n)
 	}
+}
+
+// TestProviderLibdnsDepartures asserts the libdns semantics the provider
+// keeps apart from (see the package doc): a delete without a value is
+// refused rather than taking every value at the name; SetRecords keeps the
+// values it was not given; one value presented twice is reported deleted
+// at its first delete and served until its last.
+func TestProviderLibdnsDepartures(t *testing.T) {
+	ctx := context.Background()
+	t.Run("delete without a value", func(t *testing.T) {
+		w := &fakeWriter{}
+		p := staticProvider(t, w)
+		mustAppend(t, p, "example.com.", txt("_acme-challenge", "a"))
+		mustAppend(t, p, "example.net.", txt("_acme-challenge", "b"))
+		for _, rec := range []libdns.Record{libdns.TXT{Name: "_acme-challenge"}, libdns.RR{Name: "_acme-challenge", Type: "TXT"}} {
+			deleted, err := p.DeleteRecords(ctx, "example.com.", []libdns.Record{rec})
+			if err == nil || !strings.Contains(err.Error(), "refusing to delete every TXT value at _acme-challenge.example.com") || len(deleted) != 0 {
+				t.Errorf("DeleteRecords(%v) = %v, %v; want a refusal", rec, deleted, err)
+			}
+		}
+		if got := w.values(testStaticAlias); !slices.Equal(got, digests("a", "b")) || len(w.callsOf("delete")) != 0 {
+			t.Errorf("alias holds %v after %d deletes", got, len(w.callsOf("delete")))
+		}
+	})
+	t.Run("SetRecords keeps what it is not given", func(t *testing.T) {
+		w := &fakeWriter{}
+		p := staticProvider(t, w)
+		mustAppend(t, p, "example.com.", txt("_acme-challenge", "a"))
+		if _, err := p.SetRecords(ctx, "example.net.", []libdns.Record{txt("_acme-challenge", "b")}); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.values(testStaticAlias); !slices.Equal(got, digests("a", "b")) {
+			t.Errorf("alias holds %v, want both values", got)
+		}
+	})
+	t.Run("one value twice", func(t *testing.T) {
+		w := &fakeWriter{}
+		p := staticProvider(t, w)
+		first := mustAppend(t, p, "example.com.", txt("_acme-challenge", "same"))
+		mustAppend(t, p, "example.com.", txt("_acme-challenge", "same"))
+		deleted, err := p.DeleteRecords(ctx, "example.com.", first)
+		if err != nil || len(deleted) != 1 {
+			t.Fatalf("first DeleteRecords = %v, %v; want the record reported deleted", deleted, err)
+		}
+		if got := w.values(testStaticAlias); !slices.Equal(got, digests("same")) {
+			t.Errorf("alias holds %v after the first delete, want the value served on", got)
+		}
+		mustDelete(t, p, "example.com.", first...)
+		if !w.empty() {
+			t.Errorf("alias holds %v after the last delete", w.values(testStaticAlias))
+		}
+	})
 }
 
 func TestProviderSetRecords(t *testing.T) {
@@ -815,8 +866,8 @@ func TestProviderFailingAppend(t *testing.T) {
 	if len(p.Presented()) != 0 {
 		t.Errorf("a failed write is listed as presented: %v", p.Presented())
 	}
-	if _, err := p.DeleteRecords(context.Background(), "example.com.", []libdns.Record{txt(testStaticAlias+".", "tok")}); err == nil {
-		t.Error("deleting a record whose write failed succeeded")
+	if deleted, err := p.DeleteRecords(context.Background(), "example.com.", []libdns.Record{txt(testStaticAlias+".", "tok")}); len(deleted) != 0 || err != nil {
+		t.Errorf("deleting a record whose write failed = %v, %v; want nothing deleted", deleted, err)
 	}
 	// The failed write is deleted once, in case it landed after all, and
 	// the later delete of a record that was never presented sends nothing.

@@ -72,9 +72,11 @@ func TestSweepHonoursLease(t *testing.T) {
 	}
 }
 
-// TestRenewRacingCleanup: a renewal that writes an entry back just after
-// the challenge's cleanup dropped it leaves a stale entry, which the next
-// sweep removes (its delete of the gone value is harmless).
+// TestRenewRacingCleanup: a renewal that would write an entry back just
+// after the challenge's cleanup dropped it leaves no entry: an entry that
+// outlives its record makes a later sweep delete the value again, when
+// another challenge may present it (the cluster scenario saw this as a
+// live instance deleting a value no dead instance wrote).
 func TestRenewRacingCleanup(t *testing.T) {
 	w := &fakeWriter{}
 	j := &memJournal{}
@@ -93,12 +95,117 @@ func TestRenewRacingCleanup(t *testing.T) {
 	if err := p.Renew(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if n := j.len(); n != 0 {
+		t.Fatalf("the renewal wrote back the entry of a deleted record (%d entries)", n)
+	}
 	clock.Advance(time.Hour)
 	if _, err := p.Sweep(context.Background(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if j.len() != 0 || !w.empty() {
-		t.Errorf("after the sweep: %d journal entries, alias %v", j.len(), w.values(testStaticAlias))
+	if d := w.callsOf("delete"); len(d) != 1 {
+		t.Errorf("%d deletes, want the cleanup's only: %v", len(d), d)
+	}
+}
+
+// TestSweepSparesValueInUse: an orphan entry (a process crashed after its
+// write) whose zone, name and value a live challenge holds too (the CA
+// handed the restarted process the same pending authorization) loses its
+// entry but not its record, whether the live challenge is another
+// instance's unexpired entry in the listing or this process's own
+// presentation, present or being deleted.
+func TestSweepSparesValueInUse(t *testing.T) {
+	orphan := func(id string, written time.Time) JournalEntry {
+		return JournalEntry{ID: id, Domain: "example.com", Zone: testAliasZone, Name: testStaticAlias, Type: "TXT",
+			Value: digest("same"), Writer: "fake", Written: written}
+	}
+	tests := []struct {
+		name string
+		// live makes the value live, given the sweeper, the journal and
+		// the clock; it returns what ends the value's life.
+		live func(t *testing.T, p *Provider, j *memJournal, now time.Time) func()
+	}{
+		{"another instance's entry", func(t *testing.T, p *Provider, j *memJournal, now time.Time) func() {
+			other := orphan("other", now)
+			other.Domain = "www.example.com"
+			j.Put(context.Background(), other)
+			return func() { j.Delete(context.Background(), "other") }
+		}},
+		{"this process's presentation", func(t *testing.T, p *Provider, j *memJournal, now time.Time) func() {
+			recs := mustAppend(t, p, "example.com.", txt("_acme-challenge", "same"))
+			return func() { mustDelete(t, p, "example.com.", recs...) }
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &fakeWriter{}
+			j := &memJournal{}
+			clock := newFakeClock()
+			p := staticProvider(t, w)
+			p.Journal, p.now = j, clock.Now
+			j.Put(context.Background(), orphan("orphan", clock.Now()))
+			w.AppendRecords(context.Background(), testAliasZone+".", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: digest("same")}})
+			clock.Advance(time.Hour)
+			end := tt.live(t, p, j, clock.Now())
+			if n, err := p.Sweep(context.Background(), time.Minute); n != 0 || err != nil {
+				t.Fatalf("Sweep = %d, %v; want nothing removed", n, err)
+			}
+			if got := w.values(testStaticAlias); !slices.Contains(got, digest("same")) {
+				t.Fatalf("the sweep deleted a value a live challenge holds; alias holds %v", got)
+			}
+			es, _ := j.List(context.Background())
+			for _, e := range es {
+				if e.ID == "orphan" {
+					t.Errorf("the stale entry stayed")
+				}
+			}
+			end()
+			if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
+				t.Errorf("a second sweep removed %d records", n)
+			}
+		})
+	}
+}
+
+// TestSweepDropsEntryBeforeRecord: a sweep removes the entry before its
+// record, so that no sweep after it can act on an entry whose record was
+// handled; if the record's delete fails, the entry is put back for the
+// next sweep.
+func TestSweepDropsEntryBeforeRecord(t *testing.T) {
+	w := &fakeWriter{}
+	j := &memJournal{}
+	clock := newFakeClock()
+	p := staticProvider(t, w)
+	p.Journal, p.now = j, clock.Now
+	crashed := staticProvider(t, w)
+	crashed.Journal, crashed.now = j, clock.Now
+	mustAppend(t, crashed, "example.com.", txt("_acme-challenge", "orphan"))
+	clock.Advance(time.Hour)
+
+	w.setFailures(nil, func(string, libdns.RR) error { return errors.New("refused") })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if n, _ := p.Sweep(ctx, time.Minute); n != 0 {
+		t.Fatalf("Sweep = %d with a failing delete", n)
+	}
+	if j.len() != 1 {
+		t.Fatalf("the entry of a record the sweep could not delete is gone")
+	}
+	if d := j.deleted; len(d) != 1 {
+		t.Fatalf("DeleteKey calls %v, want one before the failed delete", d)
+	}
+
+	w.setFailures(nil, nil)
+	var entriesAtDelete int
+	hw := &hookWriter{fakeWriter: w, beforeDelete: func() { entriesAtDelete = j.len() }}
+	p.Mapper.Default.Writer = hw
+	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
+	if entriesAtDelete != 0 {
+		t.Errorf("the record was deleted while its entry was still stored")
+	}
+	if !w.empty() || j.len() != 0 {
+		t.Errorf("left: alias %v, %d entries", w.values(testStaticAlias), j.len())
 	}
 }
 

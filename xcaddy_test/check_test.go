@@ -578,6 +578,44 @@ func TestCheckCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("a name no alias policy obtains", func(t *testing.T) {
+		// README's --alias example, with the lab's config and names.
+		out, errOut, code := runCheckCmd(t, "--config", goodCfg, "--alias", "_acme-challenge.{domain}.validation.example.org", other)
+		if code != 1 {
+			t.Errorf("exit %d, want 1\n%s\n%s", code, out, errOut)
+		}
+		need := fmt.Sprintf("would need: _acme-challenge.%s. 300 IN CNAME _acme-challenge.%s.validation.example.org.\n", other, other)
+		for _, want := range []string{
+			"  no_alias_policy: " + other + " is obtained by TLS automation policy",
+			"  no_alias_policy (note): added to TLS automation policy ",
+			"  no_alias_policy (note): under the alias _acme-challenge.{domain}.validation.example.org, " + other + " " + need,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("table lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Count(out, need) != 2 {
+			t.Errorf("want the record under the config's alias policy and under --alias:\n%s", out)
+		}
+	})
+
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			// Caddy logs the error as JSON: quotes come escaped.
+			{[]string{"--config", goodCfg, "1.2.3.4"}, `1.2.3.4\": an IP address has no DNS challenge`},
+			{[]string{"--config", goodCfg, "a b.example.com"}, `contains ' ', which is not allowed in a challenge name`},
+			{nil, "no config to read: give --config with a Caddyfile or a JSON config, or run the command where ./Caddyfile is"},
+		} {
+			out, errOut, code := runCheckCmd(t, tc.args...)
+			if code != 1 || !strings.Contains(errOut, tc.want) || out != "" {
+				t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 1 and %q", tc.args, code, out, errOut, tc.want)
+			}
+		}
+	})
+
 	t.Run("domains as arguments", func(t *testing.T) {
 		out, errOut, code := runCheckCmd(t, "--config", badCfg, "--json", good)
 		if code != 0 {
