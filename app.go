@@ -321,21 +321,22 @@ func (a *App) check(ctx context.Context, name string, use cacheUse) (*Provider, 
 	return p, rep
 }
 
-// Verify runs the checks Check runs, stopping at the first failing part,
-// for a decision (gate, permission). The target is set when nothing but
-// transient findings (a failed lookup, a silent nameserver) stands against
-// the delegation: those say nothing about it, and the CA's validation is
-// the judge then.
-func (a *App) Verify(ctx context.Context, name string) (solver.Target, *solver.Report) {
-	c, p, rep := a.checker(ctx, name, cacheShared)
+// Admit runs the part of the check that an anonymous TLS handshake may
+// cause, for the permission module: the CNAME chain through the
+// recursive resolvers, stopping at its first failure. The production
+// zone's nameservers (drift) and CAA are the gate's, which runs the whole
+// check before the order, and the monitor's: the nameservers are chosen by
+// whoever owns the name, and asking each of them for every made-up name a
+// client sends would turn one ClientHello into packets at targets an
+// attacker picks. The target is set when nothing but transient findings (a
+// failed lookup) stands against the delegation. Nothing is remembered for
+// the gate, which must still run the parts skipped here.
+func (a *App) Admit(ctx context.Context, name string) (solver.Target, *solver.Report) {
+	c, _, rep := a.checker(ctx, name, cacheShared)
 	if c == nil {
 		return solver.Target{}, rep
 	}
-	target, rep := c.Verify(ctx, name, solver.CheckAll)
-	if rep.Verdict == solver.VerdictOK {
-		p.Remember(name, target)
-	}
-	return target, rep
+	return c.Verify(ctx, name, solver.CheckChain)
 }
 
 // noPolicyReport is the verdict on a name that no alias provider obtains.

@@ -18,6 +18,9 @@ type metrics struct {
 	served          prometheus.Histogram
 	presented       prometheus.GaugeFunc
 	sweepRemoved    prometheus.Counter
+	// permissionOverload counts handshakes refused for load (max_checks,
+	// domain_rate), which say nothing about the names.
+	permissionOverload prometheus.Counter
 }
 
 func newMetrics(presented func() float64) *metrics {
@@ -42,11 +45,13 @@ func newMetrics(presented func() float64) *metrics {
 			Help: "Challenge records presented by this process now."}, presented),
 		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweep_removed_total",
 			Help: "Orphaned challenge records the journal sweep removed."}),
+		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
+			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.delegationState, m.lastOK, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved}
+	return []prometheus.Collector{m.delegationState, m.lastOK, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload}
 }
 
 // register adds the collectors to reg; a registry that has them already
