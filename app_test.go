@@ -57,6 +57,8 @@ caa CAA 0 issue "other-ca.example"
 		"zones":              []string{"validation.example.org"},
 		"alias":              "_acme-challenge.{domain}.validation.example.org",
 		"authoritative_wait": -1,
+		// The zones' nameserver is on loopback.
+		"private_nameservers": true,
 	}
 	for k, v := range extra {
 		cfg[k] = v

@@ -20,6 +20,7 @@ const (
 	CodeLookup        = "lookup_failed"   // SERVFAIL, timeout, REFUSED
 	CodeDrift         = "drift"           // authoritative servers disagree
 	CodeNSUnreachable = "ns_unreachable"  // an authoritative server did not answer
+	CodeNSNotAsked    = "ns_not_asked"    // a nameserver left out by a bound (note)
 	CodeCAAForbids    = "caa_forbids"     // CAA allows none of the CA identities
 	CodeCAAMethods    = "caa_methods"     // CAA validationmethods excludes dns-01
 	CodeCAAAccountURI = "caa_account_uri" // CAA binds issuance to an account

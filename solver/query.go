@@ -19,6 +19,11 @@ type Resolver struct {
 	// directly (drift, propagation): "53" when empty, as everywhere but
 	// in tests that run an authoritative server on another port.
 	NameserverPort string
+	// PrivateNameservers lets nameservers be asked directly at addresses
+	// that are not global unicast (loopback, private, link-local): for
+	// private deployments and test labs. Off, such addresses are skipped,
+	// so that a zone's owner cannot aim our queries at our own network.
+	PrivateNameservers bool
 
 	servers []string
 	timeout time.Duration
@@ -153,7 +158,7 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 // API's checks of arbitrary names) must not push the answers that live
 // challenges use out of r's bounded cache.
 func (r *Resolver) Isolated() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
 }
 
 // Refreshing returns a resolver that asks the same servers without
@@ -161,7 +166,7 @@ func (r *Resolver) Isolated() *Resolver {
 // must see a record just published, and what it saw must be what live
 // challenges see next.
 func (r *Resolver) Refreshing() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
 }
 
 func (r *Resolver) lookupCache(q question) (cached, bool) {

@@ -450,6 +450,7 @@ func checkSite(domains ...string) string {
 			%s
 			zone %s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
