@@ -52,7 +52,10 @@ type App struct {
 	caa     caaDirectory
 	events  *caddyevents.App
 	metrics *metrics
-	monitor monitor
+	monitor *monitor
+	// monitorKey is the key of monitor in monitors, "" for an app that
+	// was not provisioned from a config (the check command, tests).
+	monitorKey string
 
 	mu          sync.Mutex
 	providers   []registration
@@ -87,8 +90,8 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	a := &App{gateRetry: time.Second}
-	a.metrics = newMetrics(a.presentedCount)
+	a := &App{gateRetry: time.Second, monitor: &monitor{}}
+	a.metrics = newMetrics(a.presentedCount, a.monitorSnapshot)
 	return a
 }
 
@@ -128,10 +131,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.monitorKey = monitorKey(ctx.Storage())
+	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
+	if err != nil {
+		return fmt.Errorf("loading the delegation monitor's state: %w", err)
+	}
+	a.monitor = shared.(*monitor)
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
 
 	events, err := ctx.App("events")
 	if err != nil {
@@ -184,6 +193,16 @@ func (a *App) Stop() error {
 	a.waitOps(ctx)
 	for _, p := range a.registered() {
 		p.Withdraw(ctx)
+	}
+	return nil
+}
+
+// Cleanup lets go of the monitor's state; the next config on the same
+// storage has taken it up already, if there is one.
+func (a *App) Cleanup() error {
+	if a.monitorKey != "" {
+		_, err := monitors.Delete(a.monitorKey)
+		return err
 	}
 	return nil
 }
@@ -455,5 +474,6 @@ func owner(ctx caddy.Context) caddy.Module {
 var (
 	_ caddy.App           = (*App)(nil)
 	_ caddy.Provisioner   = (*App)(nil)
+	_ caddy.CleanerUpper  = (*App)(nil)
 	_ caddyevents.Handler = gate{}
 )

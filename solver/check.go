@@ -29,6 +29,12 @@ const (
 	CodeNoPolicy      = "no_alias_policy" // the name's TLS policy uses no alias provider
 )
 
+// BreakingCodes are the codes of the fatal findings that can name a broken
+// delegation (DelegationError.Code): the states a monitored name can be in
+// besides ok. A transient finding names it when it comes first.
+var BreakingCodes = []string{CodeNoDelegation, CodeWrongTarget, CodeOutsideZones, CodeWildcard, CodeLoop, CodeTooManyHops,
+	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeBadTarget, CodeNoRule, CodeNoPolicy}
+
 // Finding is one problem (or note) of a report.
 type Finding struct {
 	Code    string `json:"code"`
