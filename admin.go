@@ -24,11 +24,16 @@ func init() {
 }
 
 // Limits of one /dns-alias/check request: a check costs a few dozen DNS
-// queries, so the admin API must not let one request cost thousands.
+// queries, so the admin API must not let one request cost thousands (see
+// also maxRequestQueries), nor many requests at once.
 const (
 	maxCheckDomains     = 50
 	checkConcurrency    = 4
 	checkRequestTimeout = 30 * time.Second
+	// maxCheckRequests: the admin API is an operator's and a platform's
+	// onboarding tool; two requests at once serve both, and a script that
+	// loops on it waits its turn instead of multiplying the DNS work.
+	maxCheckRequests = 2
 )
 
 // AdminAPI adds delegation checks to Caddy's admin API:
@@ -137,10 +142,26 @@ func serveDomains(w http.ResponseWriter, r *http.Request, method string, answer 
 	if err != nil {
 		return err
 	}
+	done, err := app.startCheckRequest()
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(answer(ctx, app, domains))
+}
+
+// startCheckRequest takes one of the maxCheckRequests slots of requests
+// that check names now, or refuses with 429; done gives it back.
+func (a *App) startCheckRequest() (done func(), err error) {
+	select {
+	case a.checkRequests <- struct{}{}:
+		return func() { <-a.checkRequests }, nil
+	default:
+		return nil, caddy.APIError{HTTPStatus: http.StatusTooManyRequests, Err: fmt.Errorf("%d delegation check requests are under way, the most at once; retry when they are done", maxCheckRequests)}
+	}
 }
 
 // runningApp returns the dns_alias app of the running config.
@@ -184,6 +205,7 @@ func checkDomains(domains []string) ([]string, error) {
 // providers' resolvers whose answers do not displace the answers the
 // providers cache for their challenges.
 func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
+	ctx, _ = withCheckRequest(ctx)
 	reports := make([]*solver.Report, len(domains))
 	inParallel(len(domains), checkConcurrency, func(i int) { reports[i] = a.Check(ctx, domains[i]) })
 	return reports

@@ -69,6 +69,10 @@ type App struct {
 	stop    context.CancelFunc
 	stopped chan struct{}
 
+	// checkRequests holds a token per admin API request that checks
+	// names now (check, recheck).
+	checkRequests chan struct{}
+
 	// gateRetry is how long the gate waits before asking again after a
 	// lookup failed; tests shorten it.
 	gateRetry time.Duration
@@ -90,7 +94,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	a := &App{gateRetry: time.Second, monitor: &monitor{}}
+	a := &App{gateRetry: time.Second, monitor: &monitor{}, checkRequests: make(chan struct{}, maxCheckRequests)}
 	a.metrics = newMetrics(a.presentedCount, a.monitorSnapshot)
 	return a
 }
@@ -309,13 +313,55 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 	if use != cacheShared {
 		view := *m
 		if use == cacheReadOnly {
-			view.Resolver = m.Resolver.Isolated()
+			view.Resolver = requestView(ctx, m.Resolver)
 		} else {
 			view.Resolver = m.Resolver.Refreshing()
 		}
 		m = &view
 	}
 	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, p, nil
+}
+
+// checkRequest is what the checks of one request for people (an admin
+// API call, a check command) share: one isolated view of each provider's
+// resolver, so that the names of one zone ask about it once, and one
+// budget of queries across them all.
+type checkRequest struct {
+	mu     sync.Mutex
+	views  map[*solver.Resolver]*solver.Resolver
+	budget *solver.Budget
+}
+
+// maxRequestQueries bounds the DNS queries of one request: a check of a
+// delegated name costs about 5 to 15 (chain, nameservers, CAA), so 50
+// names fit several times over, while names made up to be expensive (deep
+// labels, zones with many nameservers) stop here rather than at thousands.
+const maxRequestQueries = 2000
+
+type checkRequestKey struct{}
+
+// withCheckRequest returns a context whose checks share one request's
+// views and budget.
+func withCheckRequest(ctx context.Context) (context.Context, *checkRequest) {
+	req := &checkRequest{views: map[*solver.Resolver]*solver.Resolver{}, budget: solver.NewBudget(maxRequestQueries)}
+	return context.WithValue(ctx, checkRequestKey{}, req), req
+}
+
+// requestView is the isolated view of live for ctx's request, or a view of
+// its own outside one.
+func requestView(ctx context.Context, live *solver.Resolver) *solver.Resolver {
+	req, ok := ctx.Value(checkRequestKey{}).(*checkRequest)
+	if !ok {
+		return live.Isolated()
+	}
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	v := req.views[live]
+	if v == nil {
+		v = live.WithBudget(req.budget)
+		req.views[live] = v
+	}
+	return v
 }
 
 // Check reports on name's delegation in full, for people (admin API,

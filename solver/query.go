@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -38,6 +39,37 @@ type Resolver struct {
 	// (Refreshing).
 	parent  *Resolver
 	refresh bool
+	// budget, if set, bounds the queries this view sends.
+	budget *Budget
+}
+
+// Budget bounds the queries of the resolver views that share it: the DNS
+// work one request for people (the admin API, the check command) may cause.
+type Budget struct {
+	limit int64
+	spent atomic.Int64
+}
+
+// NewBudget returns a budget of n queries.
+func NewBudget(n int) *Budget { return &Budget{limit: int64(n)} }
+
+// spend takes one query from b (nil: no bound), or says it is spent.
+func (b *Budget) spend() error {
+	if b == nil || b.spent.Add(1) <= b.limit {
+		return nil
+	}
+	return fmt.Errorf("%w: this request's budget of %d queries is spent", ErrLookup, b.limit)
+}
+
+// Spent is how many queries were asked of b, refused ones included.
+func (b *Budget) Spent() int { return int(min(b.spent.Load(), b.limit)) }
+
+// WithBudget returns an isolated view of r (see Isolated) whose queries b
+// bounds.
+func (r *Resolver) WithBudget(b *Budget) *Resolver {
+	v := r.Isolated()
+	v.budget = b
+	return v
 }
 
 type question struct {
@@ -124,6 +156,9 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 
 	var errs []error
 	for _, server := range r.servers {
+		if err := r.budget.spend(); err != nil {
+			return nil, "", err
+		}
 		msg, err := r.exchange(ctx, req, server)
 		if err == nil && msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
 			err = fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
@@ -243,6 +278,9 @@ func (r *Resolver) AskAuthoritative(ctx context.Context, server, name string, qt
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
+	}
+	if err := r.budget.spend(); err != nil {
+		return nil, err
 	}
 	msg, err := r.exchange(ctx, req, server)
 	if err != nil {
