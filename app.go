@@ -229,6 +229,9 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 		p.Journal = a.journal
 	}
 	p.Observer = a.metrics
+	if p.Provider != nil && p.Mapper != nil && p.Mapper.Resolver != nil {
+		p.Mapper.Resolver.Sent = a.metrics.querySent
+	}
 	a.providers = append(a.providers, registration{p, owner})
 }
 

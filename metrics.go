@@ -18,6 +18,7 @@ type metrics struct {
 	served       prometheus.Histogram
 	presented    prometheus.GaugeFunc
 	sweepRemoved prometheus.Counter
+	dnsQueries   *prometheus.CounterVec // kind: recursive, direct
 	// permissionOverload counts handshakes refused for load (max_checks,
 	// domain_rate), which say nothing about the names.
 	permissionOverload prometheus.Counter
@@ -35,6 +36,10 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 				[]string{"domain", "policy", "finding"}, nil),
 			lastRun: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_last_run_timestamp_seconds"),
 				"Unix time the periodic delegation checks last started a run.", nil, nil),
+			runs: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_runs_total"),
+				"Runs of the periodic delegation checks in this process (config reloads included).", nil, nil),
+			runTook: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_last_run_duration_seconds"),
+				"How long the last complete run of the periodic delegation checks took.", nil, nil),
 		},
 		gateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gate_refusals_total",
 			Help: "Obtains and renewals the gate aborted before the ACME order, by finding."}, []string{"finding"}),
@@ -49,13 +54,15 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 			Help: "Challenge records presented by this process now."}, presented),
 		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweep_removed_total",
 			Help: "Orphaned challenge records the journal sweep removed."}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
+			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
 		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
 			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.delegations, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload}
+	return []prometheus.Collector{m.delegations, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload, m.dnsQueries}
 }
 
 // register adds the collectors to reg; a registry that has them already
@@ -83,13 +90,22 @@ func (m *metrics) Wrote(err error)        { m.writes.WithLabelValues(result(err)
 func (m *metrics) Deleted(err error)      { m.deletes.WithLabelValues(result(err)).Inc() }
 func (m *metrics) Served(d time.Duration) { m.served.Observe(d.Seconds()) }
 
+// querySent counts a DNS query an alias provider's resolver sent.
+func (m *metrics) querySent(direct bool) {
+	kind := "recursive"
+	if direct {
+		kind = "direct"
+	}
+	m.dnsQueries.WithLabelValues(kind).Inc()
+}
+
 // delegationCollector reports the monitor's state at each scrape: counts
 // per policy and state, and a series per name only while its delegation is
 // broken. The series count does not grow with healthy names, and a name
 // that recovers or is no longer tracked leaves no series behind.
 type delegationCollector struct {
-	snapshot               func() monitorSnapshot
-	names, broken, lastRun *prometheus.Desc
+	snapshot                              func() monitorSnapshot
+	names, broken, lastRun, runs, runTook *prometheus.Desc
 }
 
 // monitorSnapshot is what the collector reads of the monitor.
@@ -97,12 +113,16 @@ type monitorSnapshot struct {
 	counts  map[[2]string]int // policy, state
 	broken  []*health
 	lastRun time.Time
+	runs    int
+	runTook time.Duration
 }
 
 func (c delegationCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.names
 	ch <- c.broken
 	ch <- c.lastRun
+	ch <- c.runs
+	ch <- c.runTook
 }
 
 func (c delegationCollector) Collect(ch chan<- prometheus.Metric) {
@@ -115,5 +135,9 @@ func (c delegationCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if !s.lastRun.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.lastRun, prometheus.GaugeValue, float64(s.lastRun.Unix()))
+	}
+	ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(s.runs))
+	if s.runTook > 0 {
+		ch <- prometheus.MustNewConstMetric(c.runTook, prometheus.GaugeValue, s.runTook.Seconds())
 	}
 }

@@ -63,7 +63,9 @@ const (
 type monitor struct {
 	mu      sync.Mutex
 	names   map[string]*health
-	lastRun time.Time
+	lastRun time.Time     // when the last run started
+	runs    int           // runs started
+	runTook time.Duration // how long the last complete run took
 }
 
 // Destruct lets monitors drop a monitor no config uses any more.
@@ -128,14 +130,21 @@ func jitter(d time.Duration) time.Duration {
 func (a *App) checkTracked(ctx context.Context) {
 	names := a.trackedNames(ctx)
 	a.syncTracked(names)
+	start := time.Now()
 	a.monitor.mu.Lock()
-	a.monitor.lastRun = time.Now()
+	a.monitor.lastRun = start
+	a.monitor.runs++
 	a.monitor.mu.Unlock()
 	inParallel(len(names), cmp.Or(a.CheckConcurrency, defaultCheckConcurrency), func(i int) {
 		if ctx.Err() == nil {
 			a.recheck(ctx, names[i].name, names[i].pol, cacheShared)
 		}
 	})
+	if ctx.Err() == nil {
+		a.monitor.mu.Lock()
+		a.monitor.runTook = time.Since(start)
+		a.monitor.mu.Unlock()
+	}
 }
 
 // trackedNames are the names of every policy with an alias provider: its
@@ -404,7 +413,7 @@ type statusPage struct {
 func (a *App) monitorSnapshot() monitorSnapshot {
 	a.monitor.mu.Lock()
 	defer a.monitor.mu.Unlock()
-	s := monitorSnapshot{counts: map[[2]string]int{}, lastRun: a.monitor.lastRun}
+	s := monitorSnapshot{counts: map[[2]string]int{}, lastRun: a.monitor.lastRun, runs: a.monitor.runs, runTook: a.monitor.runTook}
 	for _, h := range a.monitor.names {
 		s.counts[[2]string{strconv.Itoa(h.Policy), h.State}]++
 		if h.broken() {

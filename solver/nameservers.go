@@ -315,7 +315,7 @@ func (r *Resolver) WaitRecursive(ctx context.Context, name, value string) error 
 	var lastErr error
 	for {
 		pending = slices.DeleteFunc(pending, func(server string) bool {
-			msg, err := r.exchange(ctx, req, server)
+			msg, err := r.send(ctx, req, server, false)
 			if err != nil {
 				lastErr = err
 				return false

@@ -41,6 +41,9 @@ type Resolver struct {
 	refresh bool
 	// budget, if set, bounds the queries this view sends.
 	budget *Budget
+	// Sent, if set, is told of every query sent: to a recursive resolver,
+	// or directly to an authoritative server (direct).
+	Sent func(direct bool)
 }
 
 // Budget bounds the queries of the resolver views that share it: the DNS
@@ -156,10 +159,7 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 
 	var errs []error
 	for _, server := range r.servers {
-		if err := r.budget.spend(); err != nil {
-			return nil, "", err
-		}
-		msg, err := r.exchange(ctx, req, server)
+		msg, err := r.send(ctx, req, server, false)
 		if err == nil && msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
 			err = fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
 		}
@@ -171,6 +171,18 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 		return msg, server, nil
 	}
 	return nil, "", fmt.Errorf("%w: %s %s: %w", ErrLookup, dns.TypeToString[qtype], q.name, errors.Join(errs...))
+}
+
+// send sends one query to one server, within the view's budget, and tells
+// Sent.
+func (r *Resolver) send(ctx context.Context, req *dns.Msg, server string, direct bool) (*dns.Msg, error) {
+	if err := r.budget.spend(); err != nil {
+		return nil, err
+	}
+	if r.Sent != nil {
+		r.Sent(direct)
+	}
+	return r.exchange(ctx, req, server)
 }
 
 // exchange sends one query to one server over UDP, retrying over TCP when the
@@ -193,7 +205,7 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 // API's checks of arbitrary names) must not push the answers that live
 // challenges use out of r's bounded cache.
 func (r *Resolver) Isolated() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
 }
 
 // Refreshing returns a resolver that asks the same servers without
@@ -201,7 +213,7 @@ func (r *Resolver) Isolated() *Resolver {
 // must see a record just published, and what it saw must be what live
 // challenges see next.
 func (r *Resolver) Refreshing() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
 }
 
 func (r *Resolver) lookupCache(q question) (cached, bool) {
@@ -279,10 +291,7 @@ func (r *Resolver) AskAuthoritative(ctx context.Context, server, name string, qt
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	if err := r.budget.spend(); err != nil {
-		return nil, err
-	}
-	msg, err := r.exchange(ctx, req, server)
+	msg, err := r.send(ctx, req, server, true)
 	if err != nil {
 		return nil, err
 	}
