@@ -139,8 +139,12 @@ func TestMonitorQueryBound(t *testing.T) {
 	if ok := l.app.status("", "ok", "", 0); ok.Total != names {
 		t.Fatalf("%d of %d names ok", ok.Total, names)
 	}
-	if perName > 7.5 {
-		t.Errorf("%.1f queries per name, more than README states (7.5)", perName)
+	// The chain (CNAME, wildcard probe, the alias), the direct question
+	// to the zone's one server, CAA of the name and of "com" (which this
+	// server refuses, so its answer is not cached): 6. The zone comes from
+	// the probe's negative answer, not an SOA query per name.
+	if perName > 6 {
+		t.Errorf("%.1f queries per name, more than README states (6)", perName)
 	}
 }
 

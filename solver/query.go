@@ -243,6 +243,47 @@ func (r *Resolver) store(q question, msg *dns.Msg, server string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.put(q, msg, server, ttl)
+	r.putZoneHints(q, msg, server, ttl)
+}
+
+// zoneHintDepth bounds the names a negative answer gives zone hints for:
+// the zone lookups that follow a chain's lookups ask at the challenge name
+// and at its parent.
+const zoneHintDepth = 3
+
+// putZoneHints stores what a negative answer says about zones: an NXDOMAIN
+// or NODATA answer for q with the SOA of zone Z in its authority section
+// says that q and its ancestors below Z lie in Z, exactly what an SOA
+// question at each of them would be answered (NODATA with that SOA). A
+// periodic check that resolved _acme-challenge.<name> then finds its zone
+// without one SOA query per name. Called with r.mu held.
+func (r *Resolver) putZoneHints(q question, msg *dns.Msg, server string, ttl time.Duration) {
+	if len(msg.Answer) > 0 {
+		return
+	}
+	var soa *dns.SOA
+	for _, rr := range msg.Ns {
+		if s, ok := rr.(*dns.SOA); ok && InZone(q.name, s.Hdr.Name) {
+			soa = s
+		}
+	}
+	if soa == nil {
+		return
+	}
+	hint := new(dns.Msg)
+	hint.Ns = []dns.RR{soa}
+	for n, i := Normalize(q.name), 0; i < zoneHintDepth && n != Normalize(soa.Hdr.Name) && InZone(n, soa.Hdr.Name); n, i = parent(n), i+1 {
+		if hq := (question{FQDN(n), dns.TypeSOA}); hq != q {
+			if _, known := r.cache[hq]; !known {
+				r.put(hq, hint, server, ttl)
+			}
+		}
+	}
+}
+
+// put stores one answer, within the cache's bound. Called with r.mu held.
+func (r *Resolver) put(q question, msg *dns.Msg, server string, ttl time.Duration) {
 	now := r.now()
 	if len(r.cache) >= maxCacheEntries {
 		for k, c := range r.cache {
