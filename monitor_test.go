@@ -133,18 +133,25 @@ func TestMonitorQueryBound(t *testing.T) {
 	l.app.setPolicies([]policy{{index: 0, subjects: subjects, provider: p}})
 	before := len(l.srv.Queries())
 	l.app.checkTracked(context.Background())
-	queries := len(l.srv.Queries()) - before
+	queries := 0
+	for _, q := range l.srv.Queries()[before:] {
+		// This server serves no "com" and refuses it, so the CAA of com is
+		// asked again for each name; a real TLD answers NODATA, which is
+		// cached.
+		if q.Name != "com" {
+			queries++
+		}
+	}
 	perName := float64(queries) / names
 	t.Logf("one periodic run: %d queries for %d names, %.1f per name", queries, names, perName)
 	if ok := l.app.status("", "ok", "", 0); ok.Total != names {
 		t.Fatalf("%d of %d names ok", ok.Total, names)
 	}
 	// The chain (CNAME, wildcard probe, the alias), the direct question
-	// to the zone's one server, CAA of the name and of "com" (which this
-	// server refuses, so its answer is not cached): 6. The zone comes from
+	// to the zone's one server and CAA of the name: 5. The zone comes from
 	// the probe's negative answer, not an SOA query per name.
-	if perName > 6 {
-		t.Errorf("%.1f queries per name, more than README states (6)", perName)
+	if perName > 5.1 {
+		t.Errorf("%.1f queries per name, more than README states (5)", perName)
 	}
 }
 
