@@ -515,25 +515,33 @@ func (s *soak) monitorRow(n int) string {
 	direct := sumSeries(text, `caddy_dns_alias_dns_queries_total{kind="direct"}`)
 	brokenSeries := countSeries(text, "caddy_dns_alias_delegation_broken")
 	allSeries := countSeries(text, "caddy_dns_alias_")
-	warnings := strings.Count(c.log.String(), "cannot be obtained")
+	warnings := brokenWarnings(c)
 	rss := procStatusKB(c.cmd.Process.Pid, "VmHWM:")
 	log.Printf("soak monitor n=%d: run took %.1f s, %.0f recursive + %.0f direct queries, %d series (%d broken), %d warnings, peak rss %d MiB",
 		n, took, recursive, direct, allSeries, brokenSeries, warnings, rss/1024)
 
+	m := startMeter(l)
 	for range soakReloads {
 		reload(c)
 	}
 	// Longer than a fresh monitor's first delay (at most 5.5 s): a run
 	// that a reload started would have begun.
 	time.Sleep(15 * time.Second)
+	queriesAfter := m.stop().queries
 	text = metricsText(c)
 	runs := sumSeries(text, "caddy_dns_alias_monitor_runs_total")
-	queriesAfter := sumSeries(text, "caddy_dns_alias_dns_queries_total") - recursive - direct
-	warningsAfter := strings.Count(c.log.String(), "cannot be obtained") - warnings
+	warningsAfter := brokenWarnings(c) - warnings
 	seriesAfter := countSeries(text, "caddy_dns_alias_")
-	return fmt.Sprintf("| %d | %d | %d | %.1f s | %.2f | %.2f | %.0f MiB | %d | %.0f | %.0f | %d | %d / %d | %d |",
+	return fmt.Sprintf("| %d | %d | %d | %.1f s | %.2f | %.2f | %.0f MiB | %d | %.0f | %d | %d | %d / %d | %d |",
 		n, healthy, n-healthy, took, recursive/float64(n), direct/float64(n), float64(rss)/1024, warnings,
 		runs, queriesAfter, warningsAfter, allSeries-brokenSeries, seriesAfter-countSeries(text, "caddy_dns_alias_delegation_broken"), brokenSeries)
+}
+
+// brokenWarnings counts the monitor's broken-delegation warnings in
+// Caddy's log.
+func brokenWarnings(c *caddyProc) int {
+	text := c.log.String()
+	return strings.Count(text, " will fail: ") + strings.Count(text, " cannot be obtained: ")
 }
 
 // storeCertificates writes a self-signed certificate, key and metadata for
@@ -675,7 +683,8 @@ of them delegated and half not. The row waits for the monitor's first run
 config %d times through POST /load (forced with Cache-Control:
 must-revalidate) and waits 15 s. Queries are per name
 (caddy_dns_alias_dns_queries_total); "warnings" are the broken-delegation
-warnings of the run; "series" the caddy_dns_alias_ series of /metrics
+warnings of the run; "queries during the reloads" what Unbound and BIND
+received from the first reload to 15 s after the last; "series" the caddy_dns_alias_ series of /metrics
 besides the per-name series of broken delegations, after the run and
 after the reloads. Stock Caddy has no monitor to compare.
 
