@@ -142,6 +142,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading the delegation monitor's state: %w", err)
 	}
 	a.monitor = shared.(*monitor)
+	a.monitor.mu.Lock()
+	if a.monitor.counters == nil {
+		a.monitor.counters = a.metrics.counters
+	} else {
+		a.metrics.counters = a.monitor.counters
+	}
+	a.monitor.mu.Unlock()
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}

@@ -11,12 +11,19 @@ import (
 // metrics registry, so that they appear on the admin API's /metrics with
 // Caddy's own. Every name starts with caddy_dns_alias_.
 type metrics struct {
-	delegations  delegationCollector
+	*counters
+	delegations delegationCollector
+	presented   prometheus.GaugeFunc
+}
+
+// counters are the metrics that count: the apps of successive configs on
+// one storage count on the first one's (kept with the monitor), so that a
+// reload does not reset them.
+type counters struct {
 	gateRefusals *prometheus.CounterVec // finding
 	writes       *prometheus.CounterVec // result: ok, error
 	deletes      *prometheus.CounterVec // result: ok, error
 	served       prometheus.Histogram
-	presented    prometheus.GaugeFunc
 	sweepRemoved prometheus.Counter
 	dnsQueries   *prometheus.CounterVec // kind: recursive, direct
 	// permissionOverload counts handshakes refused for load (max_checks,
@@ -26,7 +33,23 @@ type metrics struct {
 
 func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metrics {
 	const ns, sub = "caddy", "dns_alias"
-	return &metrics{
+	return &metrics{counters: &counters{
+		gateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gate_refusals_total",
+			Help: "Obtains and renewals the gate aborted before the ACME order, by finding."}, []string{"finding"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "record_writes_total",
+			Help: "Challenge record writes through inner providers, by result."}, []string{"result"}),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "record_deletes_total",
+			Help: "Challenge record deletes through inner providers, by result."}, []string{"result"}),
+		served: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "write_served_seconds",
+			Help:    "Time from a challenge record's write until every authoritative server of the alias zone served it.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
+		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweep_removed_total",
+			Help: "Orphaned challenge records the journal sweep removed."}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
+			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
+		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
+			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
+	},
 		delegations: delegationCollector{snapshot: snapshot,
 			names: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "delegations"),
 				"Tracked names by policy and delegation state (pending, ok, unknown, or the finding that breaks it).",
@@ -41,23 +64,8 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 			runTook: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_last_run_duration_seconds"),
 				"How long the last complete run of the periodic delegation checks took.", nil, nil),
 		},
-		gateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gate_refusals_total",
-			Help: "Obtains and renewals the gate aborted before the ACME order, by finding."}, []string{"finding"}),
-		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "record_writes_total",
-			Help: "Challenge record writes through inner providers, by result."}, []string{"result"}),
-		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "record_deletes_total",
-			Help: "Challenge record deletes through inner providers, by result."}, []string{"result"}),
-		served: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "write_served_seconds",
-			Help:    "Time from a challenge record's write until every authoritative server of the alias zone served it.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
 		presented: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "records_presented",
 			Help: "Challenge records presented by this process now."}, presented),
-		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweep_removed_total",
-			Help: "Orphaned challenge records the journal sweep removed."}),
-		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
-			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
-		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
-			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
 	}
 }
 

@@ -59,13 +59,16 @@ const (
 // monitor holds the health of the tracked names and when the periodic
 // checks last ran. It outlives a config: the apps of successive configs on
 // one storage share it (monitors), so that a reload neither repeats a run
-// nor announces again a change it announced already.
+// nor announces again a change it announced already, nor resets the
+// counters.
 type monitor struct {
 	mu      sync.Mutex
 	names   map[string]*health
 	lastRun time.Time     // when the last run started
 	runs    int           // runs started
 	runTook time.Duration // how long the last complete run took
+	// counters are the first config's, which later configs count on.
+	counters *counters
 }
 
 // Destruct lets monitors drop a monitor no config uses any more.

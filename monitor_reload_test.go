@@ -29,8 +29,8 @@ import (
 )
 
 // TestMonitorSharedAcrossReloads: the apps of successive configs on one
-// storage share one monitor, as Caddy shares listeners across reloads;
-// once no config uses it, it is let go.
+// storage share one monitor and its counters, as Caddy shares listeners
+// across reloads; once no config uses it, it is let go.
 func TestMonitorSharedAcrossReloads(t *testing.T) {
 	storage := t.TempDir()
 	config := func(subject string) []byte {
@@ -69,6 +69,9 @@ func TestMonitorSharedAcrossReloads(t *testing.T) {
 	next := running()
 	if next == first || next.monitor != first.monitor {
 		t.Fatal("the reloaded config's app has a monitor of its own")
+	}
+	if next.metrics.counters != first.metrics.counters {
+		t.Error("the reloaded config's app counts on counters of its own: a reload resets them")
 	}
 	if n, _ := monitors.References(next.monitorKey); n != 1 {
 		t.Errorf("%d references to the monitor after two reloads, want 1", n)
