@@ -25,7 +25,7 @@ func init() {
 
 // Limits of one /dns-alias/check request: a check costs a few dozen DNS
 // queries, so the admin API must not let one request cost thousands (see
-// also maxRequestQueries), nor many requests at once.
+// also queriesPerCheckedName), nor many requests at once.
 const (
 	maxCheckDomains     = 50
 	checkConcurrency    = 4
@@ -205,7 +205,7 @@ func checkDomains(domains []string) ([]string, error) {
 // providers' resolvers whose answers do not displace the answers the
 // providers cache for their challenges.
 func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
-	ctx, _ = withCheckRequest(ctx)
+	ctx, _ = withCheckRequest(ctx, len(domains))
 	reports := make([]*solver.Report, len(domains))
 	inParallel(len(domains), checkConcurrency, func(i int) { reports[i] = a.Check(ctx, domains[i]) })
 	return reports

@@ -15,7 +15,7 @@ import (
 // TestCheckRequestBounds: the names of one check request share one cache
 // (the production zone's NS is asked about once, not once per name),
 // a name of many labels costs at most MaxCAASteps CAA lookups, and the
-// request's queries stop at maxRequestQueries.
+// request's queries stop at its budget, 40 per name.
 func TestCheckRequestBounds(t *testing.T) {
 	l := startGateLab(t, nil)
 	count := func(f func(), typ string) int {
@@ -53,8 +53,8 @@ func TestCheckRequestBounds(t *testing.T) {
 	if caa > solver.MaxCAASteps {
 		t.Errorf("a name of 100 labels cost %d CAA lookups, want at most %d", caa, solver.MaxCAASteps)
 	}
-	if n := count(func() { l.app.checkDomains(context.Background(), deep) }, ""); n > maxRequestQueries {
-		t.Errorf("one request of 50 deep names sent %d queries, more than its budget of %d", n, maxRequestQueries)
+	if n := count(func() { l.app.checkDomains(context.Background(), deep) }, ""); n > queriesPerCheckedName*maxCheckDomains {
+		t.Errorf("one request of 50 deep names sent %d queries, more than its budget of %d", n, queriesPerCheckedName*maxCheckDomains)
 	}
 }
 
@@ -71,19 +71,19 @@ func hasFinding(rep *solver.Report, code string) bool {
 // remaining checks end in a lookup failure that says so, not in a verdict.
 func TestCheckRequestBudgetSpent(t *testing.T) {
 	l := startGateLab(t, nil)
-	ctx, req := withCheckRequest(context.Background())
+	ctx, req := withCheckRequest(context.Background(), maxCheckDomains)
 	_, p := l.app.Resolve("shop.example.com")
 	v := requestView(ctx, p.Mapper.Resolver)
 	if requestView(ctx, p.Mapper.Resolver) != v {
 		t.Fatal("one request got two views of one resolver")
 	}
-	for i := range maxRequestQueries {
+	for i := range queriesPerCheckedName * maxCheckDomains {
 		if _, err := v.Query(ctx, fmt.Sprintf("q%d.example.com", i), 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if req.budget.Spent() != maxRequestQueries {
-		t.Fatalf("%d queries spent, want %d", req.budget.Spent(), maxRequestQueries)
+	if req.budget.Spent() != queriesPerCheckedName*maxCheckDomains {
+		t.Fatalf("%d queries spent, want %d", req.budget.Spent(), queriesPerCheckedName*maxCheckDomains)
 	}
 	rep := l.app.Check(ctx, "missing.example.com")
 	if rep.Verdict != solver.VerdictUnknown || !strings.Contains(rep.Err().Error(), "budget of 2000 queries is spent") {
