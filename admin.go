@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,11 +24,16 @@ func init() {
 }
 
 // Limits of one /dns-alias/check request: a check costs a few dozen DNS
-// queries, so the admin API must not let one request cost thousands.
+// queries, so the admin API must not let one request cost thousands (see
+// also queriesPerCheckedName), nor many requests at once.
 const (
 	maxCheckDomains     = 50
 	checkConcurrency    = 4
 	checkRequestTimeout = 30 * time.Second
+	// maxCheckRequests: the admin API is an operator's and a platform's
+	// onboarding tool; two requests at once serve both, and a script that
+	// loops on it waits its turn instead of multiplying the DNS work.
+	maxCheckRequests = 2
 )
 
 // AdminAPI adds delegation checks to Caddy's admin API:
@@ -58,44 +65,53 @@ func (a AdminAPI) Routes() []caddy.AdminRoute {
 }
 
 // handleStatus lists the tracked names' health, filtered by ?domain= and
-// ?state= (ok, unknown, broken, or a finding code).
+// ?state= (pending, ok, unknown, broken, or a finding code), a page of at
+// most ?limit= names (default 1000, at most 10000) after the name ?after=.
 func (AdminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
 	q := r.URL.Query()
-	domain, state := q.Get("domain"), q.Get("state")
-	if len(q["domain"]) > 1 || len(q["state"]) > 1 {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("give domain and state at most once each")}
+	for k, v := range q {
+		if len(v) > 1 {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("%s: give it at most once", k)}
+		}
 	}
-	if domain != "" {
-		if _, err := checkDomains([]string{domain}); err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	domain, state, after := q.Get("domain"), q.Get("state"), q.Get("after")
+	for _, d := range []string{domain, after} {
+		if d != "" {
+			if _, err := checkDomains([]string{d}); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+			}
 		}
 	}
 	if state != "" && !validState(state) {
-		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("state %q: want ok, unknown, broken or a finding code", state)}
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("state %q: want one of %s", state, strings.Join(statusStates(), ", "))}
+	}
+	limit := 0
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxStatusLimit {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("limit %q: want a number from 1 to %d", l, maxStatusLimit)}
+		}
+		limit = n
 	}
 	app, err := runningApp()
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(app.status(domain, state))
+	return json.NewEncoder(w).Encode(app.status(domain, state, after, limit))
+}
+
+// statusStates are the values ?state= takes: the states, "broken" for any
+// finding, and the findings that break a delegation.
+func statusStates() []string {
+	return append([]string{statePending, stateOK, stateUnknown, "broken"}, solver.BreakingCodes...)
 }
 
 // validState reports whether s is a state a status filter can name.
-func validState(s string) bool {
-	if s == stateOK || s == stateUnknown || s == "broken" {
-		return true
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c == '_') {
-			return false
-		}
-	}
-	return len(s) <= 32
-}
+func validState(s string) bool { return slices.Contains(statusStates(), s) }
 
 // handleRecheck checks the ?domain= names now, records the verdicts, and
 // drops the permission module's cached answers for them, so that a
@@ -126,10 +142,26 @@ func serveDomains(w http.ResponseWriter, r *http.Request, method string, answer 
 	if err != nil {
 		return err
 	}
+	done, err := app.startCheckRequest()
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), checkRequestTimeout)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(answer(ctx, app, domains))
+}
+
+// startCheckRequest takes one of the maxCheckRequests slots of requests
+// that check names now, or refuses with 429; done gives it back.
+func (a *App) startCheckRequest() (done func(), err error) {
+	select {
+	case a.checkRequests <- struct{}{}:
+		return func() { <-a.checkRequests }, nil
+	default:
+		return nil, caddy.APIError{HTTPStatus: http.StatusTooManyRequests, Err: fmt.Errorf("%d delegation check requests are under way, the most at once; retry when they are done", maxCheckRequests)}
+	}
 }
 
 // runningApp returns the dns_alias app of the running config.
@@ -186,6 +218,7 @@ func checkableDomain(d string) (string, error) {
 // providers' resolvers whose answers do not displace the answers the
 // providers cache for their challenges.
 func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
+	ctx, _ = withCheckRequest(ctx, len(domains))
 	reports := make([]*solver.Report, len(domains))
 	inParallel(len(domains), checkConcurrency, func(i int) { reports[i] = a.Check(ctx, domains[i]) })
 	return reports

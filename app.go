@@ -53,7 +53,10 @@ type App struct {
 	caa     caaDirectory
 	events  *caddyevents.App
 	metrics *metrics
-	monitor monitor
+	monitor *monitor
+	// monitorKey is the key of monitor in monitors, "" for an app that
+	// was not provisioned from a config (the check command, tests).
+	monitorKey string
 
 	mu          sync.Mutex
 	providers   []registration
@@ -69,6 +72,10 @@ type App struct {
 	ops     sync.WaitGroup
 	stop    context.CancelFunc
 	stopped chan struct{}
+
+	// checkRequests holds a token per admin API request that checks
+	// names now (check, recheck).
+	checkRequests chan struct{}
 
 	// gateRetry is how long the gate waits before asking again after a
 	// lookup failed; tests shorten it.
@@ -91,8 +98,8 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	a := &App{gateRetry: time.Second}
-	a.metrics = newMetrics(a.presentedCount)
+	a := &App{gateRetry: time.Second, monitor: &monitor{}, checkRequests: make(chan struct{}, maxCheckRequests)}
+	a.metrics = newMetrics(a.presentedCount, a.monitorSnapshot)
 	return a
 }
 
@@ -132,10 +139,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.monitorKey = monitorKey(ctx.Storage())
+	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
+	if err != nil {
+		return fmt.Errorf("loading the delegation monitor's state: %w", err)
+	}
+	a.monitor = shared.(*monitor)
+	a.monitor.mu.Lock()
+	if a.monitor.counters == nil {
+		a.monitor.counters = a.metrics.counters
+	} else {
+		a.metrics.counters = a.monitor.counters
+	}
+	a.monitor.mu.Unlock()
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
 
 	events, err := ctx.App("events")
 	if err != nil {
@@ -192,6 +212,16 @@ func (a *App) Stop() error {
 	return nil
 }
 
+// Cleanup lets go of the monitor's state; the next config on the same
+// storage has taken it up already, if there is one.
+func (a *App) Cleanup() error {
+	if a.monitorKey != "" {
+		_, err := monitors.Delete(a.monitorKey)
+		return err
+	}
+	return nil
+}
+
 func (a *App) waitOps(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { a.ops.Wait(); close(done) }()
@@ -210,6 +240,9 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 		p.Journal = a.journal
 	}
 	p.Observer = a.metrics
+	if p.Provider != nil && p.Mapper != nil && p.Mapper.Resolver != nil {
+		p.Mapper.Resolver.Sent = a.metrics.querySent
+	}
 	a.providers = append(a.providers, registration{p, owner})
 }
 
@@ -296,13 +329,57 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 	if use != cacheShared {
 		view := *m
 		if use == cacheReadOnly {
-			view.Resolver = m.Resolver.Isolated()
+			view.Resolver = requestView(ctx, m.Resolver)
 		} else {
 			view.Resolver = m.Resolver.Refreshing()
 		}
 		m = &view
 	}
 	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, p, nil
+}
+
+// checkRequest is what the checks of one request for people (an admin
+// API call, a check command) share: one isolated view of each provider's
+// resolver, so that the names of one zone ask about it once, and one
+// budget of queries across them all.
+type checkRequest struct {
+	mu     sync.Mutex
+	views  map[*solver.Resolver]*solver.Resolver
+	budget *solver.Budget
+}
+
+// queriesPerCheckedName is a request's budget of DNS queries per name it
+// checks: a check of a delegated name costs about 5 to 15 (chain,
+// nameservers, CAA), the zone's share included, so 40 fit several times
+// over, while names made up to be expensive (deep labels, zones with many
+// nameservers) stop at 40 each rather than at hundreds. An admin request
+// of maxCheckDomains names gets 2,000.
+const queriesPerCheckedName = 40
+
+type checkRequestKey struct{}
+
+// withCheckRequest returns a context whose checks of names share one
+// request's views and budget.
+func withCheckRequest(ctx context.Context, names int) (context.Context, *checkRequest) {
+	req := &checkRequest{views: map[*solver.Resolver]*solver.Resolver{}, budget: solver.NewBudget(queriesPerCheckedName * names)}
+	return context.WithValue(ctx, checkRequestKey{}, req), req
+}
+
+// requestView is the isolated view of live for ctx's request, or a view of
+// its own outside one.
+func requestView(ctx context.Context, live *solver.Resolver) *solver.Resolver {
+	req, ok := ctx.Value(checkRequestKey{}).(*checkRequest)
+	if !ok {
+		return live.Isolated()
+	}
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	v := req.views[live]
+	if v == nil {
+		v = live.WithBudget(req.budget)
+		req.views[live] = v
+	}
+	return v
 }
 
 // Check reports on name's delegation in full, for people (admin API,
@@ -327,21 +404,22 @@ func (a *App) check(ctx context.Context, name string, use cacheUse) (*Provider, 
 	return p, rep
 }
 
-// Verify runs the checks Check runs, stopping at the first failing part,
-// for a decision (gate, permission). The target is set when nothing but
-// transient findings (a failed lookup, a silent nameserver) stands against
-// the delegation: those say nothing about it, and the CA's validation is
-// the judge then.
-func (a *App) Verify(ctx context.Context, name string) (solver.Target, *solver.Report) {
-	c, p, rep := a.checker(ctx, name, cacheShared)
+// Admit runs the part of the check that an anonymous TLS handshake may
+// cause, for the permission module: the CNAME chain through the
+// recursive resolvers, stopping at its first failure. The production
+// zone's nameservers (drift) and CAA are the gate's, which runs the whole
+// check before the order, and the monitor's: the nameservers are chosen by
+// whoever owns the name, and asking each of them for every made-up name a
+// client sends would turn one ClientHello into packets at targets an
+// attacker picks. The target is set when nothing but transient findings (a
+// failed lookup) stands against the delegation. Nothing is remembered for
+// the gate, which must still run the parts skipped here.
+func (a *App) Admit(ctx context.Context, name string) (solver.Target, *solver.Report) {
+	c, _, rep := a.checker(ctx, name, cacheShared)
 	if c == nil {
 		return solver.Target{}, rep
 	}
-	target, rep := c.Verify(ctx, name, solver.CheckAll)
-	if rep.Verdict == solver.VerdictOK {
-		p.Remember(name, target)
-	}
-	return target, rep
+	return c.Verify(ctx, name, solver.CheckChain)
 }
 
 // noPolicyReport is the verdict on a name that no alias provider obtains.
@@ -485,5 +563,6 @@ func owner(ctx caddy.Context) caddy.Module {
 var (
 	_ caddy.App           = (*App)(nil)
 	_ caddy.Provisioner   = (*App)(nil)
+	_ caddy.CleanerUpper  = (*App)(nil)
 	_ caddyevents.Handler = gate{}
 )

@@ -26,6 +26,7 @@ import (
 //	    alias    <name or template>
 //	    follow
 //	    resolvers <ip[:port]...>
+//	    private_nameservers          # ask nameservers at loopback/private addresses too
 //	    max_hops <n>
 //	    authoritative_wait <duration | -1>
 //	    caa_identities <ca domain...>
@@ -74,6 +75,11 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			p.Resolvers = append(p.Resolvers, resolvers...)
+		case "private_nameservers":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.PrivateNameservers = true
 		case "max_hops":
 			n, err := intArg(d, "max_hops")
 			if err != nil {

@@ -69,6 +69,7 @@ sed -e "s|@STORAGE@|$demo/storage|" -e "s|@PEBBLE_DIR@|$PEBBLE_DIR|" -e "s|@PEBB
 			}
 			zone @ZONE@
 			resolvers @RESOLVER@
+			private_nameservers
 		}
 		resolvers @RESOLVER@
 	}

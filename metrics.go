@@ -1,6 +1,7 @@
 package alias
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,25 +11,29 @@ import (
 // metrics registry, so that they appear on the admin API's /metrics with
 // Caddy's own. Every name starts with caddy_dns_alias_.
 type metrics struct {
-	delegationState *prometheus.GaugeVec   // domain, policy, state: 1 for the current state
-	lastOK          *prometheus.GaugeVec   // domain: unix time of the last passing check
-	gateRefusals    *prometheus.CounterVec // finding
-	writes          *prometheus.CounterVec // result: ok, error
-	deletes         *prometheus.CounterVec // result: ok, error
-	served          prometheus.Histogram
-	presented       prometheus.GaugeFunc
-	sweepRemoved    prometheus.Counter
+	*counters
+	delegations delegationCollector
+	presented   prometheus.GaugeFunc
 }
 
-func newMetrics(presented func() float64) *metrics {
+// counters are the metrics that count: the apps of successive configs on
+// one storage count on the first one's (kept with the monitor), so that a
+// reload does not reset them.
+type counters struct {
+	gateRefusals *prometheus.CounterVec // finding
+	writes       *prometheus.CounterVec // result: ok, error
+	deletes      *prometheus.CounterVec // result: ok, error
+	served       prometheus.Histogram
+	sweepRemoved prometheus.Counter
+	dnsQueries   *prometheus.CounterVec // kind: recursive, direct
+	// permissionOverload counts handshakes refused for load (max_checks,
+	// domain_rate), which say nothing about the names.
+	permissionOverload prometheus.Counter
+}
+
+func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metrics {
 	const ns, sub = "caddy", "dns_alias"
-	return &metrics{
-		delegationState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "delegation_state",
-			Help: "The current state of a tracked name's delegation, as the label state (ok, unknown, or the finding that breaks it); always 1."},
-			[]string{"domain", "policy", "state"}),
-		lastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "delegation_last_ok_timestamp_seconds",
-			Help: "Unix time of the last delegation check of a tracked name that passed (time() minus it: seconds since)."},
-			[]string{"domain"}),
+	return &metrics{counters: &counters{
 		gateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "gate_refusals_total",
 			Help: "Obtains and renewals the gate aborted before the ACME order, by finding."}, []string{"finding"}),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "record_writes_total",
@@ -38,15 +43,34 @@ func newMetrics(presented func() float64) *metrics {
 		served: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "write_served_seconds",
 			Help:    "Time from a challenge record's write until every authoritative server of the alias zone served it.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}),
-		presented: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "records_presented",
-			Help: "Challenge records presented by this process now."}, presented),
 		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweep_removed_total",
 			Help: "Orphaned challenge records the journal sweep removed."}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
+			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
+		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
+			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
+	},
+		delegations: delegationCollector{snapshot: snapshot,
+			names: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "delegations"),
+				"Tracked names by policy and delegation state (pending, ok, unknown, or the finding that breaks it).",
+				[]string{"policy", "state"}, nil),
+			broken: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "delegation_broken"),
+				"1 for each tracked name whose delegation is broken, with the finding; no series for the others.",
+				[]string{"domain", "policy", "finding"}, nil),
+			lastRun: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_last_run_timestamp_seconds"),
+				"Unix time the periodic delegation checks last started a run.", nil, nil),
+			runs: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_runs_total"),
+				"Runs of the periodic delegation checks in this process (config reloads included).", nil, nil),
+			runTook: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "monitor_last_run_duration_seconds"),
+				"How long the last complete run of the periodic delegation checks took.", nil, nil),
+		},
+		presented: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "records_presented",
+			Help: "Challenge records presented by this process now."}, presented),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.delegationState, m.lastOK, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved}
+	return []prometheus.Collector{m.delegations, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload, m.dnsQueries}
 }
 
 // register adds the collectors to reg; a registry that has them already
@@ -74,11 +98,54 @@ func (m *metrics) Wrote(err error)        { m.writes.WithLabelValues(result(err)
 func (m *metrics) Deleted(err error)      { m.deletes.WithLabelValues(result(err)).Inc() }
 func (m *metrics) Served(d time.Duration) { m.served.Observe(d.Seconds()) }
 
-// setState moves a tracked name's delegation state from old ("" for none)
-// to state: one series per name, valued 1.
-func (m *metrics) setState(domain, policy, old, state string) {
-	if old != "" && old != state {
-		m.delegationState.DeleteLabelValues(domain, policy, old)
+// querySent counts a DNS query an alias provider's resolver sent.
+func (m *metrics) querySent(direct bool) {
+	kind := "recursive"
+	if direct {
+		kind = "direct"
 	}
-	m.delegationState.WithLabelValues(domain, policy, state).Set(1)
+	m.dnsQueries.WithLabelValues(kind).Inc()
+}
+
+// delegationCollector reports the monitor's state at each scrape: counts
+// per policy and state, and a series per name only while its delegation is
+// broken. The series count does not grow with healthy names, and a name
+// that recovers or is no longer tracked leaves no series behind.
+type delegationCollector struct {
+	snapshot                              func() monitorSnapshot
+	names, broken, lastRun, runs, runTook *prometheus.Desc
+}
+
+// monitorSnapshot is what the collector reads of the monitor.
+type monitorSnapshot struct {
+	counts  map[[2]string]int // policy, state
+	broken  []*health
+	lastRun time.Time
+	runs    int
+	runTook time.Duration
+}
+
+func (c delegationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.names
+	ch <- c.broken
+	ch <- c.lastRun
+	ch <- c.runs
+	ch <- c.runTook
+}
+
+func (c delegationCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+	for k, n := range s.counts {
+		ch <- prometheus.MustNewConstMetric(c.names, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	for _, h := range s.broken {
+		ch <- prometheus.MustNewConstMetric(c.broken, prometheus.GaugeValue, 1, h.Domain, strconv.Itoa(h.Policy), h.State)
+	}
+	if !s.lastRun.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.lastRun, prometheus.GaugeValue, float64(s.lastRun.Unix()))
+	}
+	ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(s.runs))
+	if s.runTook > 0 {
+		ch <- prometheus.MustNewConstMetric(c.runTook, prometheus.GaugeValue, s.runTook.Seconds())
+	}
 }

@@ -60,6 +60,13 @@ type Provider struct {
 	// system's resolvers.
 	Resolvers []string `json:"resolvers,omitempty"`
 
+	// Ask nameservers directly (drift checks, propagation waits) at
+	// addresses that are not global unicast: loopback, private and
+	// link-local. For private deployments and test labs only: off, such
+	// addresses are skipped, so that whoever owns a zone cannot aim this
+	// server's queries at its own network.
+	PrivateNameservers bool `json:"private_nameservers,omitempty"`
+
 	// The longest CNAME chain followed. Default: 8.
 	MaxHops int `json:"max_hops,omitempty"`
 
@@ -136,6 +143,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("resolvers: %w", err)
 	}
+	resolver.PrivateNameservers = p.PrivateNameservers
 	mapper := &solver.Mapper{Resolver: resolver, MaxHops: p.MaxHops}
 
 	zones := expand(p.Zones)

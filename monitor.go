@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,11 +13,14 @@ import (
 	"net"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -29,8 +33,9 @@ type health struct {
 	Policy int    `json:"policy"`
 	Mode   string `json:"mode,omitempty"`
 	Alias  string `json:"alias,omitempty"`
-	// State is "ok", "unknown" (the check could not complete) or the code
-	// of the finding that breaks the delegation.
+	// State is "pending" (not checked yet), "ok", "unknown" (the check
+	// could not complete) or the code of the finding that breaks the
+	// delegation.
 	State      string    `json:"state"`
 	Message    string    `json:"message,omitempty"`
 	Publish    string    `json:"publish,omitempty"`
@@ -41,18 +46,40 @@ type health struct {
 }
 
 // broken reports whether the state is a finding.
-func (h *health) broken() bool { return h.State != "" && h.State != stateOK && h.State != stateUnknown }
+func (h *health) broken() bool {
+	return h.State != "" && h.State != stateOK && h.State != stateUnknown && h.State != statePending
+}
 
 const (
 	stateOK      = "ok"
 	stateUnknown = "unknown"
+	statePending = "pending"
 )
 
-// monitor holds the health of the tracked names.
+// monitor holds the health of the tracked names and when the periodic
+// checks last ran. It outlives a config: the apps of successive configs on
+// one storage share it (monitors), so that a reload neither repeats a run
+// nor announces again a change it announced already, nor resets the
+// counters.
 type monitor struct {
-	mu    sync.Mutex
-	names map[string]*health
+	mu      sync.Mutex
+	names   map[string]*health
+	lastRun time.Time     // when the last run started
+	runs    int           // runs started
+	runTook time.Duration // how long the last complete run took
+	// counters are the first config's, which later configs count on.
+	counters *counters
 }
+
+// Destruct lets monitors drop a monitor no config uses any more.
+func (*monitor) Destruct() error { return nil }
+
+// monitors holds each storage's monitor across config reloads, the way
+// Caddy keeps listeners across them.
+var monitors = caddy.NewUsagePool()
+
+// monitorKey names the monitor of the names kept in storage s.
+func monitorKey(s certmagic.Storage) string { return "dns_alias.monitor " + storageName(s) }
 
 const (
 	defaultCheckInterval    = time.Hour
@@ -66,14 +93,23 @@ type trackedName struct {
 }
 
 // monitorLoop re-checks every tracked name every check_interval (jittered
-// by a tenth either way, so that a cluster's instances do not ask in step),
-// the first time soon after the start.
+// by a tenth either way, so that a cluster's instances do not ask in step).
+// The first run comes soon after the first start, and after a reload when
+// the last run's interval is over: a reload is no reason to ask again.
+// Status lists every tracked name from the start, pending until checked.
 func (a *App) monitorLoop(ctx context.Context) {
 	interval := time.Duration(a.CheckInterval)
 	if interval < 0 {
 		return
 	}
-	timer := time.NewTimer(jitter(min(interval, 10*time.Second) / 2))
+	a.syncTracked(a.trackedNames(ctx))
+	a.monitor.mu.Lock()
+	first := jitter(min(interval, 10*time.Second) / 2)
+	if last := a.monitor.lastRun; !last.IsZero() {
+		first = max(0, time.Until(last.Add(interval)))
+	}
+	a.monitor.mu.Unlock()
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {
 		select {
@@ -96,11 +132,22 @@ func jitter(d time.Duration) time.Duration {
 // checkTracked checks every tracked name, check_concurrency at a time.
 func (a *App) checkTracked(ctx context.Context) {
 	names := a.trackedNames(ctx)
+	a.syncTracked(names)
+	start := time.Now()
+	a.monitor.mu.Lock()
+	a.monitor.lastRun = start
+	a.monitor.runs++
+	a.monitor.mu.Unlock()
 	inParallel(len(names), cmp.Or(a.CheckConcurrency, defaultCheckConcurrency), func(i int) {
 		if ctx.Err() == nil {
 			a.recheck(ctx, names[i].name, names[i].pol, cacheShared)
 		}
 	})
+	if ctx.Err() == nil {
+		a.monitor.mu.Lock()
+		a.monitor.runTook = time.Since(start)
+		a.monitor.mu.Unlock()
+	}
 }
 
 // trackedNames are the names of every policy with an alias provider: its
@@ -148,8 +195,54 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 	return out
 }
 
-// recheck checks name now, records its health and metrics, and logs and
-// emits the change when its delegation breaks or is restored.
+// syncTracked makes the monitor hold exactly the tracked names: the new
+// ones pending, the policy of each as the running config decides, and the
+// names no longer tracked dropped (and with them their metrics, which are
+// read from the monitor).
+func (a *App) syncTracked(names []trackedName) {
+	m := a.monitor
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.names == nil {
+		m.names = map[string]*health{}
+	}
+	keep := make(map[string]bool, len(names))
+	for _, n := range names {
+		keep[n.name] = true
+		if h := m.names[n.name]; h != nil {
+			h.Policy = n.pol.index
+		} else {
+			m.names[n.name] = &health{Domain: n.name, Policy: n.pol.index, State: statePending}
+		}
+	}
+	for name := range m.names {
+		if !keep[name] {
+			delete(m.names, name)
+		}
+	}
+}
+
+// tracks reports whether the periodic checks watch name: it is one of its
+// policy's subjects or has a certificate of it in storage (an on-demand
+// name once issued). A recheck on request records only such names, so that
+// made-up names do not pile up in the monitor.
+func (a *App) tracks(ctx context.Context, name string, pol *policy) bool {
+	if pol == nil || pol.provider == nil {
+		return false
+	}
+	name = solver.Normalize(name)
+	a.monitor.mu.Lock()
+	_, known := a.monitor.names[name]
+	a.monitor.mu.Unlock()
+	if known || slices.ContainsFunc(pol.subjects, func(s string) bool { return solver.Normalize(s) == name }) {
+		return true
+	}
+	ik := pol.issuerKey()
+	return a.journal != nil && ik != "" && a.journal.storage.Exists(ctx, certmagic.StorageKeys.SiteCert(ik, name))
+}
+
+// recheck checks name now, records its health if the monitor tracks it,
+// and logs and emits the change when its delegation breaks or is restored.
 func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUse) *health {
 	now := time.Now()
 	if pol == nil || pol.provider == nil {
@@ -169,18 +262,24 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 		h.State, h.Message = stateUnknown, err.Error()
 	}
 
-	// The state changes, its metrics and what a change must say are
-	// decided under one lock: two checks of one name at once (the schedule
-	// and a recheck) must not both report the change.
-	a.monitor.mu.Lock()
-	if a.monitor.names == nil {
-		a.monitor.names = map[string]*health{}
+	// The state change and what it must say are decided under one lock:
+	// two checks of one name at once (the schedule and a recheck) must not
+	// both report the change.
+	tracked := a.tracks(ctx, h.Domain, pol)
+	m := a.monitor
+	m.mu.Lock()
+	if m.names == nil {
+		m.names = map[string]*health{}
 	}
-	prev := a.monitor.names[h.Domain]
+	prev := m.names[h.Domain]
+	if prev == nil && !tracked {
+		m.mu.Unlock()
+		return h
+	}
 	old := ""
 	if prev != nil {
 		old = prev.State
-		if h.State == stateUnknown {
+		if h.State == stateUnknown && prev.State != statePending {
 			// A check that could not complete says nothing: keep what
 			// the last one that did said.
 			h.State, h.Publish = prev.State, prev.Publish
@@ -189,14 +288,10 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 			h.LastOK = prev.LastOK
 		}
 	}
-	a.monitor.names[h.Domain] = h
-	a.metrics.setState(h.Domain, fmt.Sprint(h.Policy), old, h.State)
-	if !h.LastOK.IsZero() {
-		a.metrics.lastOK.WithLabelValues(h.Domain).Set(float64(h.LastOK.Unix()))
-	}
+	m.names[h.Domain] = h
 	broke := h.broken() && old != h.State
 	restored := h.State == stateOK && prev != nil && prev.broken()
-	a.monitor.mu.Unlock()
+	m.mu.Unlock()
 
 	switch {
 	case broke:
@@ -251,13 +346,16 @@ func (a *App) emit(event string, h *health) {
 }
 
 // certificateTimes reads name's certificate from storage: when it expires
-// and when certmagic renews it (a third of its lifetime before, or the
-// policy's renewal_window_ratio).
+// and when certmagic renews it: at the time it selected in the renewal
+// window the CA gave (ARI, kept in the certificate's metadata), else a
+// third of its lifetime before expiry, or the policy's
+// renewal_window_ratio.
 func (a *App) certificateTimes(ctx context.Context, name string, pol *policy) (expires, renewal time.Time) {
 	if a.journal == nil || pol.issuer == nil {
 		return
 	}
-	data, err := a.journal.storage.Load(ctx, certmagic.StorageKeys.SiteCert(pol.issuerKey(), name))
+	ik := pol.issuerKey()
+	data, err := a.journal.storage.Load(ctx, certmagic.StorageKeys.SiteCert(ik, name))
 	if err != nil {
 		return
 	}
@@ -269,17 +367,75 @@ func (a *App) certificateTimes(ctx context.Context, name string, pol *policy) (e
 	if err != nil {
 		return
 	}
+	if due := a.ariRenewal(ctx, ik, name); !due.IsZero() {
+		return cert.NotAfter, due
+	}
 	ratio := cmp.Or(pol.renewalRatio, certmagic.DefaultRenewalWindowRatio)
 	lifetime := cert.NotAfter.Sub(cert.NotBefore)
 	return cert.NotAfter, cert.NotAfter.Add(-time.Duration(float64(lifetime) * ratio))
 }
 
-// status lists the tracked names' health, filtered by domain and state
-// ("broken" matches every finding).
-func (a *App) status(domain, state string) []*health {
+// ariRenewal is the renewal time certmagic keeps in the certificate's
+// metadata from the CA's renewal information: the time it selected, or the
+// start of the CA's window if none was selected yet. Zero if the CA gave
+// none.
+func (a *App) ariRenewal(ctx context.Context, issuerKey, name string) time.Time {
+	data, err := a.journal.storage.Load(ctx, certmagic.StorageKeys.SiteMeta(issuerKey, name))
+	if err != nil {
+		return time.Time{}
+	}
+	var res certmagic.CertificateResource
+	var issued acme.Certificate
+	if json.Unmarshal(data, &res) != nil || len(res.IssuerData) == 0 || json.Unmarshal(res.IssuerData, &issued) != nil || issued.RenewalInfo == nil {
+		return time.Time{}
+	}
+	if ari := issued.RenewalInfo; !ari.SelectedTime.IsZero() {
+		return ari.SelectedTime
+	}
+	return issued.RenewalInfo.SuggestedWindow.Start
+}
+
+// Bounds of one /dns-alias/status answer: 1000 names are about 500 KB of
+// JSON; a platform pages through more with ?after=.
+const (
+	defaultStatusLimit = 1000
+	maxStatusLimit     = 10000
+)
+
+// statusPage is one page of /dns-alias/status: the names after After, in
+// order, at most Limit, of Total that match the filter; Next is the
+// ?after= of the following page, if there is one.
+type statusPage struct {
+	Total int       `json:"total"`
+	Names []*health `json:"names"`
+	Next  string    `json:"next,omitempty"`
+}
+
+// monitorSnapshot counts the tracked names by policy and state, for the
+// metrics.
+func (a *App) monitorSnapshot() monitorSnapshot {
 	a.monitor.mu.Lock()
 	defer a.monitor.mu.Unlock()
-	out := []*health{}
+	s := monitorSnapshot{counts: map[[2]string]int{}, lastRun: a.monitor.lastRun, runs: a.monitor.runs, runTook: a.monitor.runTook}
+	for _, h := range a.monitor.names {
+		s.counts[[2]string{strconv.Itoa(h.Policy), h.State}]++
+		if h.broken() {
+			c := *h
+			s.broken = append(s.broken, &c)
+		}
+	}
+	return s
+}
+
+// status lists the tracked names' health in name order, filtered by
+// domain and state ("broken" matches every finding), from the name after
+// after, at most limit (0: the default).
+func (a *App) status(domain, state, after string, limit int) statusPage {
+	if limit <= 0 {
+		limit = defaultStatusLimit
+	}
+	a.monitor.mu.Lock()
+	var match []*health
 	for _, h := range a.monitor.names {
 		if domain != "" && h.Domain != solver.Normalize(domain) {
 			continue
@@ -287,9 +443,22 @@ func (a *App) status(domain, state string) []*health {
 		if state != "" && h.State != state && !(state == "broken" && h.broken()) {
 			continue
 		}
-		c := *h
-		out = append(out, &c)
+		match = append(match, h)
 	}
-	slices.SortFunc(out, func(x, y *health) int { return strings.Compare(x.Domain, y.Domain) })
-	return out
+	page := statusPage{Total: len(match), Names: []*health{}}
+	slices.SortFunc(match, func(x, y *health) int { return strings.Compare(x.Domain, y.Domain) })
+	after = solver.Normalize(after)
+	start, _ := slices.BinarySearchFunc(match, after, func(h *health, s string) int { return strings.Compare(h.Domain, s) })
+	if start < len(match) && after != "" && match[start].Domain == after {
+		start++
+	}
+	for _, h := range match[start:min(len(match), start+limit)] {
+		c := *h
+		page.Names = append(page.Names, &c)
+	}
+	if start+limit < len(match) {
+		page.Next = page.Names[len(page.Names)-1].Domain
+	}
+	a.monitor.mu.Unlock()
+	return page
 }

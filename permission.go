@@ -3,8 +3,10 @@ package alias
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,14 +23,15 @@ func init() {
 }
 
 // Permission admits a name for on-demand TLS only if the name delegated its
-// _acme-challenge to us: the delegation check of the alias provider of the
-// automation policy that will obtain the name passes (its CNAME chain ends
-// at the alias that provider expects or inside one of its alias zones, with
-// no wildcard synthesis and no loop, every authoritative server agreeing,
-// CAA allowing the CA).
-// Answers are cached, and concurrent handshakes for one name share one
-// check, so a flood of handshakes for unknown names stays a trickle of DNS
-// queries.
+// _acme-challenge to us: the CNAME chain that the alias provider of the
+// automation policy that will obtain the name checks ends at the alias that
+// provider expects or inside one of its alias zones, with no wildcard
+// synthesis and no loop. The nameservers and CAA are left to the gate
+// before the order (see App.Admit).
+// Answers are cached, concurrent handshakes for one name share one check,
+// and the checks under way are bounded in total and per registrable
+// domain, so a flood of handshakes for unknown names stays a trickle of DNS
+// queries, goroutines and sockets.
 type Permission struct {
 	// How long a refusal is remembered. Default: 1 minute.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
@@ -36,6 +39,21 @@ type Permission struct {
 	// The longest an admission is remembered; within it, the CNAME
 	// records' TTLs decide. Default: 5 minutes.
 	MaxTTL caddy.Duration `json:"max_ttl,omitempty"`
+
+	// The shortest an admission is remembered, whatever the CNAME
+	// records' TTLs (a TTL of 0 must not turn the cache off). Default:
+	// 30 seconds.
+	MinTTL caddy.Duration `json:"min_ttl,omitempty"`
+
+	// How many checks may run at once. A handshake for a name that would
+	// start one more is refused at once (not remembered: the next
+	// handshake asks again). Default: 64.
+	MaxChecks int `json:"max_checks,omitempty"`
+
+	// How many checks a minute may start for the names under one
+	// registrable domain (e.g. example.co.uk); more are refused at once,
+	// not remembered. -1: no limit. Default: 30.
+	DomainRate int `json:"domain_rate,omitempty"`
 
 	// How many names are remembered at most. Default: 10000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -49,6 +67,32 @@ type Permission struct {
 	also      caddytls.OnDemandPermission
 	logger    *zap.Logger
 	app       *App
+	overload  *sampledLog
+}
+
+// overloadLogEvery bounds the log lines of refusals for load: a flood
+// makes one line per 10 s, with the count of those not logged.
+const overloadLogEvery = 10 * time.Second
+
+// sampledLog lets one line through per period and counts the rest.
+type sampledLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether a line may be logged now, and how many were held
+// back since the last one.
+func (s *sampledLog) allow(now time.Time, every time.Duration) (bool, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.last.IsZero() && now.Sub(s.last) < every {
+		s.suppressed++
+		return false, 0
+	}
+	n := s.suppressed
+	s.last, s.suppressed = now, 0
+	return true, n
 }
 
 // CaddyModule returns the Caddy module information.
@@ -61,7 +105,7 @@ func (Permission) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the cache and the optional ask endpoint.
 func (p *Permission) Provision(ctx caddy.Context) error {
-	p.logger = ctx.Logger()
+	p.logger, p.overload = ctx.Logger(), new(sampledLog)
 	var err error
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
@@ -71,8 +115,16 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("negative_ttl: must not be negative, got %s", time.Duration(p.NegativeTTL))
 	case p.MaxTTL < 0:
 		return fmt.Errorf("max_ttl: must not be negative, got %s", time.Duration(p.MaxTTL))
+	case p.MinTTL < 0:
+		return fmt.Errorf("min_ttl: must not be negative, got %s", time.Duration(p.MinTTL))
+	case p.MaxTTL > 0 && p.MinTTL > p.MaxTTL:
+		return fmt.Errorf("min_ttl: %s is longer than max_ttl %s", time.Duration(p.MinTTL), time.Duration(p.MaxTTL))
 	case p.CacheSize < 0:
 		return fmt.Errorf("cache_size: must not be negative, got %d", p.CacheSize)
+	case p.MaxChecks < 0:
+		return fmt.Errorf("max_checks: must not be negative, got %d", p.MaxChecks)
+	case p.DomainRate < -1:
+		return fmt.Errorf("domain_rate: must be positive, or -1 for no limit, got %d", p.DomainRate)
 	}
 	if p.PermissionRaw != nil {
 		mod, err := ctx.LoadModule(p, "PermissionRaw")
@@ -87,19 +139,20 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 	p.admission = &solver.Admission{
 		Check:       p.check,
 		MaxTTL:      time.Duration(p.MaxTTL),
+		MinTTL:      time.Duration(p.MinTTL),
 		NegativeTTL: time.Duration(p.NegativeTTL),
 		MaxEntries:  p.CacheSize,
+		MaxChecks:   p.MaxChecks,
+		DomainRate:  p.DomainRate,
 	}
 	p.app.registerPermission(p)
 	return nil
 }
 
-// check runs the delegation check of the name's policy, and decides as the
-// gate before the order does, so that an admitted name is not refused
-// there: a nameserver that does not answer refuses nobody, but a chain that
-// cannot be resolved does (it is not known to lead to us).
+// check runs the chain check of the name's policy: a chain that cannot be
+// resolved refuses the name (it is not known to lead to us).
 func (p *Permission) check(ctx context.Context, name string) (time.Duration, error) {
-	target, rep := p.app.Verify(ctx, name)
+	target, rep := p.app.Admit(ctx, name)
 	if err := rep.Err(); target.Name == "" {
 		// Logged here, once per check, not once per handshake: a flood of
 		// handshakes for one unknown name makes one line per negative_ttl.
@@ -131,6 +184,13 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 		return fmt.Errorf("%s: %w: a wildcard name is never admitted for on-demand TLS", name, caddytls.ErrPermissionDenied)
 	}
 	if err := p.admission.Allow(ctx, name); err != nil {
+		if errors.Is(err, solver.ErrOverload) {
+			p.app.metrics.permissionOverload.Inc()
+			if ok, held := p.overload.allow(time.Now(), overloadLogEvery); ok {
+				p.logger.Warn("on-demand certificate refused for load; the next handshake asks again",
+					zap.String("name", name), zap.Int("not_logged_since_last", held), zap.Error(err))
+			}
+		}
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}
 	if p.also != nil {
@@ -144,7 +204,10 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 //	permission alias {
 //	    negative_ttl <duration>
 //	    max_ttl      <duration>
+//	    min_ttl      <duration>
 //	    cache_size   <n>
+//	    max_checks   <n>
+//	    domain_rate  <checks per minute, -1 for no limit>
 //	    ask          <url>                       # sugar for: permission http { endpoint <url> }
 //	    permission   <module> [<module options>] # another tls.permission module
 //	}
@@ -162,6 +225,12 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.NegativeTTL, err = durationArg(d, opt, false)
 		case "max_ttl":
 			p.MaxTTL, err = durationArg(d, opt, false)
+		case "min_ttl":
+			p.MinTTL, err = durationArg(d, opt, false)
+		case "max_checks":
+			p.MaxChecks, err = intArg(d, opt)
+		case "domain_rate":
+			p.DomainRate, err = intArg(d, opt)
 		case "cache_size":
 			p.CacheSize, err = intArg(d, opt)
 		case "ask":

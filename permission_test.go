@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,9 +17,13 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 // onDemandPermission returns tls.automation.on_demand.permission of an
@@ -75,10 +80,18 @@ https:// {
 			permission: `permission alias {
 			negative_ttl 30s
 			max_ttl 2m
+			min_ttl 10s
 			cache_size 500
+			max_checks 16
+			domain_rate 120
 			ask http://localhost:9123/customers
 		}`,
-			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"cache_size":500,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
+			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"min_ttl":10000000000,"cache_size":500,"max_checks":16,"domain_rate":120,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
+		},
+		{
+			name:       "domain_rate off",
+			permission: "permission alias {\n\t\t\tdomain_rate -1\n\t\t}",
+			want:       `{"module":"alias","domain_rate":-1}`,
 		},
 		{
 			name:       "day durations and placeholders",
@@ -133,6 +146,9 @@ func TestPermissionCaddyfileErrors(t *testing.T) {
 		{"negative_ttl not a duration", "permission alias {\n negative_ttl soon\n }", "negative_ttl"},
 		{"max_ttl not a duration", "permission alias {\n max_ttl 5\n }", "max_ttl"},
 		{"cache_size not a number", "permission alias {\n cache_size lots\n }", "cache_size"},
+		{"max_checks not a number", "permission alias {\n max_checks many\n }", "max_checks"},
+		{"domain_rate not a number", "permission alias {\n domain_rate fast\n }", "domain_rate"},
+		{"min_ttl not a duration", "permission alias {\n min_ttl 5\n }", "min_ttl"},
 		{"ask without url", "permission alias {\n ask\n }", "wrong argument count"},
 		{"with on_demand_tls ask", "ask http://localhost/\n permission alias", "already specified"},
 		{"ask and permission", "permission alias {\n ask http://a/\n permission http http://b/\n }", "only one nested permission module"},
@@ -164,6 +180,11 @@ func TestPermissionValidate(t *testing.T) {
 		{"negative negative_ttl", `,"negative_ttl":"-1s"`, "negative_ttl: must not be negative"},
 		{"negative max_ttl", `,"max_ttl":"-5m"`, "max_ttl: must not be negative"},
 		{"negative cache_size", `,"cache_size":-1`, "cache_size: must not be negative"},
+		{"negative min_ttl", `,"min_ttl":"-1s"`, "min_ttl: must not be negative"},
+		{"min_ttl above max_ttl", `,"min_ttl":"10m","max_ttl":"5m"`, "min_ttl: 10m0s is longer than max_ttl 5m0s"},
+		{"negative max_checks", `,"max_checks":-3`, "max_checks: must not be negative"},
+		{"domain_rate below -1", `,"domain_rate":-2`, "domain_rate: must be positive, or -1 for no limit"},
+		{"domain_rate off", `,"domain_rate":-1,"max_checks":8,"min_ttl":"1m"`, ""},
 		{"unparsable duration", `,"max_ttl":"soon"`, `tls.permission.alias: time: invalid duration "soon"`},
 		{"unknown field", `,"ttl":"1m"`, "unknown field"},
 	}
@@ -301,7 +322,7 @@ func TestPermissionCertificateAllowed(t *testing.T) {
 }
 
 func TestPermissionFloodSharesChecks(t *testing.T) {
-	l := startPermLab(t, `{}`)
+	l := startPermLab(t, `{"domain_rate":-1}`)
 	const names, rounds = 50, 4
 	errs := make(chan error, names*rounds)
 	for range rounds {
@@ -361,7 +382,7 @@ func TestPermissionAsk(t *testing.T) {
 }
 
 func TestPermissionCacheExpiry(t *testing.T) {
-	l := startPermLab(t, `{"negative_ttl":"1s","max_ttl":"1m"}`)
+	l := startPermLab(t, `{"negative_ttl":"1s","max_ttl":"1m","min_ttl":"1s"}`)
 	// The admission cache and the resolver's cache expire on the bubble's
 	// clock, so the CNAME's TTL passes at once. The lab, started outside
 	// the bubble, answers over the network as ever.
@@ -385,6 +406,80 @@ func TestPermissionCacheExpiry(t *testing.T) {
 			t.Fatalf("after the CNAME's TTL: %v, want a refusal naming the missing record", err)
 		}
 	})
+}
+
+// TestPermissionZeroTTL: a CNAME with TTL 0 does not turn the cache off:
+// the admission is remembered for min_ttl (default 30 s), and 20
+// handshakes cost one check.
+func TestPermissionZeroTTL(t *testing.T) {
+	l := startPermLab(t, `{}`)
+	l.srv.Add("_acme-challenge.zero.example.com. 0 IN CNAME _acme-challenge.zero.example.com.validation.example.org.")
+	for range 20 {
+		if err := l.perm.CertificateAllowed(context.Background(), "zero.example.com"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := l.queries("_acme-challenge.zero.example.com"); n != 1 {
+		t.Errorf("20 handshakes for a name whose CNAME has TTL 0 asked for its chain %d times, want 1", n)
+	}
+}
+
+// TestPermissionAsksNoNameserver: a handshake for a fresh delegated name
+// asks the resolvers about its chain and nothing else: no question goes
+// directly to a nameserver of the production zone (whose owner picks its
+// addresses), and no CAA is looked up. The gate does both before the order.
+func TestPermissionAsksNoNameserver(t *testing.T) {
+	l := startPermLab(t, `{}`)
+	if err := l.perm.CertificateAllowed(context.Background(), "shop.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range l.srv.Queries() {
+		if q.Direct || q.Type == "CAA" || q.Type == "NS" {
+			t.Errorf("the permission check asked %s %s (direct: %v)", q.Type, q.Name, q.Direct)
+		}
+	}
+}
+
+// TestPermissionOverload: with every check slot taken, handshakes for other
+// names are refused at once with ErrPermissionDenied, counted, and logged
+// once per overloadLogEvery with the count of the lines held back; the
+// refusal is not remembered, so the next handshake after the load passed is
+// checked and admitted.
+func TestPermissionOverload(t *testing.T) {
+	l := startPermLab(t, `{"max_checks":1}`)
+	core, logs := observer.New(zap.WarnLevel)
+	l.perm.logger = zap.New(core)
+	release := make(chan struct{})
+	check := l.perm.admission.Check
+	l.perm.admission.Check = func(ctx context.Context, name string) (time.Duration, error) {
+		if name == "stuck.example.com" {
+			<-release
+		}
+		return check(ctx, name)
+	}
+	stuck := make(chan error)
+	go func() { stuck <- l.perm.CertificateAllowed(context.Background(), "stuck.example.com") }()
+	for l.perm.admission.Checking() == 0 {
+		runtime.Gosched()
+	}
+	before := testutil.ToFloat64(l.perm.app.metrics.permissionOverload)
+	for range 100 {
+		err := l.perm.CertificateAllowed(context.Background(), "shop.example.com")
+		if !errors.Is(err, caddytls.ErrPermissionDenied) || !errors.Is(err, solver.ErrOverload) {
+			t.Fatalf("handshake with every slot taken: %v, want a refusal for load", err)
+		}
+	}
+	if n := testutil.ToFloat64(l.perm.app.metrics.permissionOverload) - before; n != 100 {
+		t.Errorf("permission_overload_total grew by %v, want 100", n)
+	}
+	if n := logs.FilterMessageSnippet("refused for load").Len(); n != 1 {
+		t.Errorf("%d log lines for 100 refusals within %s, want 1", n, overloadLogEvery)
+	}
+	close(release)
+	<-stuck
+	if err := l.perm.CertificateAllowed(context.Background(), "shop.example.com"); err != nil {
+		t.Errorf("after the load passed: %v, want the name checked and admitted", err)
+	}
 }
 
 // TestPermissionReadmeOnboarding: the onboarding section's Caddyfile adapts

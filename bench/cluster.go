@@ -11,7 +11,7 @@ package main
 //
 // It writes the "Scale-out on Redis" section of -out and leaves the rest
 // of the file as it is; the main benchmark keeps that section when it
-// rewrites the file (clusterSection, withoutClusterSection).
+// rewrites the file (sectionIn, withoutSection).
 
 import (
 	"bytes"
@@ -242,7 +242,7 @@ storage): the split is uneven and the gain varies from run to run.
 		b.WriteString(r + "\n")
 	}
 	data, _ := os.ReadFile(path)
-	rest := withoutClusterSection(string(data))
+	rest := withoutSection(string(data), clusterHeading)
 	rest = strings.TrimRight(rest, "\n")
 	if rest != "" {
 		rest += "\n\n"
@@ -250,30 +250,30 @@ storage): the split is uneven and the gain varies from run to run.
 	return os.WriteFile(path, []byte(rest+b.String()), 0o644)
 }
 
-// clusterSection returns the section as it stands in the file at path
-// (with the blank line before it), or "".
-func clusterSection(path string) string {
+// sectionIn returns the section that heading starts as it stands in the
+// file at path (with the blank line before it), or "".
+func sectionIn(path, heading string) string {
 	data, _ := os.ReadFile(path)
 	s := string(data)
-	i := strings.Index(s, clusterHeading+"\n")
+	i := strings.Index(s, heading+"\n")
 	if i < 0 {
 		return ""
 	}
 	s = s[i:]
-	if j := strings.Index(s[len(clusterHeading):], "\n## "); j >= 0 {
-		s = s[:len(clusterHeading)+j]
+	if j := strings.Index(s[len(heading):], "\n## "); j >= 0 {
+		s = s[:len(heading)+j]
 	}
 	return "\n" + strings.TrimRight(s, "\n") + "\n"
 }
 
-// withoutClusterSection is text without the section (it runs to the end of
-// the file or to the next heading of its level).
-func withoutClusterSection(text string) string {
-	i := strings.Index(text, clusterHeading+"\n")
+// withoutSection is text without the section heading starts (it runs to
+// the end of the file or to the next heading of its level).
+func withoutSection(text, heading string) string {
+	i := strings.Index(text, heading+"\n")
 	if i < 0 {
 		return text
 	}
-	rest := text[i+len(clusterHeading):]
+	rest := text[i+len(heading):]
 	if j := strings.Index(rest, "\n## "); j >= 0 {
 		return text[:i] + rest[j+1:]
 	}

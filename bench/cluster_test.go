@@ -34,7 +34,7 @@ func TestClusterSection(t *testing.T) {
 	if len(r.rows) != 0 {
 		t.Errorf("the main report read rows of the cluster section as its own: %q", r.rows)
 	}
-	section := clusterSection(path)
+	section := sectionIn(path, clusterHeading)
 	r.put(issueTable, "| 0 | 20 | rewritten |")
 	if err := r.write(); err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestClusterSection(t *testing.T) {
 	}
 	// a section followed by another
 	text := "a\n\n" + clusterHeading + "\n\nx\n\n## Other\n\ny\n"
-	if got := withoutClusterSection(text); got != "a\n\n## Other\n\ny\n" {
-		t.Errorf("withoutClusterSection = %q", got)
+	if got := withoutSection(text, clusterHeading); got != "a\n\n## Other\n\ny\n" {
+		t.Errorf("withoutSection = %q", got)
 	}
 }

@@ -75,6 +75,7 @@ func aliasSite(mode, tlsExtra string) func(*lab.Lab, []string) string {
 			zone %s
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 		%s

@@ -5,6 +5,8 @@
 //
 //	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
 //	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
+//	go run ./bench -cluster 60,100 ...   (cluster.go)
+//	go run ./bench -soak 2000,10000      (soak.go)
 //
 // It needs root and runs inside the lab's network namespace, as the tests
 // do: build both binaries outside (the builds need the module proxy), then
@@ -91,6 +93,7 @@ func main() {
 	only := flag.String("setups", "", "comma-separated parts of configuration names to run (default: all; stock Caddy always runs, for the ratios)")
 	which := flag.String("tables", "", "comma-separated tables to run: "+tableIDs()+" (default: all)")
 	clusterNs := flag.String("cluster", "", "instead: the scale-out on Redis (cluster.go) for these numbers of names, e.g. 60,100")
+	soakNs := flag.String("soak", "", "instead: the soak tables (soak.go) for these flood and storage sizes, e.g. 2000,10000")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -127,6 +130,18 @@ func main() {
 	b.caddy, cleanups = bin, append(cleanups, c)
 	if *clusterNs != "" {
 		runCluster(bin, *clusterNs, *reps, *pebbles, *out)
+		return
+	}
+	if *soakNs != "" {
+		var sizes []int
+		for _, s := range strings.Split(*soakNs, ",") {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				log.Fatalf("-soak: %q is no size", s)
+			}
+			sizes = append(sizes, n)
+		}
+		runSoak(bin, sizes, *out)
 		return
 	}
 	// Built before anything is measured: a build that fails (inside a

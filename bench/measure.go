@@ -192,6 +192,7 @@ func publish(l *lab.Lab, zone string, rrs ...string) {
 // caddyProc is one Caddy started by the harness, with fresh storage.
 type caddyProc struct {
 	dir, storage string
+	admin        string // host:port of its admin API
 	httpsPort    int
 	cmd          *exec.Cmd
 	log          *syncBuffer
@@ -202,12 +203,22 @@ type caddyProc struct {
 // startCaddy writes the Caddyfile (the lab's global options plus
 // globalExtra, then sites) and starts Caddy; start is taken just before.
 func startCaddy(l *lab.Lab, bin, globalExtra, sites string) *caddyProc {
+	return startCaddyWith(l, bin, globalExtra, sites, nil)
+}
+
+// startCaddyWith is startCaddy that lets prepare fill the storage
+// directory before Caddy starts.
+func startCaddyWith(l *lab.Lab, bin, globalExtra, sites string, prepare func(storage string)) *caddyProc {
 	dir, err := os.MkdirTemp("", "caddy-dns-alias-bench-run-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	c := &caddyProc{dir: dir, storage: filepath.Join(dir, "storage"), httpsPort: freePort(), log: &syncBuffer{}, exited: make(chan struct{})}
-	cfg := l.CaddyGlobalOptions(fmt.Sprintf("127.0.0.1:%d", freePort()), c.storage, freePort(), c.httpsPort,
+	c := &caddyProc{dir: dir, storage: filepath.Join(dir, "storage"), admin: fmt.Sprintf("127.0.0.1:%d", freePort()),
+		httpsPort: freePort(), log: &syncBuffer{}, exited: make(chan struct{})}
+	if prepare != nil {
+		prepare(c.storage)
+	}
+	cfg := l.CaddyGlobalOptions(c.admin, c.storage, freePort(), c.httpsPort,
 		"log {\n\t\tlevel WARN\n\t}\n"+globalExtra) + sites
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

@@ -86,6 +86,7 @@ var onDemandSetups = []onDemandSetup{
 		zone %s
 		alias _acme-challenge.{domain}.%s
 		resolvers %s
+		private_nameservers
 	}
 	tls_resolvers %s
 	on_demand_tls {

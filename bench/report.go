@@ -91,7 +91,9 @@ order"). "retryAfter default" is Pebble's sample config (authz 3 s, order
 		}
 	}
 	r.writeTargets(&b)
-	b.WriteString(clusterSection(r.path)) // -cluster's section stays
+	// -cluster's and -soak's sections stay.
+	b.WriteString(sectionIn(r.path, clusterHeading))
+	b.WriteString(sectionIn(r.path, soakHeading))
 	return os.WriteFile(r.path, []byte(b.String()), 0o644)
 }
 

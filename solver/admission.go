@@ -3,15 +3,25 @@ package solver
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
+
+// ErrOverload marks a refusal for load: too many checks under way, or too
+// many for one registrable domain. It says nothing about the name, so it is
+// never remembered: the next handshake asks again.
+var ErrOverload = errors.New("too many delegation checks")
 
 // Admission remembers whether names may have certificates, so that a flood
 // of TLS handshakes for unknown names does not become a flood of DNS
-// queries. Concurrent questions about one name share one check.
+// queries. Concurrent questions about one name share one check. The checks
+// under way are bounded in total and per registrable domain: what anonymous
+// clients can make it do is bounded by a constant, not by the flood's size.
 type Admission struct {
 	// Check decides about one name. It returns how long a yes may be
 	// remembered (e.g. the smallest TTL of the CNAME chain), or an error
@@ -19,8 +29,22 @@ type Admission struct {
 	Check func(ctx context.Context, name string) (time.Duration, error)
 	// MaxTTL caps how long a yes is remembered. Default: 5 minutes.
 	MaxTTL time.Duration
+	// MinTTL is the shortest an admission is remembered, whatever the
+	// chain's TTLs say: a CNAME with TTL 0 must not turn the cache off
+	// for a name that handshakes arrive for many times a second.
+	// Default: 30 seconds.
+	MinTTL time.Duration
 	// NegativeTTL is how long a no is remembered. Default: 1 minute.
 	NegativeTTL time.Duration
+	// MaxChecks bounds the checks under way at once; a question that
+	// would start one more is refused at once (ErrOverload). Default:
+	// DefaultMaxChecks.
+	MaxChecks int
+	// DomainRate bounds the checks started per minute for the names under
+	// one registrable domain (a burst of as many, then one every
+	// 1/DomainRate minutes); more are refused at once (ErrOverload). -1
+	// turns the bound off. Default: DefaultDomainRate.
+	DomainRate int
 	// MaxEntries bounds the memory. Default: 10000.
 	MaxEntries int
 	// CheckTimeout bounds one check. Default: 30 seconds.
@@ -30,6 +54,32 @@ type Admission struct {
 	mu       sync.Mutex
 	entries  map[string]admissionEntry
 	inflight map[string]*admissionCall
+	buckets  map[string]bucket // registrable domain -> its checks' budget
+}
+
+// Defaults of the admission's bounds.
+const (
+	// DefaultMaxChecks: a check that waits on a nameserver that never
+	// answers holds one goroutine and one socket for up to CheckTimeout;
+	// 64 of them stay far below any ulimit -n and a few MiB, while 64
+	// checks of healthy zones (tens of milliseconds each) admit hundreds
+	// of new names a second, more than any CA issues.
+	DefaultMaxChecks = 64
+	// DefaultDomainRate: a customer who points 30 names at the platform
+	// within a minute has them all checked at once; a flood of made-up
+	// names under one domain gets 30 checks a minute, not one per name.
+	DefaultDomainRate = 30
+	// DefaultMinTTL: one check per name per 30 s at most, whatever the
+	// chain's TTLs; a customer who removes the CNAME is refused within
+	// it (a recheck on request forgets the name at once).
+	DefaultMinTTL = 30 * time.Second
+)
+
+// bucket is a registrable domain's budget of checks: tokens refill at
+// DomainRate a minute up to DomainRate.
+type bucket struct {
+	tokens float64
+	at     time.Time
 }
 
 type admissionEntry struct {
@@ -62,6 +112,10 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 	}
 	c, ok := a.inflight[name]
 	if !ok {
+		if err := a.admitCheck(name); err != nil {
+			a.mu.Unlock()
+			return err
+		}
 		c = &admissionCall{done: make(chan struct{})}
 		a.inflight[name] = c
 		// The check runs on its own context: waiters with other deadlines
@@ -76,6 +130,71 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("checking %s: %w", name, ctx.Err())
 	}
+}
+
+// admitCheck decides whether a check for name may start now: refused when
+// MaxChecks are under way, or when name's registrable domain spent its
+// budget. Called with a.mu held.
+func (a *Admission) admitCheck(name string) error {
+	if limit := cmp.Or(a.MaxChecks, DefaultMaxChecks); len(a.inflight) >= limit {
+		return fmt.Errorf("checking %s: %w: %d under way, the most max_checks allows", name, ErrOverload, limit)
+	}
+	rate := cmp.Or(a.DomainRate, DefaultDomainRate)
+	if rate < 0 {
+		return nil
+	}
+	if a.buckets == nil {
+		a.buckets = make(map[string]bucket)
+	}
+	domain := RegistrableDomain(name)
+	now := a.clock()
+	b, ok := a.buckets[domain]
+	if !ok {
+		a.makeBucketRoom(now, rate)
+		b = bucket{tokens: float64(rate), at: now}
+	}
+	b.tokens = min(float64(rate), b.tokens+now.Sub(b.at).Minutes()*float64(rate))
+	b.at = now
+	if b.tokens < 1 {
+		a.buckets[domain] = b
+		return fmt.Errorf("checking %s: %w: more than %d a minute for names under %s (domain_rate)", name, ErrOverload, rate, domain)
+	}
+	b.tokens--
+	a.buckets[domain] = b
+	return nil
+}
+
+// makeBucketRoom keeps the budgets as bounded as the answers: when there
+// are MaxEntries, those refilled by now are dropped (a full bucket and no
+// bucket are the same), and if none is, the longest unused one. Called
+// with a.mu held.
+func (a *Admission) makeBucketRoom(now time.Time, rate int) {
+	if len(a.buckets) < a.maxEntries() {
+		return
+	}
+	var oldest string
+	for k, b := range a.buckets {
+		if b.tokens+now.Sub(b.at).Minutes()*float64(rate) >= float64(rate) {
+			delete(a.buckets, k)
+		} else if oldest == "" || b.at.Before(a.buckets[oldest].at) {
+			oldest = k
+		}
+	}
+	if len(a.buckets) >= a.maxEntries() {
+		delete(a.buckets, oldest)
+	}
+}
+
+// RegistrableDomain is the domain name under which a registrant creates
+// names at will (eTLD+1 by the public suffix list): the unit that one
+// party's names share a budget under. A name that is a public suffix
+// itself is its own.
+func RegistrableDomain(name string) string {
+	name = Normalize(name)
+	if d, err := publicsuffix.EffectiveTLDPlusOne(name); err == nil {
+		return d
+	}
+	return name
 }
 
 // run performs the check for name, remembers its answer and hands it to
@@ -104,7 +223,7 @@ func (a *Admission) run(ctx context.Context, name string, c *admissionCall) {
 	defer cancel()
 	ttl, err = a.Check(ctx, name)
 	if err == nil {
-		ttl = min(ttl, a.maxTTL())
+		ttl = min(max(ttl, cmp.Or(a.MinTTL, DefaultMinTTL)), a.maxTTL())
 	} else {
 		ttl = a.negativeTTL()
 	}
@@ -115,10 +234,7 @@ func (a *Admission) run(ctx context.Context, name string, c *admissionCall) {
 // enough, the sixteenth of them that expire soonest (refusals of a flood of
 // unknown names go before longer-lived admissions). Called with a.mu held.
 func (a *Admission) makeRoom() {
-	limit := a.MaxEntries
-	if limit <= 0 {
-		limit = 10000
-	}
+	limit := a.maxEntries()
 	if len(a.entries) < limit {
 		return
 	}
@@ -146,11 +262,25 @@ func (a *Admission) makeRoom() {
 	}
 }
 
+// Checking returns how many checks are under way.
+func (a *Admission) Checking() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.inflight)
+}
+
 // Len returns how many answers are remembered.
 func (a *Admission) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.entries)
+}
+
+func (a *Admission) maxEntries() int {
+	if a.MaxEntries > 0 {
+		return a.MaxEntries
+	}
+	return 10000
 }
 
 func (a *Admission) clock() time.Time {

@@ -37,7 +37,8 @@ func TestAdmissionCaching(t *testing.T) {
 		{"yes remembered within its TTL", "ok.example.com", 30 * time.Second, 0, 0, 29 * time.Second, 1, false},
 		{"yes asked again after its TTL", "ok.example.com", 30 * time.Second, 0, 0, 30 * time.Second, 2, false},
 		{"yes capped by MaxTTL", "ok.example.com", time.Hour, 10 * time.Second, 0, 11 * time.Second, 2, false},
-		{"zero TTL is not cached", "ok.example.com", 0, 0, 0, 0, 2, false},
+		{"zero TTL remembered for MinTTL", "ok.example.com", 0, 0, 0, 29 * time.Second, 1, false},
+		{"zero TTL asked again after MinTTL", "ok.example.com", 0, 0, 0, 30 * time.Second, 2, false},
 		{"no remembered for NegativeTTL", "bad.example.com", 0, 0, 20 * time.Second, 19 * time.Second, 1, true},
 		{"no asked again after NegativeTTL", "bad.example.com", 0, 0, 20 * time.Second, 20 * time.Second, 2, true},
 		{"no defaults to one minute", "bad.example.com", 0, 0, 0, 59 * time.Second, 1, true},
@@ -229,7 +230,7 @@ func TestAdmissionExpiredEntryIsRechecked(t *testing.T) {
 func TestAdmissionBoundedSize(t *testing.T) {
 	clock := newFakeClock()
 	var calls atomic.Int32
-	a := &Admission{Check: countingCheck(0, &calls), MaxEntries: 10, now: clock.Now}
+	a := &Admission{Check: countingCheck(0, &calls), MaxEntries: 10, DomainRate: -1, now: clock.Now}
 	for i := range 1000 {
 		a.Allow(context.Background(), fmt.Sprintf("unknown%d.example.com", i))
 		clock.Advance(time.Millisecond)
@@ -248,7 +249,7 @@ func TestAdmissionBoundedSize(t *testing.T) {
 func TestAdmissionFloodKeepsAdmissions(t *testing.T) {
 	clock := newFakeClock()
 	var calls atomic.Int32
-	a := &Admission{Check: countingCheck(5*time.Minute, &calls), MaxEntries: 100, now: clock.Now}
+	a := &Admission{Check: countingCheck(5*time.Minute, &calls), MaxEntries: 100, DomainRate: -1, now: clock.Now}
 	for i := range 5 {
 		if err := a.Allow(context.Background(), fmt.Sprintf("ok%d.example.com", i)); err != nil {
 			t.Fatal(err)
@@ -270,5 +271,111 @@ func TestAdmissionFloodKeepsAdmissions(t *testing.T) {
 	}
 	if got := calls.Load() - before; got != 0 {
 		t.Errorf("the flood evicted %d of 5 admissions that expire later than its refusals", got)
+	}
+}
+
+// TestAdmissionMaxChecks: checks that never end (nameservers that never
+// answer) fill MaxChecks; every further name is refused at once, with
+// ErrOverload, and no goroutine or check is started for it. The refusal is
+// not remembered: once the checks end, the same name is checked.
+func TestAdmissionMaxChecks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		a := &Admission{MaxChecks: 4, DomainRate: -1, Check: func(ctx context.Context, name string) (time.Duration, error) {
+			calls.Add(1)
+			<-release
+			return time.Minute, nil
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() { a.Allow(ctx, fmt.Sprintf("ok%d.example.com", i)) })
+		}
+		synctest.Wait()
+		for i := range 1000 {
+			err := a.Allow(context.Background(), fmt.Sprintf("ok-flood%d.example.com", i))
+			if !errors.Is(err, ErrOverload) || !strings.Contains(err.Error(), "4 under way") {
+				t.Fatalf("Allow with every check slot taken = %v, want ErrOverload at once", err)
+			}
+		}
+		// A name whose check is under way still shares it.
+		go a.Allow(context.Background(), "ok0.example.com")
+		wg.Wait() // the clients gave up after 200 ms
+		synctest.Wait()
+		if got := calls.Load(); got != 4 {
+			t.Fatalf("%d checks started, want 4 (the limit)", got)
+		}
+		close(release)
+		synctest.Wait()
+		if err := a.Allow(context.Background(), "ok-flood7.example.com"); err != nil {
+			t.Fatalf("a name refused for load is refused again after the load passed: %v", err)
+		}
+		if got := calls.Load(); got != 5 {
+			t.Errorf("%d checks, want 5: the refusal for load was remembered", got)
+		}
+	})
+}
+
+// TestAdmissionDomainRate: made-up names under one registrable domain get
+// DomainRate checks at once and then one per 60/DomainRate seconds; other
+// domains are not affected, and a refusal for the rate is not remembered.
+func TestAdmissionDomainRate(t *testing.T) {
+	clock := newFakeClock()
+	var calls atomic.Int32
+	a := &Admission{DomainRate: 30, now: clock.Now, Check: countingCheck(time.Minute, &calls)}
+	refused := 0
+	for i := range 100 {
+		if err := a.Allow(context.Background(), fmt.Sprintf("x%d.attacker.co.uk", i)); errors.Is(err, ErrOverload) {
+			refused++
+			if !strings.Contains(err.Error(), "more than 30 a minute for names under attacker.co.uk") {
+				t.Fatalf("refusal %q does not say which bound", err)
+			}
+		}
+	}
+	if refused != 70 || calls.Load() != 30 {
+		t.Fatalf("%d refused, %d checked of 100 names under one domain; want 70, 30", refused, calls.Load())
+	}
+	if err := a.Allow(context.Background(), "ok.customer.example"); err != nil {
+		t.Fatalf("another domain: %v", err)
+	}
+	if err := a.Allow(context.Background(), "x99.attacker.co.uk"); !errors.Is(err, ErrOverload) {
+		t.Fatalf("x99 before the budget refilled: %v", err)
+	}
+	clock.Advance(2 * time.Second) // one more check
+	if err := a.Allow(context.Background(), "x99.attacker.co.uk"); errors.Is(err, ErrOverload) {
+		t.Fatalf("x99 after 2 s: %v, want it checked (the refusal was not remembered)", err)
+	}
+	if err := a.Allow(context.Background(), "x98.attacker.co.uk"); !errors.Is(err, ErrOverload) {
+		t.Fatalf("x98 in the same 2 s: %v, want refused", err)
+	}
+}
+
+// TestAdmissionDomainBudgetsBounded: the budgets of a flood of distinct
+// registrable domains are held to MaxEntries.
+func TestAdmissionDomainBudgetsBounded(t *testing.T) {
+	clock := newFakeClock()
+	var calls atomic.Int32
+	a := &Admission{MaxEntries: 50, now: clock.Now, Check: countingCheck(0, &calls)}
+	for i := range 1000 {
+		a.Allow(context.Background(), fmt.Sprintf("www.d%d.example", i))
+		clock.Advance(time.Millisecond)
+	}
+	if n := len(a.buckets); n > 50 {
+		t.Fatalf("%d domain budgets kept, bound is 50", n)
+	}
+}
+
+func TestRegistrableDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"a.b.shop.example.co.uk.": "example.co.uk",
+		"Shop.Example.COM":        "example.com",
+		"x.unknowntld":            "x.unknowntld",
+		"co.uk":                   "co.uk",
+	} {
+		if got := RegistrableDomain(in); got != want {
+			t.Errorf("RegistrableDomain(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

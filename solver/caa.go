@@ -18,7 +18,17 @@ import (
 // names. A set with no property of the relevant tag does not restrict
 // issuance.
 func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
-	for name := strings.TrimPrefix(rep.Domain, "*."); name != ""; name = parent(name) {
+	start := strings.TrimPrefix(rep.Domain, "*.")
+	for name := start; name != ""; name = parent(name) {
+		if skipTo := lastLabels(name, MaxCAASteps-1); name != start && skipTo != name {
+			// A name deeper than MaxCAASteps labels: the names between
+			// it and its ancestors of MaxCAASteps-1 labels are not
+			// asked, so that a name of 100 labels costs 10 lookups, not
+			// 100; the zone apex and the domains a CAA set usually sits
+			// at are always among those asked.
+			rep.add(CodeCAASkipped, false, "CAA of the names between %s and %s not looked up: a name of more than %d labels has only its own and its top %d levels checked", start, skipTo, MaxCAASteps, MaxCAASteps-1)
+			name = skipTo
+		}
 		msg, err := c.Mapper.Resolver.Query(ctx, name, dns.TypeCAA)
 		if err != nil {
 			if rep.Zone != "" && !InZone(name, rep.Zone) {
@@ -109,6 +119,20 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 			rep.Fix = fix
 		}
 	}
+}
+
+// MaxCAASteps bounds the CAA lookups of one name (RFC 8659 climbs every
+// label): real names have fewer than 10 labels, and a made-up name of 100
+// must not cost 100 lookups.
+const MaxCAASteps = 10
+
+// lastLabels is the ancestor of name (or name itself) of n labels.
+func lastLabels(name string, n int) string {
+	labels := strings.Split(name, ".")
+	if len(labels) <= n {
+		return name
+	}
+	return strings.Join(labels[len(labels)-n:], ".")
 }
 
 // knownCAATags are the property tags a CA understands; an unknown one with

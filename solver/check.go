@@ -11,22 +11,30 @@ import (
 // Check codes name each kind of finding, for tools that act on them.
 const (
 	CodeOK            = "ok"
-	CodeNoDelegation  = "no_delegation"   // no CNAME at the challenge name
-	CodeWrongTarget   = "wrong_target"    // chain ends at another name than the alias
-	CodeOutsideZones  = "outside_zones"   // chain ends outside every alias zone
-	CodeWildcard      = "wildcard"        // CNAME synthesised by a wildcard
-	CodeLoop          = "loop"            // CNAME loop
-	CodeTooManyHops   = "too_many_hops"   // chain longer than the cap
-	CodeLookup        = "lookup_failed"   // SERVFAIL, timeout, REFUSED
-	CodeDrift         = "drift"           // authoritative servers disagree
-	CodeNSUnreachable = "ns_unreachable"  // an authoritative server did not answer
-	CodeCAAForbids    = "caa_forbids"     // CAA allows none of the CA identities
-	CodeCAAMethods    = "caa_methods"     // CAA validationmethods excludes dns-01
-	CodeCAAAccountURI = "caa_account_uri" // CAA binds issuance to an account
-	CodeBadTarget     = "bad_target"      // chain ends where no record can be written
-	CodeNoRule        = "no_rule"         // no rule covers the domain
-	CodeNoPolicy      = "no_alias_policy" // the name's TLS policy uses no alias provider
+	CodeNoDelegation  = "no_delegation"     // no CNAME at the challenge name
+	CodeWrongTarget   = "wrong_target"      // chain ends at another name than the alias
+	CodeOutsideZones  = "outside_zones"     // chain ends outside every alias zone
+	CodeWildcard      = "wildcard"          // CNAME synthesised by a wildcard
+	CodeLoop          = "loop"              // CNAME loop
+	CodeTooManyHops   = "too_many_hops"     // chain longer than the cap
+	CodeLookup        = "lookup_failed"     // SERVFAIL, timeout, REFUSED
+	CodeDrift         = "drift"             // authoritative servers disagree
+	CodeNSUnreachable = "ns_unreachable"    // an authoritative server did not answer
+	CodeNSNotAsked    = "ns_not_asked"      // a nameserver left out by a bound (note)
+	CodeCAAForbids    = "caa_forbids"       // CAA allows none of the CA identities
+	CodeCAAMethods    = "caa_methods"       // CAA validationmethods excludes dns-01
+	CodeCAAAccountURI = "caa_account_uri"   // CAA binds issuance to an account
+	CodeCAASkipped    = "caa_not_looked_up" // CAA of a very deep name's middle labels (note)
+	CodeBadTarget     = "bad_target"        // chain ends where no record can be written
+	CodeNoRule        = "no_rule"           // no rule covers the domain
+	CodeNoPolicy      = "no_alias_policy"   // the name's TLS policy uses no alias provider
 )
+
+// BreakingCodes are the codes of the fatal findings that can name a broken
+// delegation (DelegationError.Code): the states a monitored name can be in
+// besides ok. A transient finding names it when it comes first.
+var BreakingCodes = []string{CodeNoDelegation, CodeWrongTarget, CodeOutsideZones, CodeWildcard, CodeLoop, CodeTooManyHops,
+	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeBadTarget, CodeNoRule, CodeNoPolicy}
 
 // Finding is one problem (or note) of a report.
 type Finding struct {

@@ -782,14 +782,34 @@ func TestResolverCache(t *testing.T) {
 		d := newFakeDNS("validation.example.org")
 		r, _ := newTestResolver(t, d)
 		for range 2 {
-			for _, qt := range []uint16{dns.TypeCNAME, dns.TypeSOA} {
+			for _, qt := range []uint16{dns.TypeCNAME, dns.TypeTXT} {
 				if _, err := r.Query(ctx, "x.validation.example.org", qt); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		if a, b := d.count("x.validation.example.org", dns.TypeCNAME), d.count("x.validation.example.org", dns.TypeSOA); a != 1 || b != 1 {
-			t.Errorf("queries CNAME %d SOA %d, want 1 each", a, b)
+		if a, b := d.count("x.validation.example.org", dns.TypeCNAME), d.count("x.validation.example.org", dns.TypeTXT); a != 1 || b != 1 {
+			t.Errorf("queries CNAME %d TXT %d, want 1 each", a, b)
+		}
+	})
+
+	// A negative answer names the zone of its question in its authority
+	// section: the zone of that name and of its parent is then known
+	// without an SOA query of its own (the periodic checks' SOA query per
+	// name).
+	t.Run("negative answers tell the zone", func(t *testing.T) {
+		d := newFakeDNS("validation.example.org")
+		r, _ := newTestResolver(t, d)
+		if _, err := r.Query(ctx, "_acme-challenge.x.validation.example.org", dns.TypeCNAME); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"_acme-challenge.x.validation.example.org", "x.validation.example.org"} {
+			if zone, err := r.FindZone(ctx, n); err != nil || zone != "validation.example.org" {
+				t.Fatalf("FindZone(%s) = %q, %v", n, zone, err)
+			}
+			if k := d.count(n, dns.TypeSOA); k != 0 {
+				t.Errorf("FindZone(%s) asked %d SOA queries, want 0", n, k)
+			}
 		}
 	})
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -12,36 +14,101 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Nameserver is one NS of a zone with its addresses ("ip:53"), or the
-// reason it has none.
+// Nameserver is one NS of a zone with the addresses ("ip:port") it is
+// asked at, or the reason it has none (ErrNotAsked: left out by a bound).
 type Nameserver struct {
 	Name  string
 	Addrs []string
 	Err   error
 }
 
-// Nameservers returns the NS of zone, as the resolvers see them, with their
-// addresses, sorted by name.
+// Bounds of the nameservers of one zone that are asked directly. The
+// owner of a production zone chooses its NS records and their addresses,
+// and a handshake can make the gate or a monitor run ask them: one name
+// must not become hundreds of packets at addresses someone else picked.
+const (
+	// MaxNameservers: the root zone is served by 13 names, and a zone
+	// that lists more gains no new independent view from the rest (a
+	// zone's servers are replicas of one master or a few); the first 13
+	// by name are asked, the same ones every time.
+	MaxNameservers = 13
+	// MaxNameserverAddrs: one IPv4 and one IPv6 address per name is what
+	// a validating CA reaches a server at; more are the same server.
+	MaxNameserverAddrs = 2
+)
+
+// ErrNotAsked marks a nameserver that was not asked: beyond
+// MaxNameservers, or at addresses that are not global unicast.
+var ErrNotAsked = errors.New("not asked")
+
+// Nameservers returns the NS of zone, as the resolvers see them, sorted by
+// name, with the addresses to ask them at (see nameservers for the bounds).
 func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, error) {
 	msg, err := r.Query(ctx, zone, dns.TypeNS)
 	if err != nil {
 		return nil, fmt.Errorf("looking up the nameservers of %s: %w", Normalize(zone), err)
 	}
-	var out []Nameserver
+	var names []string
 	for _, rr := range msg.Answer {
-		ns, ok := rr.(*dns.NS)
-		if !ok {
-			continue
+		if ns, ok := rr.(*dns.NS); ok {
+			names = append(names, Normalize(ns.Ns))
 		}
-		h := Nameserver{Name: Normalize(ns.Ns)}
-		h.Addrs, h.Err = r.addresses(ctx, h.Name)
-		out = append(out, h)
 	}
-	if len(out) == 0 {
+	if len(names) == 0 {
 		return nil, fmt.Errorf("looking up the nameservers of %s: no NS records", Normalize(zone))
 	}
-	slices.SortFunc(out, func(a, b Nameserver) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return r.nameservers(ctx, names, nil), nil
+}
+
+// nameservers finds the addresses of the named servers, from glue if it
+// has them: only for the first MaxNameservers names, at most
+// MaxNameserverAddrs each, each address once, and only global unicast
+// addresses unless PrivateNameservers allows the rest. The names left out
+// carry ErrNotAsked.
+func (r *Resolver) nameservers(ctx context.Context, names []string, glue []dns.RR) []Nameserver {
+	slices.Sort(names)
+	names = slices.Compact(names)
+	out := make([]Nameserver, 0, len(names))
+	seen := map[string]bool{}
+	for i, name := range names {
+		h := Nameserver{Name: name}
+		if i >= MaxNameservers {
+			h.Err = fmt.Errorf("%w: only the first %d of the %d nameservers (by name) are asked", ErrNotAsked, MaxNameservers, len(names))
+			out = append(out, h)
+			continue
+		}
+		addrs := r.glue(glue, name)
+		if len(addrs) == 0 {
+			addrs, h.Err = r.addresses(ctx, name)
+		}
+		private := false
+		for _, a := range addrs {
+			switch {
+			case len(h.Addrs) == MaxNameserverAddrs || seen[a]:
+			case !r.PrivateNameservers && !globalUnicast(a):
+				private = true
+			default:
+				seen[a] = true
+				h.Addrs = append(h.Addrs, a)
+			}
+		}
+		if len(h.Addrs) == 0 && private {
+			h.Err = fmt.Errorf("%w: its addresses are not global unicast (loopback, private or link-local; private_nameservers allows them)", ErrNotAsked)
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// globalUnicast reports whether addr ("ip:port") is a public unicast
+// address: not loopback, private, link-local, multicast or unspecified.
+func globalUnicast(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	return ip.IsGlobalUnicast() && !ip.IsPrivate()
 }
 
 func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error) {
@@ -158,7 +225,7 @@ func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, t
 		return enclosing, hosts, err == nil
 	}
 	zone := ""
-	var hosts []Nameserver
+	var names []string
 	for _, rr := range msg.Ns {
 		ns, ok := rr.(*dns.NS)
 		if !ok {
@@ -169,13 +236,12 @@ func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, t
 			continue
 		}
 		zone = owner
-		h := Nameserver{Name: Normalize(ns.Ns)}
-		if h.Addrs = r.glue(msg.Extra, h.Name); len(h.Addrs) == 0 {
-			h.Addrs, h.Err = r.addresses(ctx, h.Name)
-		}
-		hosts = append(hosts, h)
+		names = append(names, Normalize(ns.Ns))
 	}
-	return zone, hosts, zone != ""
+	if zone == "" {
+		return "", nil, false
+	}
+	return zone, r.nameservers(ctx, names, msg.Extra), true
 }
 
 // propagationPoll is how often WaitServed asks again: an authoritative
@@ -194,13 +260,20 @@ func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) (ti
 	}
 	type server struct{ name, addr string }
 	var pending []server
+	var notAsked []error
 	for _, h := range hosts {
-		if h.Err != nil {
+		switch {
+		case errors.Is(h.Err, ErrNotAsked):
+			notAsked = append(notAsked, fmt.Errorf("%s: %w", h.Name, h.Err))
+		case h.Err != nil:
 			return 0, fmt.Errorf("%s: %w", Normalize(zone), h.Err)
 		}
 		for _, a := range h.Addrs {
 			pending = append(pending, server{h.Name, a})
 		}
+	}
+	if len(pending) == 0 {
+		return 0, fmt.Errorf("no nameserver of %s can be asked whether it serves the record: %w", Normalize(zone), errors.Join(notAsked...))
 	}
 	var lastErr error
 	var ttl uint32
@@ -242,7 +315,7 @@ func (r *Resolver) WaitRecursive(ctx context.Context, name, value string) error 
 	var lastErr error
 	for {
 		pending = slices.DeleteFunc(pending, func(server string) bool {
-			msg, err := r.exchange(ctx, req, server)
+			msg, err := r.send(ctx, req, server, false)
 			if err != nil {
 				lastErr = err
 				return false
@@ -302,7 +375,12 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 		return
 	}
 	rep.Zone = zone
+	notAsked := map[string][]string{} // reason -> nameservers
 	for _, h := range hosts {
+		if errors.Is(h.Err, ErrNotAsked) {
+			notAsked[h.Err.Error()] = append(notAsked[h.Err.Error()], h.Name)
+			continue
+		}
 		if h.Err != nil {
 			rep.Nameservers = append(rep.Nameservers, NameserverAnswer{Name: h.Name, Error: h.Err.Error()})
 			continue
@@ -310,6 +388,14 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 		for _, addr := range h.Addrs {
 			rep.Nameservers = append(rep.Nameservers, c.askCNAME(ctx, h.Name, addr, zone, rep.ChallengeName))
 		}
+	}
+	for _, reason := range slices.Sorted(maps.Keys(notAsked)) {
+		names := notAsked[reason]
+		shown := strings.Join(names[:min(len(names), 3)], ", ")
+		if len(names) > 3 {
+			shown += ", ..."
+		}
+		rep.add(CodeNSNotAsked, false, "%d nameserver(s) of %s (%s) %s", len(names), zone, shown, reason)
 	}
 	slices.SortFunc(rep.Nameservers, func(a, b NameserverAnswer) int { return strings.Compare(a.Name+a.Address, b.Name+b.Address) })
 

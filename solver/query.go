@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -19,6 +20,11 @@ type Resolver struct {
 	// directly (drift, propagation): "53" when empty, as everywhere but
 	// in tests that run an authoritative server on another port.
 	NameserverPort string
+	// PrivateNameservers lets nameservers be asked directly at addresses
+	// that are not global unicast (loopback, private, link-local): for
+	// private deployments and test labs. Off, such addresses are skipped,
+	// so that a zone's owner cannot aim our queries at our own network.
+	PrivateNameservers bool
 
 	servers []string
 	timeout time.Duration
@@ -33,6 +39,40 @@ type Resolver struct {
 	// (Refreshing).
 	parent  *Resolver
 	refresh bool
+	// budget, if set, bounds the queries this view sends.
+	budget *Budget
+	// Sent, if set, is told of every query sent: to a recursive resolver,
+	// or directly to an authoritative server (direct).
+	Sent func(direct bool)
+}
+
+// Budget bounds the queries of the resolver views that share it: the DNS
+// work one request for people (the admin API, the check command) may cause.
+type Budget struct {
+	limit int64
+	spent atomic.Int64
+}
+
+// NewBudget returns a budget of n queries.
+func NewBudget(n int) *Budget { return &Budget{limit: int64(n)} }
+
+// spend takes one query from b (nil: no bound), or says it is spent.
+func (b *Budget) spend() error {
+	if b == nil || b.spent.Add(1) <= b.limit {
+		return nil
+	}
+	return fmt.Errorf("%w: this request's budget of %d queries is spent", ErrLookup, b.limit)
+}
+
+// Spent is how many queries were asked of b, refused ones included.
+func (b *Budget) Spent() int { return int(min(b.spent.Load(), b.limit)) }
+
+// WithBudget returns an isolated view of r (see Isolated) whose queries b
+// bounds.
+func (r *Resolver) WithBudget(b *Budget) *Resolver {
+	v := r.Isolated()
+	v.budget = b
+	return v
 }
 
 type question struct {
@@ -119,7 +159,7 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 
 	var errs []error
 	for _, server := range r.servers {
-		msg, err := r.exchange(ctx, req, server)
+		msg, err := r.send(ctx, req, server, false)
 		if err == nil && msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
 			err = fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
 		}
@@ -131,6 +171,18 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 		return msg, server, nil
 	}
 	return nil, "", fmt.Errorf("%w: %s %s: %w", ErrLookup, dns.TypeToString[qtype], q.name, errors.Join(errs...))
+}
+
+// send sends one query to one server, within the view's budget, and tells
+// Sent.
+func (r *Resolver) send(ctx context.Context, req *dns.Msg, server string, direct bool) (*dns.Msg, error) {
+	if err := r.budget.spend(); err != nil {
+		return nil, err
+	}
+	if r.Sent != nil {
+		r.Sent(direct)
+	}
+	return r.exchange(ctx, req, server)
 }
 
 // exchange sends one query to one server over UDP, retrying over TCP when the
@@ -153,7 +205,7 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 // API's checks of arbitrary names) must not push the answers that live
 // challenges use out of r's bounded cache.
 func (r *Resolver) Isolated() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
 }
 
 // Refreshing returns a resolver that asks the same servers without
@@ -161,7 +213,7 @@ func (r *Resolver) Isolated() *Resolver {
 // must see a record just published, and what it saw must be what live
 // challenges see next.
 func (r *Resolver) Refreshing() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
 }
 
 func (r *Resolver) lookupCache(q question) (cached, bool) {
@@ -191,6 +243,47 @@ func (r *Resolver) store(q question, msg *dns.Msg, server string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.put(q, msg, server, ttl)
+	r.putZoneHints(q, msg, server, ttl)
+}
+
+// zoneHintDepth bounds the names a negative answer gives zone hints for:
+// the zone lookups that follow a chain's lookups ask at the challenge name
+// and at its parent.
+const zoneHintDepth = 3
+
+// putZoneHints stores what a negative answer says about zones: an NXDOMAIN
+// or NODATA answer for q with the SOA of zone Z in its authority section
+// says that q and its ancestors below Z lie in Z, exactly what an SOA
+// question at each of them would be answered (NODATA with that SOA). A
+// periodic check that resolved _acme-challenge.<name> then finds its zone
+// without one SOA query per name. Called with r.mu held.
+func (r *Resolver) putZoneHints(q question, msg *dns.Msg, server string, ttl time.Duration) {
+	if len(msg.Answer) > 0 {
+		return
+	}
+	var soa *dns.SOA
+	for _, rr := range msg.Ns {
+		if s, ok := rr.(*dns.SOA); ok && InZone(q.name, s.Hdr.Name) {
+			soa = s
+		}
+	}
+	if soa == nil {
+		return
+	}
+	hint := new(dns.Msg)
+	hint.Ns = []dns.RR{soa}
+	for n, i := Normalize(q.name), 0; i < zoneHintDepth && n != Normalize(soa.Hdr.Name) && InZone(n, soa.Hdr.Name); n, i = parent(n), i+1 {
+		if hq := (question{FQDN(n), dns.TypeSOA}); hq != q {
+			if _, known := r.cache[hq]; !known {
+				r.put(hq, hint, server, ttl)
+			}
+		}
+	}
+}
+
+// put stores one answer, within the cache's bound. Called with r.mu held.
+func (r *Resolver) put(q question, msg *dns.Msg, server string, ttl time.Duration) {
 	now := r.now()
 	if len(r.cache) >= maxCacheEntries {
 		for k, c := range r.cache {
@@ -239,7 +332,7 @@ func (r *Resolver) AskAuthoritative(ctx context.Context, server, name string, qt
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	msg, err := r.exchange(ctx, req, server)
+	msg, err := r.send(ctx, req, server, true)
 	if err != nil {
 		return nil, err
 	}

@@ -146,6 +146,7 @@ func TestACMEDNSSingleName(t *testing.T) {
 		dns alias {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
@@ -174,6 +175,7 @@ func TestACMEDNSApexAndWildcard(t *testing.T) {
 		dns alias {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
@@ -203,6 +205,7 @@ func TestACMEDNSThreeNamesOneAccount(t *testing.T) {
 	tls {
 		dns alias {
 			resolvers %s
+			private_nameservers
 			rule %s %s {
 				%s
 			}

@@ -120,6 +120,7 @@ func templateSite(names, provider, aliasExtra, tlsExtra string) string {
 			zone validation.example.org
 			alias _acme-challenge.{domain}.validation.example.org
 			resolvers %s
+			private_nameservers
 			%s
 		}
 		resolvers %s

@@ -55,6 +55,7 @@ func labChecker(t *testing.T, mode string, maxHops int) *solver.Checker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	res.PrivateNameservers = true // every lab server is on loopback
 	rule := &solver.Rule{Zones: []string{aliasZone}, Writer: noWriter{t}, WriterName: "none"}
 	switch mode {
 	case "static", "template":
@@ -450,6 +451,7 @@ func checkSite(domains ...string) string {
 			%s
 			zone %s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}

@@ -27,6 +27,7 @@ func TestFastPathDefault(t *testing.T) {
 	provider := fmt.Sprintf(`alias _acme-challenge.{domain}.validation.example.org {
 		%s
 		resolvers %s
+		private_nameservers
 	}`, rfc2136(), theLab.Resolver)
 	site := func(name, tls string) string {
 		return fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t\tresolvers %s\n\t}\n\trespond \"ok\"\n}\n", name, tls, theLab.Resolver)

@@ -464,6 +464,7 @@ func TestClusterSharedStorage(t *testing.T) {
 			zone validation.example.org
 			alias _acme-challenge.{domain}.validation.example.org
 			resolvers %s
+			private_nameservers
 			rule *.example.net {
 				alias %s
 			}

@@ -110,6 +110,7 @@ func gateSite(names []string, tlsExtra string) string {
 			zone validation.example.org
 			follow
 			resolvers %s
+			private_nameservers
 			caa_identities pebble.example
 		}
 		resolvers %s
@@ -251,6 +252,7 @@ func TestGateOnDemandTwoProviders(t *testing.T) {
 		%s
 		zone alias2.example
 		resolvers %s
+		private_nameservers
 	}
 	tls_resolvers %s
 	on_demand_tls {

@@ -21,6 +21,7 @@ func TestIssueStaticAlias(t *testing.T) {
 		dns alias _acme-challenge.validation.example.org {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
@@ -60,6 +61,7 @@ func TestIssueApexAndWildcard(t *testing.T) {
 		dns alias _acme-challenge.{domain}.validation.example.org {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 		%s
@@ -141,6 +143,7 @@ func TestIssueFollowTwoHops(t *testing.T) {
 			follow
 			zone validation.example.org
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
@@ -172,6 +175,7 @@ func TestIssueRuleSecondServer(t *testing.T) {
 			zone validation.example.org
 			alias _acme-challenge.{domain}.validation.example.org
 			resolvers %s
+			private_nameservers
 			rule e.example.net {
 				alias _acme-challenge.{domain}.alias2.example
 				zone alias2.example
@@ -251,6 +255,7 @@ func TestIssueAdminLoad(t *testing.T) {
                       "name": "alias",
                       "alias": "_acme-challenge.validation.example.org",
                       "resolvers": [%q],
+                      "private_nameservers": true,
                       "provider": {
                         "name": "rfc2136",
                         "key_name": %q,
@@ -303,6 +308,7 @@ func TestIssueMissingCNAME(t *testing.T) {
 		dns alias _acme-challenge.validation.example.org {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}
@@ -356,6 +362,7 @@ func TestIssueRenewal(t *testing.T) {
 		dns alias _acme-challenge.validation.example.org {
 			%s
 			resolvers %s
+			private_nameservers
 		}
 		resolvers %s
 	}

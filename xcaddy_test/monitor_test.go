@@ -34,8 +34,25 @@ func waitMetric(t *testing.T, c *caddyProc, want string, timeout time.Duration) 
 	}
 }
 
-func delegationState(domain, state string) string {
-	return fmt.Sprintf(`caddy_dns_alias_delegation_state{domain=%q,policy="0",state=%q} 1`, domain, state)
+// brokenSeries is the metric line of a tracked name whose delegation is
+// broken by finding.
+func brokenSeries(domain, finding string) string {
+	return fmt.Sprintf(`caddy_dns_alias_delegation_broken{domain=%q,finding=%q,policy="0"} 1`, domain, finding)
+}
+
+// waitState waits until /dns-alias/status gives domain the state.
+func waitState(t *testing.T, c *caddyProc, domain, state string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(200 * time.Millisecond) {
+		_, body := c.adminGet("/dns-alias/status?domain=" + domain)
+		var st struct{ Names []struct{ State string } }
+		if json.Unmarshal([]byte(body), &st) == nil && len(st.Names) == 1 && st.Names[0].State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/dns-alias/status does not give %s the state %s within %s: %s", domain, state, timeout, body)
+		}
+	}
 }
 
 // TestMonitorDelegation: with a 2 s check interval, a name whose CNAME is
@@ -56,8 +73,8 @@ func TestMonitorDelegation(t *testing.T) {
 		c.waitCert(n, 60*time.Second)
 	}
 	c.waitAdmin(20 * time.Second)
-	waitMetric(t, c, delegationState(missing, "ok"), 15*time.Second)
-	waitMetric(t, c, delegationState(drifted, "ok"), 15*time.Second)
+	waitState(t, c, missing, "ok", 15*time.Second)
+	waitState(t, c, drifted, "ok", 15*time.Second)
 
 	ctx := testCtx(t, time.Minute)
 	if err := l.RemoveRRset(ctx, "example.com", "_acme-challenge."+missing+".", dns.TypeCNAME); err != nil {
@@ -72,7 +89,7 @@ func TestMonitorDelegation(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ domain, finding string }{{missing, solver.CodeNoDelegation}, {drifted, solver.CodeDrift}} {
-		waitMetric(t, c, delegationState(tc.domain, tc.finding), 15*time.Second)
+		waitMetric(t, c, brokenSeries(tc.domain, tc.finding), 15*time.Second)
 		warn := c.waitMatch("warning of "+tc.domain, 5*time.Second, func(l logLine) bool {
 			return l.Level == "warn" && l.str("domain") == tc.domain && l.str("finding") == tc.finding
 		})
@@ -91,12 +108,17 @@ func TestMonitorDelegation(t *testing.T) {
 		t.Errorf("the drift event does not name the server without the record")
 	}
 	code, body := c.adminGet("/dns-alias/status?state=broken")
-	var st []struct{ Domain, State, Publish string }
-	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || len(st) != 2 {
+	var st struct {
+		Total int
+		Names []struct{ Domain, State, Publish string }
+	}
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || st.Total != 2 || len(st.Names) != 2 {
 		t.Fatalf("/dns-alias/status?state=broken: %d %s (%v)", code, body, err)
 	}
-	if code, _ := c.adminGet("/dns-alias/status?state=x%20y"); code != 400 {
-		t.Errorf("a bad state filter got %d, want 400", code)
+	for _, bad := range []string{"x%20y", "bogus"} {
+		if code, _ := c.adminGet("/dns-alias/status?state=" + bad); code != 400 {
+			t.Errorf("the state filter %q got %d, want 400", bad, code)
+		}
 	}
 
 	// Restore both: the metric flips back and the restored event fires.
@@ -108,12 +130,16 @@ func TestMonitorDelegation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{missing, drifted} {
-		waitMetric(t, c, delegationState(n, "ok"), 15*time.Second)
+		waitState(t, c, n, "ok", 15*time.Second)
 		waitEvent(t, c, "dns_alias_delegation_restored", n, 5*time.Second)
 	}
 	metrics := waitMetric(t, c, "caddy_dns_alias_records_presented 0", 5*time.Second)
+	if strings.Contains(metrics, "caddy_dns_alias_delegation_broken{") {
+		t.Errorf("a restored name keeps its broken series:\n%s", metrics)
+	}
 	for _, want := range []string{
-		`caddy_dns_alias_delegation_last_ok_timestamp_seconds{domain="` + missing + `"}`,
+		`caddy_dns_alias_delegations{policy="0",state="ok"} 2`,
+		`caddy_dns_alias_monitor_last_run_timestamp_seconds `,
 		`caddy_dns_alias_record_writes_total{result="ok"} 2`,
 		`caddy_dns_alias_record_deletes_total{result="ok"} 2`,
 		`caddy_dns_alias_write_served_seconds_count 2`,

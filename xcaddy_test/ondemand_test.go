@@ -42,6 +42,7 @@ func onDemandGlobals() string {
 		zone validation.example.org
 		alias _acme-challenge.{domain}.validation.example.org
 		resolvers %s
+		private_nameservers
 	}
 	tls_resolvers %s
 	on_demand_tls {

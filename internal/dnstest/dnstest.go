@@ -99,6 +99,9 @@ type Query struct {
 	Name string // lower case, no trailing dot
 	Type string // "TXT", "CNAME", ...
 	Net  string // "udp" or "tcp"
+	// Direct: recursion not desired, as when a nameserver of a zone is
+	// asked directly rather than through a resolver.
+	Direct bool
 }
 
 // TXT is one TXT record of a zone.
@@ -423,7 +426,7 @@ func (s *Server) query(w dns.ResponseWriter, req *dns.Msg, resp *dns.Msg) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.queries = append(s.queries, Query{Name: bare(q.Name), Type: dns.TypeToString[q.Qtype], Net: w.LocalAddr().Network()})
+	s.queries = append(s.queries, Query{Name: bare(q.Name), Type: dns.TypeToString[q.Qtype], Net: w.LocalAddr().Network(), Direct: !req.RecursionDesired})
 
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		resp.Rcode = dns.RcodeRefused
