@@ -20,4 +20,5 @@ xcaddy build "$CADDY_VERSION" --output "$out" \
 	--with "github.com/caddy-dns/rfc2136@$RFC2136_VERSION" \
 	--with "github.com/caddy-dns/cloudflare@$CLOUDFLARE_VERSION" \
 	--with "github.com/caddy-dns/route53@$ROUTE53_VERSION" \
+	--with "github.com/caddy-dns/powerdns@$POWERDNS_VERSION" \
 	--with "github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION"

@@ -4,7 +4,12 @@
 #     prerequisite, checked here (Debian's golang package is too old)
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
 #     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
-#     redis-tools: redis-cli), openssl, iproute2, curl
+#     redis-tools: redis-cli), openssl, iproute2, curl, and PowerDNS
+#     Authoritative (pdns-server, pdns-backend-sqlite3, with sqlite3 to
+#     create its database): the lab runs its own pdns_server; the Debian
+#     service is never started (policy-rc.d below), stopped or disabled
+#   - moto (moto_server, Route53's API) is Python, not in Debian: checked,
+#     not installed (pip install 'moto[server]')
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
 #     $(go env GOPATH)/bin)
 # The Debian services bind9/named, unbound and redis-server are stopped and
@@ -43,7 +48,7 @@ fi
 
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools openssl iproute2 curl ca-certificates; do
+for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools openssl iproute2 curl ca-certificates pdns-server pdns-backend-sqlite3 sqlite3; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")
@@ -120,7 +125,9 @@ go_tool() { # name module version
 go_tool pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 
-for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli openssl ip curl; do
+for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli openssl ip curl pdns_server pdnsutil sqlite3; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
+command -v moto_server >/dev/null 2>&1 ||
+	log "moto_server not found (pip install 'moto[server]'; not in Debian): the lab runs without Route53's API, and its Route53 tests fail"
 log "ok (pebble and xcaddy in $gobin)"
