@@ -776,7 +776,10 @@ EOF
 	)
 	sqlite3 "$d/pdns.sqlite3" <"$PDNS_SCHEMA" || die "creating the PowerDNS database from $PDNS_SCHEMA failed"
 	if ! { pdnsutil --config-dir="$d" create-zone "$PDNS_ZONE" "ns1.$PDNS_ZONE" &&
-		pdnsutil --config-dir="$d" add-record "$PDNS_ZONE" ns1 A 60 "$ADDR_PDNS"; } >"$d/pdnsutil.out" 2>&1; then
+		pdnsutil --config-dir="$d" add-record "$PDNS_ZONE" ns1 A 60 "$ADDR_PDNS" &&
+		# what a zone created through the API has: each API change raises
+		# the SOA serial (without it the API refuses changes)
+		pdnsutil --config-dir="$d" set-meta "$PDNS_ZONE" SOA-EDIT-API DEFAULT; } >"$d/pdnsutil.out" 2>&1; then
 		cat "$d/pdnsutil.out" >&2
 		die "pdnsutil could not create $PDNS_ZONE"
 	fi
