@@ -40,6 +40,13 @@ echo "== unit, in-process and lab tests (every package but xcaddy_test)"
 mapfile -t pkgs < <(go list ./... | grep -v '/xcaddy_test$')
 go test -race -count=1 -timeout 15m "${pkgs[@]}" "$@"
 
+# libdns's provider conformance suite (libdnstest, libdns v1.2.0-alpha.1)
+# against rfc2136 on BIND, powerdns and route53 on moto: a module of its
+# own, so that its libdns stays out of the plugin's go.mod.
+echo "== libdns conformance suite (xcaddy_test/conformance)"
+go -C xcaddy_test/conformance vet ./...
+go -C xcaddy_test/conformance test -count=1 -timeout 5m ./...
+
 # The end-to-end suite: its full output goes to a log; the terminal gets one
 # line per scenario (go test -v's top-level results) with its time.
 log="${LAB_DIR:-/tmp/caddy-dns-alias-lab}.e2e.log"

@@ -136,6 +136,11 @@ PDNS_API_PORT=8081
 # copy answers, and is then never served (see start_moto).
 MOTO_PORT="${MOTO_PORT:-15005}"
 ROUTE53_ZONE=$ALIAS_ZONE
+# libdns's provider conformance suite (xcaddy_test/conformance) writes
+# every record type into a zone of its own: a copy on BIND A (with
+# check-integrity off: the suite's MX target has no address), one on
+# PowerDNS and a hosted zone in moto. Nothing delegates to it.
+CONFORMANCE_ZONE=libdnstest.example
 # Zones served by each authoritative server. drift.example is on both.
 ZONES_A=(example.com example.net example.org hop.example notours.example validation.example.org drift.example)
 ZONES_B=(alias2.example drift.example)
@@ -419,6 +424,7 @@ EOF
 			echo "	type primary;"
 			echo "	file \"$d/zones/$z.zone\";"
 			echo "	journal \"$d/zones/$z.zone.jnl\";"
+			[ "$z" = "$CONFORMANCE_ZONE" ] && echo "	check-integrity no;"
 			echo "	update-policy {"
 			if [ -n "${ALIAS_KEY[$z]:-}" ]; then
 				echo "		grant ${ALIAS_KEY[$z]} zonesub TXT;"
@@ -775,14 +781,20 @@ default-soa-content=ns1.@ hostmaster.@ 1 30 10 3600 1
 EOF
 	)
 	sqlite3 "$d/pdns.sqlite3" <"$PDNS_SCHEMA" || die "creating the PowerDNS database from $PDNS_SCHEMA failed"
-	if ! { pdnsutil --config-dir="$d" create-zone "$PDNS_ZONE" "ns1.$PDNS_ZONE" &&
-		pdnsutil --config-dir="$d" add-record "$PDNS_ZONE" ns1 A 60 "$ADDR_PDNS" &&
-		# what a zone created through the API has: each API change raises
-		# the SOA serial (without it the API refuses changes)
-		pdnsutil --config-dir="$d" set-meta "$PDNS_ZONE" SOA-EDIT-API DEFAULT; } >"$d/pdnsutil.out" 2>&1; then
+	local z
+	for z in "$PDNS_ZONE" "$CONFORMANCE_ZONE"; do
+		if ! { pdnsutil --config-dir="$d" create-zone "$z" "ns1.$PDNS_ZONE" &&
+			# what a zone created through the API has: each API change
+			# raises the SOA serial (without it the API refuses changes)
+			pdnsutil --config-dir="$d" set-meta "$z" SOA-EDIT-API DEFAULT; } >"$d/pdnsutil.out" 2>&1; then
+			cat "$d/pdnsutil.out" >&2
+			die "pdnsutil could not create $z"
+		fi
+	done
+	pdnsutil --config-dir="$d" add-record "$PDNS_ZONE" ns1 A 60 "$ADDR_PDNS" >"$d/pdnsutil.out" 2>&1 || {
 		cat "$d/pdnsutil.out" >&2
-		die "pdnsutil could not create $PDNS_ZONE"
-	fi
+		die "pdnsutil could not add ns1.$PDNS_ZONE"
+	}
 }
 
 start_pdns() {
@@ -824,11 +836,11 @@ moto_route53() {
 	curl -fsS --max-time 10 -H "Authorization: AWS4-HMAC-SHA256 Credential=lab/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0" "$@"
 }
 
-# moto_zone_id: the id of the hosted zone $ROUTE53_ZONE, or nothing
+# moto_zone_id ZONE: the id of the hosted zone ZONE, or nothing
 moto_zone_id() {
 	local out
-	out=$(moto_route53 "$(moto_url)/2013-04-01/hostedzonesbyname?dnsname=$ROUTE53_ZONE.") || return 1
-	out=$(grep -o "<Id>/hostedzone/[^<]*</Id><Name>$ROUTE53_ZONE.</Name>" <<<"$out" || true)
+	out=$(moto_route53 "$(moto_url)/2013-04-01/hostedzonesbyname?dnsname=$1.") || return 1
+	out=$(grep -o "<Id>/hostedzone/[^<]*</Id><Name>$1.</Name>" <<<"$out" || true)
 	out=${out%%$'\n'*}
 	out=${out#<Id>/hostedzone/}
 	echo "${out%%<*}"
@@ -854,15 +866,17 @@ start_moto() {
 			die "moto_server does not answer on $(moto_url)"
 		fi
 	fi
-	id=$(moto_zone_id) || die "moto_server: listing hosted zones failed"
-	if [ -z "$id" ]; then
-		log "creating the Route53 hosted zone $ROUTE53_ZONE in moto"
+	local z
+	for z in "$ROUTE53_ZONE" "$CONFORMANCE_ZONE"; do
+		id=$(moto_zone_id "$z") || die "moto_server: listing hosted zones failed"
+		[ -z "$id" ] || continue
+		log "creating the Route53 hosted zone $z in moto"
 		moto_route53 -X POST "$(moto_url)/2013-04-01/hostedzone" -H 'Content-Type: application/xml' \
-			--data "<CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Name>$ROUTE53_ZONE.</Name><CallerReference>cdalab-$RANDOM$RANDOM</CallerReference></CreateHostedZoneRequest>" \
-			>"$d/create-zone.out" || die "moto_server: creating the hosted zone $ROUTE53_ZONE failed"
-		id=$(moto_zone_id)
-		[ -n "$id" ] || die "moto_server: the hosted zone $ROUTE53_ZONE is not listed after its creation"
-	fi
+			--data "<CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Name>$z.</Name><CallerReference>cdalab-$RANDOM$RANDOM</CallerReference></CreateHostedZoneRequest>" \
+			>"$d/create-zone.out" || die "moto_server: creating the hosted zone $z failed"
+		id=$(moto_zone_id "$z")
+		[ -n "$id" ] || die "moto_server: the hosted zone $z is not listed after its creation"
+	done
 }
 
 stop_moto() {
@@ -873,10 +887,12 @@ stop_moto() {
 moto_env() {
 	if pid_running "$LAB_DIR/moto/moto.pid" moto_server; then
 		echo "MOTO_URL=$(moto_url)"
-		echo "ROUTE53_ZONE_ID=$(moto_zone_id)"
+		echo "ROUTE53_ZONE_ID=$(moto_zone_id "$ROUTE53_ZONE")"
+		echo "ROUTE53_CONFORMANCE_ZONE_ID=$(moto_zone_id "$CONFORMANCE_ZONE")"
 	else
 		echo "MOTO_URL="
 		echo "ROUTE53_ZONE_ID="
+		echo "ROUTE53_CONFORMANCE_ZONE_ID="
 	fi
 	echo "ROUTE53_ZONE=$ROUTE53_ZONE"
 	echo "MOTO_LOG=$LAB_DIR/moto/moto.log"
@@ -937,6 +953,7 @@ PDNS_ZONE=$PDNS_ZONE
 PDNS_API=http://$ADDR_PDNS:$PDNS_API_PORT
 PDNS_API_KEY=$(pdns_secret)
 PDNS_LOG=$LAB_DIR/pdns/pdns.log
+CONFORMANCE_ZONE=$CONFORMANCE_ZONE
 $(moto_env)
 EOF
 	mv "$f.tmp" "$f"
@@ -1003,7 +1020,7 @@ cmd_up() {
 	make_key lab-admin
 	[ -s "$LAB_DIR/keys/pdns-api.secret" ] || (umask 077 && openssl rand -hex 24 >"$LAB_DIR/keys/pdns-api.secret")
 
-	start_named a "$ADDR_A" "${ZONES_A[@]}" "${TLDS[@]}"
+	start_named a "$ADDR_A" "${ZONES_A[@]}" "${TLDS[@]}" "$CONFORMANCE_ZONE"
 	start_named b "$ADDR_B" "${ZONES_B[@]}"
 	start_unbound
 	start_redis
