@@ -4,7 +4,7 @@
 // on-demand TLS latency, and writes BENCHMARKS.md.
 //
 //	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
-//	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
+//	               [-tables issue,providers,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //
 // It needs root (the lab binds port 53 on 127.0.0.2 and 127.0.0.3) and brings
 // the lab up itself. CADDY_BIN skips the xcaddy build (lab/build-caddy.sh),
@@ -50,7 +50,7 @@ type table struct {
 }
 
 // tables in the order BENCHMARKS.md shows them.
-var tables = []*table{issueTable, legoTable, onDemandTable, floodTable}
+var tables = []*table{issueTable, providersTable, legoTable, onDemandTable, floodTable}
 
 // bench is what every table's run gets: the lab under the current Pebble
 // setting, the binaries, the flags.
