@@ -67,6 +67,25 @@ func waitRoute53(t *testing.T, r lab.Route53, name, keep string, timeout time.Du
 	}
 }
 
+// otherParty is a value another party keeps at an alias name.
+const otherParty = "another-party-keeps-this"
+
+// delegatedWithOther delegates a fresh name under prefix to its template
+// alias, where moto already holds otherParty's value (removed when the
+// test ends); it returns the name and the alias.
+func delegatedWithOther(t *testing.T, r lab.Route53, prefix string) (name, alias string) {
+	t.Helper()
+	name = randomLabel(t, prefix) + ".example.com"
+	alias = aliasOf(name)
+	delegate(t, name)
+	ctx := testCtx(t, 2*time.Minute)
+	if err := r.ChangeTXT(ctx, "UPSERT", alias, otherParty); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.ChangeTXT(ctx, "DELETE", alias, otherParty) })
+	return name, alias
+}
+
 // route53Site is the template site for name through moto's Route53,
 // without authoritative_wait (BIND never serves what moto holds), the
 // challenge held for certmagic's propagation_timeout timeout.
@@ -80,21 +99,13 @@ func route53Site(r lab.Route53, name, timeout string) string {
 // the cleanup's delete removes our value alone.
 func TestRoute53Moto(t *testing.T) {
 	r := requireRoute53(t)
-	name := randomLabel(t, "r5-") + ".example.com"
-	alias := aliasOf(name)
-	delegate(t, name)
-	const other = "another-party-keeps-this"
-	ctx := testCtx(t, 2*time.Minute)
-	if err := r.ChangeTXT(ctx, "UPSERT", alias, other); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.ChangeTXT(ctx, "DELETE", alias, other) })
+	name, alias := delegatedWithOther(t, r, "r5-")
 
 	c := startCaddyfile(t, "debug", route53Site(r, name, "8s"))
-	ours := waitRoute53(t, r, alias, other, 30*time.Second, c)
+	ours := waitRoute53(t, r, alias, otherParty, 30*time.Second, c)
 	c.waitLine("presented challenge on alias", "domain", name, 10*time.Second)
-	if got := route53TXT(t, r, alias); !slices.Contains(got, other) || len(ours) != 1 {
-		t.Errorf("%s holds %q while the challenge is written; want the other party's %q and one challenge value", alias, got, other)
+	if got := route53TXT(t, r, alias); !slices.Contains(got, otherParty) || len(ours) != 1 {
+		t.Errorf("%s holds %q while the challenge is written; want the other party's %q and one challenge value", alias, got, otherParty)
 	}
 	if e := c.presentedFor(name); e.Alias != alias || e.Zone != r.Zone || e.Provider != "route53" {
 		t.Errorf("challenge of %s presented at %s in zone %s through %s; want %s in %s through route53", name, e.Alias, e.Zone, e.Provider, alias, r.Zone)
@@ -105,8 +116,8 @@ func TestRoute53Moto(t *testing.T) {
 			t.Fatalf("the challenge value %q is still at %s; log:\n%s", ours[0], alias, c.log.String())
 		}
 	}
-	if got := route53TXT(t, r, alias); !slices.Equal(got, []string{other}) {
-		t.Errorf("%s holds %q after the delete, want only the other party's %q", alias, got, other)
+	if got := route53TXT(t, r, alias); !slices.Equal(got, []string{otherParty}) {
+		t.Errorf("%s holds %q after the delete, want only the other party's %q", alias, got, otherParty)
 	}
 	if left := challengeTXT(t); len(left) > 0 {
 		t.Errorf("TXT written to BIND's alias zones: %v", left)
@@ -118,19 +129,11 @@ func TestRoute53Moto(t *testing.T) {
 // orphan through the Route53 API, and the other party's value survives.
 func TestRoute53MotoCrashSweep(t *testing.T) {
 	r := requireRoute53(t)
-	name := randomLabel(t, "rk-") + ".example.com"
-	alias := aliasOf(name)
-	delegate(t, name)
-	const other = "another-party-keeps-this"
-	ctx := testCtx(t, 2*time.Minute)
-	if err := r.ChangeTXT(ctx, "UPSERT", alias, other); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.ChangeTXT(ctx, "DELETE", alias, other) })
+	name, alias := delegatedWithOther(t, r, "rk-")
 	storage := filepath.Join(t.TempDir(), "shared")
 
 	k := startCaddyfileOn(t, storage, "dns_alias {\n\t\tsweep_after 3s\n\t\tsweep_interval 1h\n\t}", route53Site(r, name, "2m"))
-	orphan := waitRoute53(t, r, alias, other, 30*time.Second, k)
+	orphan := waitRoute53(t, r, alias, otherParty, 30*time.Second, k)
 	time.Sleep(time.Until(k.started.Add(sweepStart + time.Second)))
 	k.cmd.Process.Signal(syscall.SIGKILL)
 	k.waitExit(10 * time.Second)
@@ -154,12 +157,12 @@ func TestRoute53MotoCrashSweep(t *testing.T) {
 	} else if l.str("zone") != r.Zone {
 		t.Errorf("orphan removal logged for zone %q, want %s", l.str("zone"), r.Zone)
 	}
-	if !slices.Contains(route53TXT(t, r, alias), other) {
+	if !slices.Contains(route53TXT(t, r, alias), otherParty) {
 		t.Errorf("the sweep removed the other party's value at %s", alias)
 	}
 	// A graceful stop deletes the restarted Caddy's own challenge.
 	s.stop()
-	if got := route53TXT(t, r, alias); !slices.Equal(got, []string{other}) {
-		t.Errorf("%s holds %q at the end, want only the other party's %q", alias, got, other)
+	if got := route53TXT(t, r, alias); !slices.Equal(got, []string{otherParty}) {
+		t.Errorf("%s holds %q at the end, want only the other party's %q", alias, got, otherParty)
 	}
 }
