@@ -150,7 +150,8 @@ in fresh storage. "calls/cert" are the provider's calls per certificate:
 RFC 2136 record changes BIND applied, or HTTP requests PowerDNS's API
 logged (libdns/powerdns finds the zone and reads it before each change).
 "left" counts the names that still held a TXT record 30 s after a run, all
-runs together (the harness removes them before the next run). Names are pbench<i>.example.com/.net, delegated by
+runs together (the harness removes them before the next run). Names are
+pbench<i>.example.com/.net, delegated by
 _acme-challenge.<name> CNAME _acme-challenge.<name>.<alias zone>, where the
 alias zone is validation.example.org (BIND) or pdns.example (PowerDNS).
 `,
