@@ -7,7 +7,10 @@
 #     redis-tools: redis-cli), openssl, iproute2, curl, and PowerDNS
 #     Authoritative (pdns-server, pdns-backend-sqlite3, with sqlite3 to
 #     create its database): the lab runs its own pdns_server; the Debian
-#     service is never started (policy-rc.d below), stopped or disabled
+#     service is not started (policy-rc.d below), and install.sh neither
+#     stops nor disables it (on a machine booted with systemd, Debian's
+#     postinst enables pdns.service for the next boot: disable it there
+#     yourself if nothing else needs it)
 #   - moto (moto_server, Route53's API) is Python, not in Debian: checked,
 #     not installed (pip install 'moto[server]')
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
