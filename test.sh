@@ -6,7 +6,7 @@
 #      lab/install.sh once more, which must leave them running;
 #   3. outside the lab's namespace, where the module proxy is: gofmt, go vet
 #      (which compiles every package and test), Caddy built with xcaddy
-#      (lab/build-caddy.sh --redis-storage; CADDY_BIN=... skips it);
+#      (lab/build-caddy.sh --lab; CADDY_BIN=... skips it);
 #   4. brings the lab up in its own network namespace (lab/lab.sh up) unless
 #      it runs, and inside it: the race-enabled unit and lab tests, then the
 #      end-to-end suite (xcaddy_test), one line per scenario; on a failure,
@@ -49,9 +49,9 @@ bin="$LAB_DIR.bin"
 mkdir -p "$bin"
 go build -o "$bin/testreport" ./internal/testreport
 if [ -z "${CADDY_BIN:-}" ]; then
-	echo "== building Caddy with xcaddy (lab/build-caddy.sh --redis-storage)"
+	echo "== building Caddy with xcaddy (lab/build-caddy.sh --lab)"
 	start=$SECONDS
-	bash lab/build-caddy.sh --redis-storage "$bin/caddy" >"$bin/build.log" 2>&1 || {
+	bash lab/build-caddy.sh --lab "$bin/caddy" >"$bin/build.log" 2>&1 || {
 		cat "$bin/build.log"
 		exit 1
 	}
@@ -73,6 +73,13 @@ inside() { bash lab/lab.sh exec "$@"; }
 echo "== unit, in-process and lab tests (every package but xcaddy_test), in namespace $(bash lab/lab.sh netns)"
 mapfile -t pkgs < <(go list ./... | grep -v '/xcaddy_test$')
 inside go test -race -count=1 -timeout 15m "${pkgs[@]}" "$@"
+
+# libdns's provider conformance suite (libdnstest, libdns v1.2.0-alpha.1)
+# against rfc2136 on BIND, powerdns and route53 on moto: a module of its
+# own, so that its libdns stays out of the plugin's go.mod.
+echo "== libdns conformance suite (xcaddy_test/conformance)"
+go -C xcaddy_test/conformance vet ./...
+go -C xcaddy_test/conformance test -count=1 -timeout 5m ./...
 
 # The end-to-end suite: its full output goes to a log; the terminal gets one
 # line per scenario with its time and, on failure, the failed ones' output.

@@ -152,19 +152,7 @@ func (b *bench) repeat(pebble, what string, s setup, names []string) []result {
 // delegate publishes the CNAMEs of n names, half in example.com and half in
 // example.net. Every setup uses the same delegation:
 // _acme-challenge.<name> CNAME _acme-challenge.<name>.<alias zone>.
-func delegate(l *lab.Lab, n int) []string {
-	var names []string
-	for i := range n {
-		zone := "example.com"
-		if i%2 == 1 {
-			zone = "example.net"
-		}
-		name := fmt.Sprintf("bench%03d.%s", i, zone)
-		publish(l, zone, lab.Delegation(name, l.AliasZone))
-		names = append(names, name)
-	}
-	return names
-}
+func delegate(l *lab.Lab, n int) []string { return delegateTo(l, "bench", l.AliasZone, n) }
 
 // result is one run: a client from start to its last certificate.
 type result struct {

@@ -4,7 +4,7 @@
 // on-demand TLS latency, and writes BENCHMARKS.md.
 //
 //	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
-//	               [-tables issue,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
+//	               [-tables issue,providers,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //	go run ./bench -cluster 60,100 ...   (cluster.go)
 //	go run ./bench -soak 2000,10000      (soak.go)
 //
@@ -14,7 +14,7 @@
 //	lab/lab.sh up
 //	lab/lab.sh exec env CADDY_BIN=... LEGO_BIN=... go run ./bench
 //
-// CADDY_BIN skips the xcaddy build (lab/build-caddy.sh --redis-storage),
+// CADDY_BIN skips the xcaddy build (lab/build-caddy.sh --lab),
 // LEGO_BIN the lego build (lab/build-lego.sh).
 //
 // The tables are in tables (issue.go, lego.go, ondemand.go: the first
@@ -56,7 +56,7 @@ type table struct {
 }
 
 // tables in the order BENCHMARKS.md shows them.
-var tables = []*table{issueTable, legoTable, onDemandTable, floodTable}
+var tables = []*table{issueTable, providersTable, legoTable, onDemandTable, floodTable}
 
 // bench is what every table's run gets: the lab under the current Pebble
 // setting, the binaries, the flags.
@@ -212,7 +212,7 @@ func (b *bench) selected(name string) bool {
 
 // caddyBinary builds Caddy with xcaddy (or takes $CADDY_BIN).
 func caddyBinary() (string, func()) {
-	return binary("CADDY_BIN", "caddy", "build-caddy.sh", "--redis-storage")
+	return binary("CADDY_BIN", "caddy", "build-caddy.sh", "--lab")
 }
 
 // legoBinary builds lego (or takes $LEGO_BIN).

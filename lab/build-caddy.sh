@@ -4,13 +4,16 @@
 # route53), at the versions lab/env.sh pins (Caddy's from go.mod), and any
 # module you add.
 #
-#   lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [OUTPUT]
+#   lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [--lab] [OUTPUT]
 #
 #   --with           one more module, as xcaddy takes it (repeatable), e.g.
 #                    --with github.com/caddy-dns/powerdns@v1.0.2
 #   --redis-storage  add the Redis storage of the cluster tests
 #                    (github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION);
-#                    the lab's tests and benchmark ask for it
+#   --lab            what the lab's tests, benchmark and demo build in beyond
+#                    the defaults: the Redis storage and caddy-dns/powerdns
+#                    ($POWERDNS_VERSION), the inner provider of the PowerDNS
+#                    scenarios
 #   OUTPUT           default ./caddy
 set -euo pipefail
 extra=()
@@ -33,8 +36,13 @@ while [ $# -gt 0 ]; do
 		redis=1
 		shift
 		;;
+	--lab)
+		redis=1
+		powerdns=1
+		shift
+		;;
 	-*)
-		echo "usage: lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [OUTPUT]" >&2
+		echo "usage: lab/build-caddy.sh [--with MODULE[@VERSION][=REPLACEMENT]]... [--redis-storage] [--lab] [OUTPUT]" >&2
 		exit 2
 		;;
 	*)
@@ -46,6 +54,9 @@ done
 out="$(realpath -m "$out")"
 # shellcheck source=lab/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+if [ "${powerdns:-0}" = 1 ]; then
+	extra+=(--with "github.com/caddy-dns/powerdns@$POWERDNS_VERSION")
+fi
 if [ "${redis:-0}" = 1 ]; then
 	extra+=(--with "github.com/pberkel/caddy-storage-redis@$REDIS_STORAGE_VERSION")
 fi

@@ -17,6 +17,10 @@ CADDY_VERSION="$(cda_modver github.com/caddyserver/caddy/v2)"
 RFC2136_VERSION="$(cda_modver github.com/caddy-dns/rfc2136)"
 CLOUDFLARE_VERSION=v0.2.4
 ROUTE53_VERSION=v1.6.2
+# The HTTP API provider of the lab's PowerDNS (libdns/powerdns v0.1.4,
+# libdns v1.1.1 as this module's); it and its dependencies verify against
+# the checksum database.
+POWERDNS_VERSION=v1.0.2
 # The Redis storage of the cluster tests. v1.8.x is the line that builds
 # against Caddy v2.11 (v1.8.1's go.mod requires caddy v2.11.1, which the
 # build raises to go.mod's v2.11.x); v1.5.x is for Caddy v2.10 and older.

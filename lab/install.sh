@@ -5,9 +5,12 @@
 #   - Debian: bind9 (named), bind9-utils (named-checkconf, tsig-keygen),
 #     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
 #     redis-tools: redis-cli), pdns-server with pdns-backend-sqlite3 and
-#     sqlite3 (the deployment guide's PowerDNS policy test), systemd
-#     (systemd-analyze, for its unit drop-in; Debian has it unless a
-#     container image left it out), openssl, iproute2 (ip netns), curl
+#     sqlite3 (the lab runs its own pdns_server; the deployment guide's
+#     PowerDNS policy test), systemd (systemd-analyze, for its unit drop-in;
+#     Debian has it unless a container image left it out), openssl, iproute2
+#     (ip netns), curl
+#   - moto (moto_server, Route53's API) is Python, not in Debian: checked,
+#     not installed (pip install 'moto[server]')
 #   - Go tools: pebble and xcaddy at the versions of lab/env.sh (into
 #     $(go env GOPATH)/bin)
 # The host's services are left as they were: nothing is stopped, disabled
@@ -105,4 +108,6 @@ go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 systemd-analyze openssl ip curl; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
+command -v moto_server >/dev/null 2>&1 ||
+	log "moto_server not found (pip install 'moto[server]'; not in Debian): the lab runs without Route53's API, and its Route53 tests fail"
 log "ok (pebble and xcaddy in $gobin)"

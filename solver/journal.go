@@ -173,8 +173,7 @@ func (p *Provider) Sweep(ctx context.Context, maxAge time.Duration) (int, error)
 		}
 		rec := libdns.TXT{Name: libdns.RelativeName(FQDN(e.Name), FQDN(e.Zone)), Text: e.Value}
 		if err := retry(ctx, func(ctx context.Context) error {
-			_, err := w.DeleteRecords(ctx, FQDN(e.Zone), []libdns.Record{rec})
-			return err
+			return p.deleteAt(ctx, w, e.Zone, e.Name, []libdns.Record{rec})
 		}); err != nil {
 			// The entry comes back (under its ID) for a later sweep.
 			if perr := p.Journal.Put(context.WithoutCancel(ctx), e); perr != nil {

@@ -41,6 +41,8 @@ type Provider struct {
 	// Observer, if set, is told of every write, delete and wait (metrics).
 	Observer Observer
 
+	// names serialises the writers' calls at each alias name.
+	names     nameLocks
 	mu        sync.Mutex
 	presented map[presentedKey]*presentation
 	// retiring holds, by journal ID, the presentations whose delete is
@@ -321,7 +323,11 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
 	var written []libdns.Record
 	err := retry(ctx, func(ctx context.Context) error {
-		var err error
+		unlock, err := p.names.lock(ctx, target.Zone, target.Name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		written, err = target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
 		return err
 	})
@@ -522,9 +528,20 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 // transient failures.
 func (p *Provider) deleteWritten(ctx context.Context, t Target, written []libdns.Record) error {
 	return retry(ctx, func(ctx context.Context) error {
-		_, err := t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), written)
-		return err
+		return p.deleteAt(ctx, t.Rule.Writer, t.Zone, t.Name, written)
 	})
+}
+
+// deleteAt deletes records at name in zone through w, under the name's
+// lock (see nameLocks).
+func (p *Provider) deleteAt(ctx context.Context, w Writer, zone, name string, recs []libdns.Record) error {
+	unlock, err := p.names.lock(ctx, zone, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = w.DeleteRecords(ctx, FQDN(zone), recs)
+	return err
 }
 
 // undo removes a write that failed or did not propagate, on a context of
@@ -539,7 +556,7 @@ func (p *Provider) undo(ctx context.Context, pr *presentation, written []libdns.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if writeErr != nil && !MayHaveTakenEffect(writeErr) {
-		t.Rule.Writer.DeleteRecords(ctx, FQDN(t.Zone), written)
+		p.deleteAt(ctx, t.Rule.Writer, t.Zone, t.Name, written)
 		p.forget(ctx, pr)
 		return cause
 	}

@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 // setup brings the lab up and builds Caddy (or takes $CADDY_BIN, a binary
-// built by lab/build-caddy.sh --redis-storage from this tree).
+// built by lab/build-caddy.sh --lab from this tree).
 func setup(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -71,7 +71,7 @@ func setup(dir string) error {
 	}
 	bin := filepath.Join(dir, "caddy")
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "build-caddy.sh"), "--redis-storage", bin).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "lab", "build-caddy.sh"), "--lab", bin).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("building Caddy with xcaddy: %w\n%s", err, out)
 	}
