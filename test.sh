@@ -78,8 +78,8 @@ inside go test -race -count=1 -timeout 15m "${pkgs[@]}" "$@"
 # against rfc2136 on BIND, powerdns and route53 on moto: a module of its
 # own, so that its libdns stays out of the plugin's go.mod.
 echo "== libdns conformance suite (xcaddy_test/conformance)"
-go -C xcaddy_test/conformance vet ./...
-go -C xcaddy_test/conformance test -count=1 -timeout 5m ./...
+go -C xcaddy_test/conformance vet ./... # outside: downloads its modules for the run inside
+inside go -C xcaddy_test/conformance test -count=1 -timeout 5m ./...
 
 # The end-to-end suite: its full output goes to a log; the terminal gets one
 # line per scenario with its time and, on failure, the failed ones' output.
