@@ -929,7 +929,8 @@ func TestResolverIsolated(t *testing.T) {
 		t.Errorf("the refreshed answer is not in the live cache")
 	}
 
-	// Full of live answers: a new one is not stored, the old ones stay.
+	// Full of live answers: a new one is stored all the same, one old
+	// entry makes room, and the cache stays within its bound.
 	for i := range maxCacheEntries - 1 {
 		live.cache[question{fmt.Sprintf("filler%d.", i), dns.TypeA}] = cached{expires: live.now().Add(time.Minute)}
 	}
@@ -937,7 +938,7 @@ func TestResolverIsolated(t *testing.T) {
 	if _, err := live.Query(ctx, "_acme-challenge.new.example.com", dns.TypeCNAME); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := live.lookupCache(question{"_acme-challenge.live.example.com.", dns.TypeCNAME}); !ok || len(live.cache) != maxCacheEntries {
-		t.Errorf("a full cache lost its live entries (%d left)", len(live.cache))
+	if _, ok := live.lookupCache(question{"_acme-challenge.new.example.com.", dns.TypeCNAME}); !ok || len(live.cache) != maxCacheEntries {
+		t.Errorf("a full cache did not take the new answer within its bound (%d entries)", len(live.cache))
 	}
 }

@@ -291,10 +291,17 @@ func (r *Resolver) put(q question, msg *dns.Msg, server string, ttl time.Duratio
 				delete(r.cache, k)
 			}
 		}
-		if len(r.cache) >= maxCacheEntries {
-			// Full of live answers (at most maxCacheTTL old): keep them
-			// rather than this one.
-			return
+		// Full of live answers: one of them (the map's iteration order
+		// picks which) makes room. Refusing the new answer instead would
+		// shut out, for as long as the cache stays full, the answers that
+		// every name shares (a zone's nameservers, its SOA), which are then
+		// asked again for each name: a monitor run over more names than
+		// the cache holds paid that once per name.
+		for k := range r.cache {
+			if len(r.cache) < maxCacheEntries {
+				break
+			}
+			delete(r.cache, k)
 		}
 	}
 	r.cache[q] = cached{msg: msg, server: server, expires: now.Add(ttl)}
