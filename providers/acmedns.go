@@ -441,14 +441,7 @@ func (st *acmeDNSState) waitNextSecond(ctx context.Context) error {
 	if last.IsZero() || now.Unix() != last.Unix() {
 		return nil
 	}
-	t := time.NewTimer(time.Unix(now.Unix()+1, 0).Sub(now))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return solver.Sleep(ctx, time.Unix(now.Unix()+1, 0).Sub(now))
 }
 
 // push records a value as the server's newest; inUse says whether a

@@ -382,18 +382,7 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 // TTL the zone serves: until is a TTL after the write, bounded by
 // RecursiveWait, beyond which the write goes ahead.
 func (p *Provider) waitCachedSets(ctx context.Context, until time.Time) error {
-	rest := until.Sub(p.clock())
-	if rest <= 0 {
-		return nil
-	}
-	t := time.NewTimer(rest)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return Sleep(ctx, until.Sub(p.clock()))
 }
 
 type verified struct {

@@ -147,3 +147,18 @@ func retry(ctx context.Context, op func(context.Context) error) error {
 		delay = min(2*delay, retryMaxDelay)
 	}
 }
+
+// Sleep waits for d, or until ctx ends, whose error it then returns.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
