@@ -257,20 +257,11 @@ func (b *bench) flood(s onDemandSetup) string {
 		}
 		floodDone := make(chan struct{})
 		go func() { wg.Wait(); floodTook += time.Since(start); close(floodDone) }()
-		for closed := false; !closed; {
-			select {
-			case <-floodDone:
-				closed = true
-				continue
-			default:
-			}
-			took, err := handshake(c.httpsPort, issued, 30*time.Second)
-			if err != nil {
-				log.Printf("flood %s: handshake for %s during the flood: %v", s.name, issued, err)
-				continue
-			}
-			during = append(during, took)
+		took, failed := handshakesUntil(floodDone, c.httpsPort, issued, 30*time.Second)
+		if failed > 0 {
+			log.Printf("flood %s: %d handshakes for %s failed during the flood", s.name, failed, issued)
 		}
+		during = append(during, took...)
 	}
 	tr := m.stop()
 	if admitted > 0 {
@@ -278,7 +269,6 @@ func (b *bench) flood(s onDemandSetup) string {
 	}
 	log.Printf("flood %s: %d handshakes during %d floods, median %s, max %s; a flood took %s",
 		s.name, len(during), rounds, median(during), percentile(during, 100), (floodTook / time.Duration(rounds)).Round(time.Millisecond))
-	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 	unknown := float64(rounds * floodUnknown)
 	return fmt.Sprintf("| %s | %d | %s | %d × %d | %d | %s | %s | %s | %s | %d | %d | %.1f |",
 		s.label(false), len(alone), ms(median(alone)), rounds, floodUnknown, len(during), ms(median(during)), ms(percentile(during, 99)), ms(percentile(during, 100)),
@@ -387,3 +377,24 @@ func flush(l *lab.Lab, name string) {
 		log.Fatal(err)
 	}
 }
+
+// handshakesUntil shakes hands for name, one after the other, until done
+// is closed: the latencies of those that succeeded and how many failed.
+func handshakesUntil(done <-chan struct{}, port int, name string, timeout time.Duration) (took []time.Duration, failed int) {
+	for {
+		select {
+		case <-done:
+			return took, failed
+		default:
+		}
+		d, err := handshake(port, name, timeout)
+		if err != nil {
+			failed++
+			continue
+		}
+		took = append(took, d)
+	}
+}
+
+// ms formats d in milliseconds, for the tables.
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }

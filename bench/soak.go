@@ -254,22 +254,7 @@ func (s *soak) floodRow(setup onDemandSetup, n int) string {
 	}
 	floodDone := make(chan struct{})
 	go func() { wg.Wait(); close(floodDone) }()
-	var during []time.Duration
-	failed := 0
-	for closed := false; !closed; {
-		select {
-		case <-floodDone:
-			closed = true
-			continue
-		default:
-		}
-		took, err := handshake(c.httpsPort, issued, 10*time.Second)
-		if err != nil {
-			failed++
-			continue
-		}
-		during = append(during, took)
-	}
+	during, failed := handshakesUntil(floodDone, c.httpsPort, issued, 10*time.Second)
 	floodTook := time.Since(start)
 	// The checks the clients abandoned run on: keep sampling while they
 	// may (the longest a check takes is its 30 s timeout).
@@ -284,7 +269,6 @@ func (s *soak) floodRow(setup onDemandSetup, n int) string {
 	log.Printf("soak flood %s n=%d: took %s, goroutines %d -> peak %d -> %d, fds %d -> peak %d -> %d, peak rss %d MiB, issued p50 %s p99 %s (%d, %d failed)",
 		setup.name, n, floodTook.Round(time.Millisecond), before.goroutines, peak.goroutines, after.goroutines, before.fds, peak.fds, after.fds,
 		peak.rssKB/1024, percentile(during, 50), percentile(during, 99), len(during), failed)
-	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 	plugin := "–"
 	if !setup.stock {
 		plugin = fmt.Sprintf("%.0f", queries)
