@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/net/publicsuffix"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrOverload marks a refusal for load: too many checks under way, or too
@@ -50,11 +51,13 @@ type Admission struct {
 	// CheckTimeout bounds one check. Default: 30 seconds.
 	CheckTimeout time.Duration
 
-	now      func() time.Time
-	mu       sync.Mutex
-	entries  map[string]admissionEntry
-	inflight map[string]*admissionCall
-	buckets  map[string]bucket // registrable domain -> its checks' budget
+	now func() time.Time
+	// calls shares one check among the concurrent questions about a name.
+	calls   singleflight.Group
+	mu      sync.Mutex
+	entries map[string]admissionEntry
+	running int               // checks under way
+	buckets map[string]bucket // registrable domain -> its checks' budget
 }
 
 // Defaults of the admission's bounds.
@@ -87,11 +90,6 @@ type admissionEntry struct {
 	expires time.Time
 }
 
-type admissionCall struct {
-	done chan struct{}
-	err  error
-}
-
 // Allow returns nil if name may have a certificate, and otherwise the
 // reason it may not. A caller whose ctx ends before the answer is known gets
 // ctx's error; the check itself runs on, and its answer is remembered for
@@ -99,10 +97,6 @@ type admissionCall struct {
 func (a *Admission) Allow(ctx context.Context, name string) error {
 	name = Normalize(name)
 	a.mu.Lock()
-	if a.entries == nil {
-		a.entries = make(map[string]admissionEntry)
-		a.inflight = make(map[string]*admissionCall)
-	}
 	if e, ok := a.entries[name]; ok {
 		if a.clock().Before(e.expires) {
 			a.mu.Unlock()
@@ -110,23 +104,15 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 		}
 		delete(a.entries, name)
 	}
-	c, ok := a.inflight[name]
-	if !ok {
-		if err := a.admitCheck(name); err != nil {
-			a.mu.Unlock()
-			return err
-		}
-		c = &admissionCall{done: make(chan struct{})}
-		a.inflight[name] = c
-		// The check runs on its own context: waiters with other deadlines
-		// share its result, and one cancelled handshake must neither
-		// cancel it for the others nor cache a no.
-		go a.run(context.WithoutCancel(ctx), name, c)
-	}
 	a.mu.Unlock()
+	// The check runs on its own context: waiters with other deadlines
+	// share its result, and one cancelled handshake must neither cancel
+	// it for the others nor cache a no.
+	checkCtx := context.WithoutCancel(ctx)
+	ch := a.calls.DoChan(name, func() (any, error) { return nil, a.run(checkCtx, name) })
 	select {
-	case <-c.done:
-		return c.err
+	case res := <-ch:
+		return res.Err
 	case <-ctx.Done():
 		return fmt.Errorf("checking %s: %w", name, ctx.Err())
 	}
@@ -136,7 +122,7 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 // MaxChecks are under way, or when name's registrable domain spent its
 // budget. Called with a.mu held.
 func (a *Admission) admitCheck(name string) error {
-	if limit := cmp.Or(a.MaxChecks, DefaultMaxChecks); len(a.inflight) >= limit {
+	if limit := cmp.Or(a.MaxChecks, DefaultMaxChecks); a.running >= limit {
 		return fmt.Errorf("checking %s: %w: %d under way, the most max_checks allows", name, ErrOverload, limit)
 	}
 	rate := cmp.Or(a.DomainRate, DefaultDomainRate)
@@ -197,27 +183,37 @@ func RegistrableDomain(name string) string {
 	return name
 }
 
-// run performs the check for name, remembers its answer and hands it to
-// every waiter. A check that panics is an error that is not remembered.
-func (a *Admission) run(ctx context.Context, name string, c *admissionCall) {
-	var (
-		ttl      time.Duration
-		err      error
-		finished bool
-	)
+// run admits and performs the check for name (the one call of the questions
+// that share it) and remembers its answer. A refusal for load is not
+// remembered, nor is a check that panics, which is an error.
+func (a *Admission) run(ctx context.Context, name string) (err error) {
+	a.mu.Lock()
+	err = a.admitCheck(name)
+	if err == nil {
+		a.running++
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	var ttl time.Duration
+	finished := false
 	defer func() {
 		if !finished {
+			// singleflight's DoChan would re-panic on a goroutine of its
+			// own, taking the process down with one broken check.
 			err, ttl = fmt.Errorf("checking %s: the check panicked: %v", name, recover()), 0
 		}
 		a.mu.Lock()
-		delete(a.inflight, name)
+		a.running--
 		if ttl > 0 {
 			a.makeRoom()
+			if a.entries == nil {
+				a.entries = make(map[string]admissionEntry)
+			}
 			a.entries[name] = admissionEntry{err: err, expires: a.clock().Add(ttl)}
 		}
 		a.mu.Unlock()
-		c.err = err
-		close(c.done)
 	}()
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(a.CheckTimeout, 30*time.Second))
 	defer cancel()
@@ -228,6 +224,7 @@ func (a *Admission) run(ctx context.Context, name string, c *admissionCall) {
 		ttl = a.negativeTTL()
 	}
 	finished = true
+	return err
 }
 
 // makeRoom drops expired entries when the cache is full, and if that is not
@@ -266,7 +263,7 @@ func (a *Admission) makeRoom() {
 func (a *Admission) Checking() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.inflight)
+	return a.running
 }
 
 // Len returns how many answers are remembered.

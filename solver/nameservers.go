@@ -153,6 +153,12 @@ func (r *Resolver) glue(rrs []dns.RR, host string) []string {
 // FindZone returns the zone that name lies in, by the SOA record that the
 // resolvers return for it or for the closest enclosing name that has one.
 // CNAME answers are skipped: the zone of the name itself is wanted.
+//
+// certmagic's FindZoneByFQDN does the same walk, but solver imports no
+// Caddy code, and that walk goes through certmagic's own package-level
+// SOA cache and resolvers: outside this Resolver's per-request query
+// budgets (Budget), its isolated and refreshing views, its bounded cache
+// and its Sent counter, which every other lookup of a check goes through.
 func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
 	return r.findZone(ctx, name, false)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -25,41 +26,53 @@ const (
 	retryBudget    = 2 * time.Minute
 )
 
-// Transient reports whether err looks like a failure that may pass by
-// itself: timeouts, refused or reset connections, SERVFAIL, rate limits and
-// 5xx answers. Anything else (REFUSED, NOTAUTH, bad credentials, 4xx) is
+// Transient reports whether err is a failure that may pass by itself:
+// timeouts, refused or reset connections, SERVFAIL, rate limits and 5xx
+// answers. Anything else (REFUSED, NOTAUTH, bad credentials, 4xx) is
 // permanent and retrying would only delay the message.
 func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
+	case timeout(err), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
 	}
+	return saysTransient(err)
+}
+
+// timeout reports whether err is a network timeout, by its type.
+func timeout(err error) bool {
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
-	}
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// transientMessages are what the inner providers' errors say when they may
+// pass. Their errors reach the solver as text only: the libdns providers
+// (caddy-dns/*) format HTTP statuses and DNS rcodes into their messages
+// with no error type of their own, and the redacting writer rebuilds every
+// error from its scrubbed message. Every error of the solver's own making
+// is classified by its type above.
+var transientMessages = []string{"servfail", "timeout", "timed out", "connection refused", "connection reset",
+	"temporar", "try again", "too many requests", "status 429", "status 500", "status 502", "status 503", "status 504",
+	"http 429", "http 500", "http 502", "http 503", "http 504",
+	"internal server error", "bad gateway", "service unavailable", "gateway timeout"}
+
+// saysTransient reports whether err's message says it may pass (see
+// transientMessages).
+func saysTransient(err error) bool {
 	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"servfail", "timeout", "timed out", "connection refused", "connection reset",
-		"temporar", "try again", "too many requests", "status 429", "status 500", "status 502", "status 503", "status 504",
-		"http 429", "http 500", "http 502", "http 503", "http 504",
-		"internal server error", "bad gateway", "service unavailable", "gateway timeout"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(transientMessages, func(s string) bool { return strings.Contains(msg, s) })
 }
 
 // notSent reports whether err proves that a request never reached the
 // server: the connection was refused, or the server's address could not be
-// found.
+// found. A refusal rebuilt from text (see transientMessages) says so only
+// in its message.
 func notSent(err error) bool {
 	var dnsErr *net.DNSError
-	return errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(strings.ToLower(err.Error()), "connection refused") ||
-		(errors.As(err, &dnsErr) && dnsErr.IsNotFound)
+	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &dnsErr) && dnsErr.IsNotFound) ||
+		strings.Contains(strings.ToLower(err.Error()), "connection refused")
 }
 
 // retryError is the failure of a retried operation: its last error, how
@@ -117,6 +130,12 @@ func uncertain(err error) bool {
 // backoff that would end past ctx's deadline is not waited for: the last
 // error is returned at once, leaving the rest of the time to the caller
 // (e.g. for a compensating delete). The error, if any, is a *retryError.
+//
+// cenkalti/backoff's Retry, in the module graph through Caddy, would save
+// the few lines of delay arithmetic but not the loop: on a cancelled
+// context it returns the context's cause alone, where a challenge's error
+// must name the provider's last failure, and the attempt count and the
+// may-have-taken-effect verdict would still be kept beside it.
 func retry(ctx context.Context, op func(context.Context) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
