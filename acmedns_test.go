@@ -179,21 +179,21 @@ func TestACMEDNSProvisioned(t *testing.T) {
 	if p.ACMEDNS.Password != "{env.ACME_T_PASSWORD}" {
 		t.Errorf("the config's password field was replaced by its value")
 	}
-	for _, r := range append([]*solver.Rule{p.Mapper.Default}, p.Mapper.Rules...) {
+	for _, r := range append([]*solver.Rule{p.writer.Mapper.Default}, p.writer.Mapper.Rules...) {
 		if r.Alias.String() != acmeFull || !reflect.DeepEqual(r.Zones, []string{"auth.acme-dns.io"}) || r.WriterName != "acme_dns" {
 			t.Errorf("rule %v: alias %q zones %v writer %s; want alias %s in zone auth.acme-dns.io through acme_dns",
 				r.Match, r.Alias.String(), r.Zones, r.WriterName, acmeFull)
 		}
 	}
 	value := strings.Repeat("v", 43)
-	if _, err := p.Mapper.Default.Writer.AppendRecords(context.Background(), "auth.acme-dns.io.",
+	if _, err := p.writer.Mapper.Default.Writer.AppendRecords(context.Background(), "auth.acme-dns.io.",
 		[]libdns.Record{libdns.TXT{Name: acmeSub, Text: value}}); err != nil {
 		t.Fatal(err)
 	}
 	if got.user != acmeUser || got.key != acmePassword || got.body != `{"subdomain":"`+acmeSub+`","txt":"`+value+`"}` {
 		t.Errorf("update sent as user %q key %q body %s", got.user, got.key, got.body)
 	}
-	p.Mapper.Default.Writer.DeleteRecords(context.Background(), "auth.acme-dns.io.", []libdns.Record{libdns.TXT{Name: acmeSub, Text: value}})
+	p.writer.Mapper.Default.Writer.DeleteRecords(context.Background(), "auth.acme-dns.io.", []libdns.Record{libdns.TXT{Name: acmeSub, Text: value}})
 }
 
 // TestACMEDNSReadmeExample adapts the Caddyfile of README.md's ACME-DNS

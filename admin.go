@@ -242,7 +242,7 @@ func (AdminAPI) handlePresented(w http.ResponseWriter, r *http.Request) error {
 	out := []presentedRecord{}
 	now := time.Now()
 	for _, p := range app.registered() {
-		for _, pr := range p.Presented() {
+		for _, pr := range p.writer.Presented() {
 			out = append(out, presentedRecord{pr, int64(now.Sub(pr.Since) / time.Second)})
 		}
 	}

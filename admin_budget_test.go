@@ -73,8 +73,8 @@ func TestCheckRequestBudgetSpent(t *testing.T) {
 	l := startGateLab(t, nil)
 	ctx, req := withCheckRequest(context.Background(), maxCheckDomains)
 	_, p := l.app.Resolve("shop.example.com")
-	v := requestView(ctx, p.Mapper.Resolver)
-	if requestView(ctx, p.Mapper.Resolver) != v {
+	v := requestView(ctx, p.writer.Mapper.Resolver)
+	if requestView(ctx, p.writer.Mapper.Resolver) != v {
 		t.Fatal("one request got two views of one resolver")
 	}
 	for i := range queriesPerCheckedName * maxCheckDomains {

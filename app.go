@@ -107,7 +107,7 @@ func newApp() *App {
 func (a *App) presentedCount() float64 {
 	n := 0
 	for _, p := range a.registered() {
-		n += len(p.Presented())
+		n += len(p.writer.Presented())
 	}
 	return float64(n)
 }
@@ -207,7 +207,7 @@ func (a *App) Stop() error {
 	defer cancel()
 	a.waitOps(ctx)
 	for _, p := range a.registered() {
-		p.Withdraw(ctx)
+		p.sweeper.Withdraw(ctx)
 	}
 	return nil
 }
@@ -237,11 +237,11 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.journal != nil {
-		p.Journal = a.journal
+		p.writer.Journal = a.journal
 	}
-	p.Observer = a.metrics
-	if p.Provider != nil && p.Mapper != nil && p.Mapper.Resolver != nil {
-		p.Mapper.Resolver.Sent = a.metrics.querySent
+	p.writer.Observer = a.metrics
+	if p.writer != nil && p.writer.Mapper != nil && p.writer.Mapper.Resolver != nil {
+		p.writer.Mapper.Resolver.Sent = a.metrics.querySent
 	}
 	a.providers = append(a.providers, registration{p, owner})
 }
@@ -325,7 +325,7 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 		a.suggestPolicies(rep)
 		return nil, nil, rep
 	}
-	m := p.Mapper
+	m := p.writer.Mapper
 	if use != cacheShared {
 		view := *m
 		if use == cacheReadOnly {
@@ -399,7 +399,7 @@ func (a *App) check(ctx context.Context, name string, use cacheUse) (*Provider, 
 	}
 	target, rep := c.Check(ctx, name)
 	if use != cacheReadOnly && rep.Verdict == solver.VerdictOK {
-		p.Remember(name, target)
+		p.writer.Memo.Remember(name, target)
 	}
 	return p, rep
 }
@@ -445,7 +445,7 @@ func (a *App) suggestPolicies(rep *solver.Report) {
 		if pol.provider == nil {
 			continue
 		}
-		record, err := pol.provider.Mapper.Suggestion(rep.Domain)
+		record, err := pol.provider.writer.Mapper.Suggestion(rep.Domain)
 		if err != nil {
 			continue
 		}
@@ -482,7 +482,7 @@ func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 	if p == nil || name == "" {
 		return nil
 	}
-	if _, ok := p.Recall(name); ok {
+	if _, ok := p.writer.Memo.Recall(name); ok {
 		return nil // the permission module's check, moments ago
 	}
 	for attempt := 1; ; attempt++ {

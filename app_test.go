@@ -75,7 +75,7 @@ caa CAA 0 issue "other-ca.example"
 	}
 	p := mod.(*Provider)
 	_, port, _ := net.SplitHostPort(srv.Addr())
-	p.Mapper.Resolver.NameserverPort = port
+	p.writer.Mapper.Resolver.NameserverPort = port
 	app.setPolicies([]policy{
 		{index: 0, subjects: []string{"*.plain.example.com"}},
 		{index: 1, provider: p},
@@ -369,7 +369,7 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 			t.Errorf("Resolve(%s) = %+v, want policy %d", name, pol, want)
 		}
 	}
-	if got := pols[0].provider.Mapper.Default.Alias.String(); got != "_acme-challenge.{domain}.validation.example.org" {
+	if got := pols[0].provider.writer.Mapper.Default.Alias.String(); got != "_acme-challenge.{domain}.validation.example.org" {
 		t.Errorf("policy 0 has the provider with alias %s", got)
 	}
 
@@ -488,7 +488,7 @@ func TestFastPath(t *testing.T) {
 			if pol.provider == nil {
 				t.Fatal("no alias provider found for the policy")
 			}
-			if got := pol.provider.Provider.RecursiveWait; got != tt.wantRecursive {
+			if got := pol.provider.writer.RecursiveWait; got != tt.wantRecursive {
 				t.Errorf("the provider's wait at shared names is %v, want %v", got, tt.wantRecursive)
 			}
 		})

@@ -93,7 +93,7 @@ func cmStart(t *testing.T, production map[string]string, config map[string]any) 
 	// Log to the test, and keep every entry to look for the secret in.
 	logCore, logs := observer.New(zap.DebugLevel)
 	logger := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), logCore))
-	p.Logger = logger.Named("alias")
+	p.writer.Logger = logger.Named("alias")
 	t.Cleanup(func() {
 		for _, e := range logs.All() {
 			if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, key.Secret) {
@@ -178,7 +178,7 @@ func (l *cmLab) cmCheckClean(t *testing.T) {
 			t.Errorf("zone %s still holds TXT %+v", z, txt)
 		}
 	}
-	if pr := l.provider.Presented(); len(pr) != 0 {
+	if pr := l.provider.writer.Presented(); len(pr) != 0 {
 		t.Errorf("provider still lists presented records %+v", pr)
 	}
 }

@@ -184,7 +184,7 @@ func (a *App) journalLoop(ctx context.Context) {
 				return
 			case <-renew.C:
 				for _, p := range a.registered() {
-					if err := p.Renew(ctx); err != nil && ctx.Err() == nil {
+					if err := p.sweeper.Renew(ctx); err != nil && ctx.Err() == nil {
 						a.logger.Warn("renewing challenge journal entries", zap.Error(err))
 					}
 				}
@@ -225,7 +225,7 @@ func (a *App) sweepLocked(ctx context.Context, after, interval time.Duration) {
 		}
 	}()
 	for _, p := range a.registered() {
-		removed, err := p.Sweep(ctx, after)
+		removed, err := p.sweeper.Sweep(ctx, after)
 		a.metrics.sweepRemoved.Add(float64(removed))
 		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("sweeping orphaned challenge records", zap.Error(err))

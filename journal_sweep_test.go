@@ -73,11 +73,11 @@ func (w *sweepWriter) take() []sweepCall {
 	return c
 }
 
-// sweepProvider is a provider with a static default alias, a template rule
+// sweepProvider is the sweeper of a provider with a static default alias, a template rule
 // for tmpl.example.com and a follow rule for *.follow.example.com, all
 // written by w, whose journal is in storage; its log goes to the returned
 // observer.
-func sweepProvider(t testing.TB, storage certmagic.Storage, w *sweepWriter) (*solver.Provider, *observer.ObservedLogs) {
+func sweepProvider(t testing.TB, storage certmagic.Storage, w *sweepWriter) (*solver.Sweeper, *observer.ObservedLogs) {
 	t.Helper()
 	rule := func(r *solver.Rule, alias string) *solver.Rule {
 		if alias != "" {
@@ -94,7 +94,7 @@ func sweepProvider(t testing.TB, storage certmagic.Storage, w *sweepWriter) (*so
 		return r
 	}
 	core, logs := observer.New(zap.WarnLevel)
-	return &solver.Provider{
+	return solver.NewSweeper(&solver.Provider{
 		Mapper: &solver.Mapper{
 			Default: rule(&solver.Rule{Zones: []string{sweepZone}}, sweepStatic),
 			Rules: []*solver.Rule{
@@ -104,7 +104,7 @@ func sweepProvider(t testing.TB, storage certmagic.Storage, w *sweepWriter) (*so
 		},
 		Journal: storageJournal{storage: storage},
 		Logger:  zap.New(core),
-	}, logs
+	}), logs
 }
 
 // storeEntry writes raw JSON under a journal key, as anyone with access to

@@ -73,11 +73,12 @@ func TestSweepLockedTakesTurns(t *testing.T) {
 		ctx := context.Background()
 		storage := newLockingStorage()
 		j := &countingJournal{storageJournal: storageJournal{storage: storage}}
-		p := &Provider{Provider: &solver.Provider{Mapper: &solver.Mapper{}}}
+		w := &solver.Provider{Mapper: &solver.Mapper{}}
+		p := &Provider{writer: w, sweeper: solver.NewSweeper(w)}
 		_, app := standalone(t)
 		app.journal = &j.storageJournal
 		app.register(p, nil)
-		p.Journal = j
+		p.writer.Journal = j
 		if err := storage.Lock(ctx, sweepLockName); err != nil {
 			t.Fatal(err)
 		}

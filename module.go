@@ -82,8 +82,11 @@ type Provider struct {
 	// neither, CAA records are reported but not judged.
 	CAAIdentities []string `json:"caa_identities,omitempty"`
 
-	*solver.Provider `json:"-"`
-	app              *App
+	// writer is the write path (solver's libdns provider), of which the
+	// module exports exactly the libdns methods; sweeper keeps its journal.
+	writer  *solver.Provider
+	sweeper *solver.Sweeper
+	app     *App
 }
 
 // Rule maps matching domains onto their own alias, optionally written by
@@ -202,11 +205,13 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	case wait < 0:
 		wait = 0
 	}
-	p.Provider = &solver.Provider{
+	p.writer = &solver.Provider{
 		Mapper:            mapper,
 		Logger:            ctx.Logger(),
 		AuthoritativeWait: wait,
+		Memo:              new(solver.Memo),
 	}
+	p.sweeper = solver.NewSweeper(p.writer)
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
@@ -259,7 +264,7 @@ func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 				zap.String("ca", parent.CA))
 		}
 		if dns.PropagationTimeout == -1 {
-			p.Provider.RecursiveWait = certmagicCheckTimeout
+			p.writer.RecursiveWait = certmagicCheckTimeout
 		}
 	case *caddytls.TLS:
 		logger.Info("certmagic's DNS propagation check stays on (2 s more per certificate): the global dns provider is set up before, and apart from, the ACME issuers, whose propagation settings it cannot change; configure the alias provider in the issuer (acme_dns, or dns in a tls block) to skip it")
@@ -277,7 +282,7 @@ func (p *Provider) sameResolvers(issuer []string) bool {
 	if err != nil {
 		return false
 	}
-	mine := slices.Sorted(slices.Values(p.Provider.Mapper.Resolver.Servers()))
+	mine := slices.Sorted(slices.Values(p.writer.Mapper.Resolver.Servers()))
 	return slices.Equal(slices.Sorted(slices.Values(r.Servers())), mine)
 }
 
@@ -286,7 +291,7 @@ func (p *Provider) sameResolvers(issuer []string) bool {
 func (p *Provider) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	p.app.ops.Add(1)
 	defer p.app.ops.Done()
-	return p.Provider.AppendRecords(ctx, zone, records)
+	return p.writer.AppendRecords(ctx, zone, records)
 }
 
 // DeleteRecords is the solver's, counted: certmagic's cleanup of a
@@ -295,7 +300,21 @@ func (p *Provider) AppendRecords(ctx context.Context, zone string, records []lib
 func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
 	p.app.ops.Add(1)
 	defer p.app.ops.Done()
-	return p.Provider.DeleteRecords(ctx, zone, records)
+	return p.writer.DeleteRecords(ctx, zone, records)
+}
+
+// GetRecords is the solver's: the records this process presents. Caddy's
+// global dns option demands it.
+func (p *Provider) GetRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
+	return p.writer.GetRecords(ctx, zone)
+}
+
+// SetRecords is the solver's: it presents what is not presented yet and
+// never replaces a TXT set. Caddy's global dns option demands it.
+func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
+	p.app.ops.Add(1)
+	defer p.app.ops.Done()
+	return p.writer.SetRecords(ctx, zone, records)
 }
 
 // newRule builds and validates one solver rule. Errors start with the name

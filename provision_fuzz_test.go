@@ -56,7 +56,7 @@ func provisionFuzzed(t *testing.T, p *Provider, input []byte) {
 	if err := p.Provision(ctx); err != nil {
 		return
 	}
-	if p.Provider == nil || p.Mapper == nil || p.Mapper.Default == nil && len(p.Mapper.Rules) == 0 {
+	if p.writer == nil || p.writer.Mapper == nil || p.writer.Mapper.Default == nil && len(p.writer.Mapper.Rules) == 0 {
 		t.Fatalf("%q provisioned without a mapping", input)
 	}
 }

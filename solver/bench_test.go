@@ -29,7 +29,7 @@ func BenchmarkMapTemplate(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := resolve(m, ctx, "shop.customer.example.com"); err != nil {
+		if _, err := m.Resolve(ctx, "shop.customer.example.com"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -26,7 +26,7 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 			// asked, so that a name of 100 labels costs 10 lookups, not
 			// 100; the zone apex and the domains a CAA set usually sits
 			// at are always among those asked.
-			rep.add(CodeCAASkipped, false, "CAA of the names between %s and %s not looked up: a name of more than %d labels has only its own and its top %d levels checked", start, skipTo, MaxCAASteps, MaxCAASteps-1)
+			rep.add(errorOf(ErrCAASkipped, "CAA of the names between %s and %s not looked up: a name of more than %d labels has only its own and its top %d levels checked", start, skipTo, MaxCAASteps, MaxCAASteps-1), false)
 			name = skipTo
 		}
 		msg, err := c.Mapper.Resolver.Query(ctx, name, dns.TypeCAA)
@@ -34,10 +34,10 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 			if rep.Zone != "" && !InZone(name, rep.Zone) {
 				// Above the production zone (a TLD, usually): nothing
 				// the operator can fix, so a note rather than a failure.
-				rep.add(CodeLookup, false, "looking up CAA of %s, above the production zone %s, failed; CAA not judged: %v", name, rep.Zone, err)
+				rep.add(errorOf(ErrLookup, "looking up CAA of %s, above the production zone %s, failed; CAA not judged: %v", name, rep.Zone, err), false)
 				return
 			}
-			rep.add(CodeLookup, true, "looking up CAA of %s: %v", name, err)
+			rep.add(errorOf(ErrLookup, "looking up CAA of %s: %v", name, err), true)
 			return
 		}
 		for _, rr := range msg.Answer {
@@ -53,13 +53,13 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 		return
 	}
 	if len(c.CAIdentities) == 0 {
-		rep.add(CodeCAAForbids, false, "CAA at %s not judged: the CA's identities are unknown (its ACME directory lists no caaIdentities and caa_identities is not set)", rep.CAA[0].Owner)
+		rep.add(errorOf(ErrCAAForbids, "CAA at %s not judged: the CA's identities are unknown (its ACME directory lists no caaIdentities and caa_identities is not set)", rep.CAA[0].Owner), false)
 		return
 	}
 	owner := rep.CAA[0].Owner
 	for _, rec := range rep.CAA {
 		if rec.Flag&128 != 0 && !slices.Contains(knownCAATags, rec.Tag) {
-			rep.add(CodeCAAForbids, true, "CAA at %s has the critical property %q, which CAs do not know, so none may issue (RFC 8659); remove it or clear its critical flag", owner, rec.Tag)
+			rep.add(errorOf(ErrCAAForbids, "CAA at %s has the critical property %q, which CAs do not know, so none may issue (RFC 8659); remove it or clear its critical flag", owner, rec.Tag), true)
 		}
 	}
 
@@ -89,7 +89,7 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 		}
 		permitted = true
 		if uri, ok := params["accounturi"]; ok {
-			rep.add(CodeCAAAccountURI, false, "CAA %s at %s allows %s only for the ACME account %s: Caddy must use that account", tag, owner, issuer, uri)
+			rep.add(errorOf(ErrCAAAccountURI, "CAA %s at %s allows %s only for the ACME account %s: Caddy must use that account", tag, owner, issuer, uri), false)
 		}
 	}
 	switch {
@@ -106,15 +106,15 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 		}
 		value += "; validationmethods=" + params["validationmethods"] + ",dns-01"
 		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, value)
-		rep.add(CodeCAAMethods, true, "CAA %s %q at %s allows %s only with validationmethods=%s, which excludes dns-01; replace it with: %s",
-			tag, rec.Value, owner, issuer, params["validationmethods"], fix)
+		rep.add(errorOf(ErrCAAMethods, "CAA %s %q at %s allows %s only with validationmethods=%s, which excludes dns-01; replace it with: %s",
+			tag, rec.Value, owner, issuer, params["validationmethods"], fix), true)
 		if rep.Fix == "" {
 			rep.Fix = fix
 		}
 	default:
 		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, c.CAIdentities[0])
-		rep.add(CodeCAAForbids, true, "CAA %s at %s allows only %s, none of %s; add: %s",
-			tag, owner, strings.Join(issuers, ", "), strings.Join(c.CAIdentities, ", "), fix)
+		rep.add(errorOf(ErrCAAForbids, "CAA %s at %s allows only %s, none of %s; add: %s",
+			tag, owner, strings.Join(issuers, ", "), strings.Join(c.CAIdentities, ", "), fix), true)
 		if rep.Fix == "" {
 			rep.Fix = fix
 		}

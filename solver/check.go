@@ -2,6 +2,7 @@ package solver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -36,20 +37,100 @@ const (
 var BreakingCodes = []string{CodeNoDelegation, CodeWrongTarget, CodeOutsideZones, CodeWildcard, CodeLoop, CodeTooManyHops,
 	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeBadTarget, CodeNoRule, CodeNoPolicy}
 
-// Finding is one problem (or note) of a report.
+// Finding is one problem (or note) of a report, made from the typed error
+// the check found (see Kinds).
 type Finding struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Fatal findings fail the verdict; the rest are notes.
 	Fatal bool `json:"fatal"`
 
+	kind  error // the Err* sentinel err is of, which decisions look at
 	cause error // what the finding was made of, for errors.Is
 }
 
 // Transient reports whether the finding may pass by itself: a lookup that
 // failed or a nameserver that did not answer says nothing about the
 // delegation, unlike every other finding.
-func (f Finding) Transient() bool { return f.Code == CodeLookup || f.Code == CodeNSUnreachable }
+func (f Finding) Transient() bool { return f.kind == ErrLookup || f.kind == ErrNSUnreachable }
+
+// Kinds maps each kind of finding, an Err* sentinel that the errors of the
+// checks wrap, to its code, most specific first: a wildcard probe that
+// failed is a lookup failure, a loop seen through a failing resolver a
+// loop.
+var Kinds = []struct {
+	Err  error
+	Code string
+}{
+	{ErrNoRule, CodeNoRule},
+	{ErrNoDelegation, CodeNoDelegation},
+	{ErrWrongTarget, CodeWrongTarget},
+	{ErrOutsideZones, CodeOutsideZones},
+	{ErrWildcard, CodeWildcard},
+	{ErrLoop, CodeLoop},
+	{ErrTooManyHops, CodeTooManyHops},
+	{ErrRootTarget, CodeBadTarget},
+	{ErrBadTarget, CodeBadTarget},
+	{ErrDrift, CodeDrift},
+	{ErrNSUnreachable, CodeNSUnreachable},
+	{ErrNotAsked, CodeNSNotAsked},
+	{ErrCAAForbids, CodeCAAForbids},
+	{ErrCAAMethods, CodeCAAMethods},
+	{ErrCAAAccountURI, CodeCAAAccountURI},
+	{ErrCAASkipped, CodeCAASkipped},
+	{ErrLookup, CodeLookup},
+}
+
+// Errors of the checks beyond the chain's (chain.go) and the mapping's
+// (mapping.go). They are wrapped with the names involved.
+var (
+	ErrDrift         = errors.New("authoritative nameservers disagree")
+	ErrNSUnreachable = errors.New("authoritative nameserver unreachable")
+	ErrCAAForbids    = errors.New("CAA forbids the CA")
+	ErrCAAMethods    = errors.New("CAA excludes dns-01")
+	ErrCAAAccountURI = errors.New("CAA binds issuance to an account")
+	ErrCAASkipped    = errors.New("CAA of middle labels not looked up")
+)
+
+// newFinding makes the finding of err.
+func newFinding(err error, fatal bool) Finding {
+	kind, code := kindOf(err)
+	return Finding{Code: code, Message: Printable(err.Error()), Fatal: fatal, kind: kind, cause: err}
+}
+
+// kindOf returns the kind of err and its code. An error of no known kind
+// counts as a failed lookup: like one, it says nothing about the
+// delegation.
+func kindOf(err error) (error, string) {
+	for _, k := range Kinds {
+		if errors.Is(err, k.Err) {
+			return k.Err, k.Code
+		}
+	}
+	return ErrLookup, CodeLookup
+}
+
+// kindError is an error of a kind (an Err* sentinel) with a message of its
+// own, which need not quote the kind's.
+type kindError struct {
+	msg  string
+	errs []error // the kind, then the errors the message quotes
+}
+
+func (e *kindError) Error() string   { return e.msg }
+func (e *kindError) Unwrap() []error { return e.errs }
+
+// errorOf returns an error of kind whose message is format applied to
+// args; the errors among args are wrapped too.
+func errorOf(kind error, format string, args ...any) error {
+	e := &kindError{msg: fmt.Sprintf(format, args...), errs: []error{kind}}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			e.errs = append(e.errs, err)
+		}
+	}
+	return e
+}
 
 // CAARecord is one CAA record that applies to the domain.
 type CAARecord struct {
@@ -86,32 +167,17 @@ type Report struct {
 	Fix string `json:"fix,omitempty"`
 
 	// suggestion is the CNAME record that delegates the challenge as the
-	// mapping expects; chainOK says whether the chain check passed.
+	// mapping expects; chainOK says whether Resolve found the target.
 	suggestion string
 	chainOK    bool
 }
 
-func (r *Report) add(code string, fatal bool, format string, args ...any) {
-	// The arguments carry what DNS answered (CAA values, names, errors
-	// quoting them): the message goes to terminals, logs and events.
-	f := Finding{Code: code, Message: Printable(fmt.Sprintf(format, args...)), Fatal: fatal}
-	for _, a := range args {
-		if err, ok := a.(error); ok {
-			f.cause = err
-			break
-		}
-	}
-	r.Findings = append(r.Findings, f)
+// add adds the finding of err. The message goes to terminals, logs and
+// events: it carries what DNS answered (CAA values, names), made printable.
+func (r *Report) add(err error, fatal bool) {
+	r.Findings = append(r.Findings, newFinding(err, fatal))
 	if fatal {
 		r.OK = false
-	}
-}
-
-// addFix adds a fatal finding that publishing the mapping's CNAME fixes.
-func (r *Report) addFix(code string, format string, args ...any) {
-	r.add(code, true, format, args...)
-	if r.Fix == "" {
-		r.Fix = r.suggestion
 	}
 }
 
@@ -169,8 +235,8 @@ func (e *DelegationError) Code() string {
 		return CodeOK
 	}
 	for _, f := range e.Findings {
-		if f.Code == CodeDrift {
-			return CodeDrift
+		if f.kind == ErrDrift {
+			return f.Code
 		}
 	}
 	return e.Findings[0].Code
@@ -223,7 +289,7 @@ type Checks int
 
 const (
 	// CheckChain: the CNAME chain must end at the alias or inside an alias
-	// zone.
+	// zone (Mapper.Resolve, the write path's own check).
 	CheckChain Checks = 1 << iota
 	// CheckNameservers: every authoritative server of the production zone
 	// must serve the same chain (multi-master drift).
@@ -231,10 +297,8 @@ const (
 	// CheckCAA: CAA on the original name must allow the CA.
 	CheckCAA
 
-	// CheckWrite is what runs before every write: the chain and drift.
-	CheckWrite = CheckChain | CheckNameservers
 	// CheckAll is the whole check, run before every order.
-	CheckAll = CheckWrite | CheckCAA
+	CheckAll = CheckChain | CheckNameservers | CheckCAA
 )
 
 // Check runs the whole check for domain, every part of it even when an
@@ -254,14 +318,29 @@ func (c *Checker) Verify(ctx context.Context, domain string, checks Checks) (Tar
 	return c.run(ctx, domain, checks, true)
 }
 
+// run builds the report on top of Mapper.Resolve, the one path that
+// decides where a challenge is written: its typed error becomes the
+// chain's finding, and the nameservers and CAA add theirs.
 func (c *Checker) run(ctx context.Context, domain string, checks Checks, stopEarly bool) (Target, *Report) {
-	target, rep := c.Mapper.Resolve(ctx, domain)
+	rep := c.Mapper.report(domain)
+	target, err := c.Mapper.Resolve(ctx, domain)
+	var re *ResolveError
+	switch {
+	case err == nil:
+		rep.Chain, rep.OK, rep.chainOK = *target.Chain, true, true
+	case errors.As(err, &re):
+		rep.Chain = re.Chain
+		rep.add(re.Err, true)
+		rep.Fix = re.Fix
+	default:
+		rep.add(err, true)
+	}
 	wildcard := strings.HasPrefix(Normalize(domain), "*.")
 	if wildcard {
 		rep.Domain = "*." + rep.Domain
 	}
 	defer rep.judge()
-	if slices.ContainsFunc(rep.Findings, func(f Finding) bool { return f.Code == CodeNoRule }) {
+	if errors.Is(err, ErrNoRule) {
 		return Target{}, rep
 	}
 	if checks&CheckNameservers != 0 && !(stopEarly && rep.blocked()) {
@@ -270,7 +349,7 @@ func (c *Checker) run(ctx context.Context, domain string, checks Checks, stopEar
 	if checks&CheckCAA != 0 && !(stopEarly && rep.blocked()) {
 		c.checkCAA(ctx, rep, wildcard)
 	}
-	if rep.blocked() {
+	if rep.blocked() || err != nil {
 		return Target{}, rep
 	}
 	return target, rep

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/libdns/libdns"
@@ -746,10 +747,12 @@ func TestParseCAAValue(t *testing.T) {
 	}
 }
 
-// TestWriteRefusesDrift: the write path asks every authoritative server of
-// the production zone, so a drifted delegation is refused every time,
-// whichever server the resolver asked, and nothing is written.
-func TestWriteRefusesDrift(t *testing.T) {
+// TestDriftRefusedBeforeTheWrite: the gate's check asks every
+// authoritative server of the production zone, so a drifted delegation is
+// refused every time, whichever server the resolver asked; the write path
+// that follows the gate's check asks no authoritative server again: it
+// resolves the chain and confines the target, nothing more.
+func TestDriftRefusedBeforeTheWrite(t *testing.T) {
 	for _, resolverSaw := range []string{"the record", "no record"} {
 		t.Run(resolverSaw, func(t *testing.T) {
 			d, res := newCheckDNS(t)
@@ -762,21 +765,36 @@ func TestWriteRefusesDrift(t *testing.T) {
 			d.ns["example.com"] = []string{"ns1.example.com", "ns2.example.com"}
 			d.addr["ns2.example.com"] = []string{"192.0.2.2"}
 			d.auth["192.0.2.2:53"] = &fakeAuth{data: other}
+			var direct atomic.Int32
+			res.Sent = func(toAuthoritative bool) {
+				if toAuthoritative {
+					direct.Add(1)
+				}
+			}
 			w := &fakeWriter{}
 			rule := mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.validation.example.org"),
 				Zones: []string{"validation.example.org"}, Writer: w, WriterName: "fake"})
-			p := &Provider{Mapper: &Mapper{Resolver: res, Default: rule}}
+			m := &Mapper{Resolver: res, Default: rule}
+			c := &Checker{Mapper: m}
 			for range 10 {
-				_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "v")})
-				if err == nil {
-					t.Fatal("a drifted delegation was written to")
+				target, rep := c.Verify(context.Background(), "example.com", CheckChain|CheckNameservers)
+				err := rep.Err()
+				if target.Name != "" || err == nil {
+					t.Fatal("the check passed a drifted delegation")
 				}
-				if resolverSaw == "the record" && !strings.Contains(err.Error(), "ns2.example.com (192.0.2.2:53): no CNAME") {
-					t.Errorf("refusal %q does not name the server and its answer", err)
+				if resolverSaw == "the record" && (!errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), "ns2.example.com (192.0.2.2:53): no CNAME")) {
+					t.Errorf("refusal %q is no drift naming the server and its answer", err)
 				}
 			}
-			if len(w.getCalls()) != 0 {
-				t.Errorf("inner provider called: %v", w.getCalls())
+
+			direct.Store(0)
+			p := &Provider{Mapper: m}
+			_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{txt("_acme-challenge", "v")})
+			if n := direct.Load(); n != 0 {
+				t.Errorf("the write path asked authoritative servers %d times, want none (the gate did)", n)
+			}
+			if resolverSaw == "no record" && (!errors.Is(err, ErrNoDelegation) || len(w.getCalls()) != 0) {
+				t.Errorf("write without a delegation the resolver sees = %v, inner calls %v; want it refused", err, w.getCalls())
 			}
 		})
 	}
@@ -805,7 +823,7 @@ func TestFollowFindings(t *testing.T) {
 			tt.setup(d)
 			for _, rule := range []*Rule{followRule(t), staticRule(t)} {
 				c := &Checker{Mapper: &Mapper{Resolver: res, Default: rule}}
-				target, rep := c.Verify(context.Background(), "example.com", CheckWrite)
+				target, rep := c.Verify(context.Background(), "example.com", CheckChain|CheckNameservers)
 				err := rep.Err()
 				var de *DelegationError
 				if target.Name != "" || !errors.As(err, &de) || de.Code() != tt.wantCode || !errors.Is(err, tt.wantIs) {

@@ -182,7 +182,7 @@ func fuzzConfinement(t *testing.T, zone, chain, rtype, rname string, wildcard, v
 	var mapErr error
 	refused := rtype != "TXT" || nameErr != nil
 	if !refused {
-		want, mapErr = resolve(m, ctx, dom)
+		want, mapErr = m.Resolve(ctx, dom)
 		if mapErr == nil && (!InZone(want.Name, want.Zone) || ValidName(want.Name) != nil) {
 			t.Fatalf("Map(%q) = %q in %q: not a valid name inside the zone", dom, want.Name, want.Zone)
 		}

@@ -57,12 +57,12 @@ func TestSweepSparesChallengeInFlight(t *testing.T) {
 	sweepAll := func(phase string) {
 		t.Helper()
 		for range 3 {
-			if err := p.Renew(ctx); err != nil {
+			if err := sweeperOf(p).Renew(ctx); err != nil {
 				t.Fatal(err)
 			}
 			clock.Advance(2 * time.Second)
 			for name, sweeper := range map[string]*Provider{"this process": p, "another instance": other} {
-				if n, err := sweeper.Sweep(ctx, 3*time.Second); n != 0 || err != nil {
+				if n, err := sweeperOf(sweeper).Sweep(ctx, 3*time.Second); n != 0 || err != nil {
 					t.Errorf("%s: %s swept %d (%v) of a challenge in flight", phase, name, n, err)
 				}
 			}
@@ -106,7 +106,7 @@ func TestPendingEntryLease(t *testing.T) {
 	var pending []JournalEntry
 	w.beforeAppend = func() {
 		pending, _ = j.List(context.Background())
-		p.Renew(context.Background())
+		sweeperOf(p).Renew(context.Background())
 		renewed, _ := j.List(context.Background())
 		pending = append(pending, renewed...)
 		p.AuthoritativeWait = 0 // skip the wait itself: there is no resolver here
@@ -120,7 +120,7 @@ func TestPendingEntryLease(t *testing.T) {
 			t.Errorf("entry during the write leased for %s, want the longest present %s", e.Lease, retryBudget+30*time.Second)
 		}
 	}
-	p.Renew(context.Background())
+	sweeperOf(p).Renew(context.Background())
 	if es, _ := j.List(context.Background()); len(es) != 1 || es[0].Lease != 0 {
 		t.Errorf("entry after the write: %+v, want the journal's own lease", es)
 	}
@@ -166,7 +166,7 @@ func TestConcurrentSamePresentOneEntry(t *testing.T) {
 		// Much later (an hour on the provider's clock), a sweep: the
 		// value is still in use and stays.
 		clk.Advance(time.Hour)
-		if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
+		if n, _ := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 0 {
 			t.Fatalf("a sweep removed the value still in use")
 		}
 		mustDelete(t, p, "example.com.", second...)
@@ -221,7 +221,7 @@ func TestLeaseDropsAfterWrite(t *testing.T) {
 	}
 	clock.Advance(4 * time.Second)
 	crashed := &Provider{Mapper: p.Mapper, Journal: j, now: clock.Now} // another process: p's presentations are not its own
-	if n, err := crashed.Sweep(context.Background(), 3*time.Second); n != 1 || err != nil {
+	if n, err := sweeperOf(crashed).Sweep(context.Background(), 3*time.Second); n != 1 || err != nil {
 		t.Errorf("a sweep after sweep_after removed %d (%v), want the orphan", n, err)
 	}
 }

@@ -173,7 +173,7 @@ func TestSweepAfterCrash(t *testing.T) {
 
 	restarted := staticProvider(t, w)
 	restarted.Journal, restarted.now = j, clock.Now
-	n, err := restarted.Sweep(context.Background(), 5*time.Minute)
+	n, err := sweeperOf(restarted).Sweep(context.Background(), 5*time.Minute)
 	if err != nil || n != 1 {
 		t.Fatalf("Sweep = %d, %v; want 1 removed", n, err)
 	}
@@ -187,7 +187,7 @@ func TestSweepAfterCrash(t *testing.T) {
 	// The in-flight challenge, now old, is still presented by its process:
 	// that process's own sweep leaves it.
 	clock.Advance(time.Hour)
-	if n, _ := other.Sweep(context.Background(), 5*time.Minute); n != 0 {
+	if n, _ := sweeperOf(other).Sweep(context.Background(), 5*time.Minute); n != 0 {
 		t.Errorf("a process swept its own live challenge")
 	}
 }
@@ -198,7 +198,7 @@ func TestSweepKeepsEntriesWithoutWriter(t *testing.T) {
 	j.Put(context.Background(), JournalEntry{ID: "x", Zone: "gone.example", Name: "_acme-challenge.gone.example", Value: digest("v"), Writer: "fake", Written: time.Unix(0, 0)})
 	p := staticProvider(t, w)
 	p.Journal = j
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 0 || err != nil {
+	if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 0 || err != nil {
 		t.Fatalf("Sweep = %d, %v", n, err)
 	}
 	if j.len() != 1 || len(w.getCalls()) != 0 {

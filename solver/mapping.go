@@ -129,7 +129,7 @@ type Target struct {
 	Name   string // the alias name the TXT record is written at
 	Zone   string // the alias zone that contains Name
 	Rule   *Rule  // the rule that produced the mapping
-	Chain  *Chain // follow mode: the chain that led to Name
+	Chain  *Chain // the CNAME chain of the challenge name that led to Name
 }
 
 // Mapper maps domains onto alias targets.
@@ -154,7 +154,7 @@ func (m *Mapper) Rule(domain string) (*Rule, error) {
 		best = m.Default
 	}
 	if best == nil {
-		return nil, fmt.Errorf("no rule matches %s and no default alias is configured", domain)
+		return nil, errorOf(ErrNoRule, "no rule matches %s and no default alias is configured", domain)
 	}
 	return best, nil
 }
@@ -176,39 +176,57 @@ func (r *Rule) expect(d string) (alias, record string, err error) {
 // Suggestion returns the CNAME record that would delegate domain's
 // challenge as this mapping expects, for a name it does not obtain yet.
 func (m *Mapper) Suggestion(domain string) (string, error) {
-	d := strings.TrimPrefix(Normalize(domain), "*.")
-	if err := ValidName(d); err != nil {
-		return "", err
-	}
-	rule, err := m.Rule(d)
-	if err != nil {
-		return "", err
-	}
-	_, record, err := rule.expect(d)
+	_, _, record, err := m.plan(domain)
 	return record, err
 }
 
-// Resolve is the one path from a domain to where its challenge record is
-// written: the rule responsible for it, the alias it expects, and the CNAME
-// chain of its challenge name as the resolvers see it, which must end at
-// that alias (static, template) or inside an alias zone (follow). It returns
-// the target, or a report whose findings say what is wrong and which record
-// fixes it. A wildcard domain resolves as its base domain: they share a
-// challenge name. It never returns a target outside the rule's zones (or,
-// without zones, outside the zone the alias lies in).
-func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, *Report) {
+// Errors of the mapping, beside the chain's (chain.go). They are wrapped
+// with the names involved.
+var (
+	// ErrNoRule: no rule covers the domain, or it is no domain at all.
+	ErrNoRule = errors.New("no rule covers the domain")
+	// ErrWrongTarget: the chain ends at another name than the alias.
+	ErrWrongTarget = errors.New("CNAME chain ends at another name than the alias")
+	// ErrOutsideZones: the chain, or the alias, ends outside every alias
+	// zone.
+	ErrOutsideZones = errors.New("outside the alias zones")
+	// ErrBadTarget: the chain ends where no challenge record can be
+	// written (a name a DNS record made up, a zone's apex, a public
+	// suffix).
+	ErrBadTarget = errors.New("no challenge record can be written there")
+)
+
+// ResolveError is why Resolve found no target for Domain: Err, of one of
+// the kinds in Kinds, names the names involved; Fix is the record to
+// publish in the production zone when publishing it mends the delegation
+// ("" when it does not: no rule, a failed lookup).
+type ResolveError struct {
+	Domain string
+	Chain  Chain // as far as it was followed
+	Fix    string
+	Err    error
+}
+
+func (e *ResolveError) Error() string {
+	msg := fmt.Sprintf("delegation of %s is broken: %s", e.Domain, Printable(e.Err.Error()))
+	if e.Fix != "" {
+		msg += "; publish in the production zone: " + e.Fix
+	}
+	return msg
+}
+
+func (e *ResolveError) Unwrap() error { return e.Err }
+
+// report starts the report on domain: what its rule expects, before
+// anything is looked up.
+func (m *Mapper) report(domain string) *Report {
 	d := strings.TrimPrefix(Normalize(domain), "*.")
 	rep := &Report{Domain: d, ChallengeName: ChallengeName(d), Resolver: strings.Join(m.Resolver.Servers(), ",")}
-	if err := ValidName(d); err != nil {
-		rep.add(CodeNoRule, true, "%s is not a domain a certificate can be obtained for: %v", domain, err)
-		return Target{}, rep
-	}
-	rule, err := m.Rule(d)
+	rule, alias, record, err := m.plan(domain)
 	if err != nil {
-		rep.add(CodeNoRule, true, "%v", err)
-		return Target{}, rep
+		return rep
 	}
-	rep.Zones = rule.Zones
+	rep.Zones, rep.Expected, rep.suggestion = rule.Zones, alias, record
 	switch {
 	case rule.Follow:
 		rep.Mode = "follow"
@@ -217,84 +235,106 @@ func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, *Report) {
 	default:
 		rep.Mode = "template"
 	}
-	if rep.Expected, rep.suggestion, err = rule.expect(d); err != nil {
-		rep.add(CodeNoRule, true, "%v", err)
-		return Target{}, rep
-	}
-
-	rep.Chain, err = m.Resolver.Follow(ctx, rep.ChallengeName, m.MaxHops)
-	switch {
-	case errors.Is(err, ErrWildcard):
-		rep.addFix(CodeWildcard, "%v; an explicit CNAME is needed", err)
-	case errors.Is(err, ErrLoop):
-		rep.addFix(CodeLoop, "%v", err)
-	case errors.Is(err, ErrTooManyHops):
-		rep.addFix(CodeTooManyHops, "%v", err)
-	case errors.Is(err, ErrRootTarget):
-		rep.addFix(CodeBadTarget, "%v", err)
-	case err != nil:
-		rep.add(CodeLookup, true, "%v", err)
-	case len(rep.Chain.Hops) == 0:
-		rep.addFix(CodeNoDelegation, "%s has no CNAME record", rep.ChallengeName)
-		rep.Findings[0].cause = ErrNoDelegation
-	case !rule.Follow && rep.Chain.End != rep.Expected:
-		rep.addFix(CodeWrongTarget, "the CNAME chain of %s ends at %s, not at the alias %s", rep.ChallengeName, rep.Chain.End, rep.Expected)
-	}
-	if len(rep.Findings) > 0 {
-		return Target{}, rep
-	}
-
-	target, err := m.target(ctx, d, rule, &rep.Chain)
-	switch {
-	case err == nil:
-		rep.OK, rep.chainOK = true, true
-		return target, rep
-	case target.Name != "" && target.Zone == "" && !errors.Is(err, ErrLookup):
-		rep.addFix(CodeOutsideZones, "%v", err)
-	case errors.Is(err, errBadTarget):
-		rep.addFix(CodeBadTarget, "%v", err)
-	default:
-		rep.add(CodeLookup, true, "%v", err)
-	}
-	return Target{}, rep
+	return rep
 }
 
-// errBadTarget marks a chain that ends at a name no record can be written at.
-var errBadTarget = errors.New("no challenge record can be written there")
+// plan returns the rule responsible for domain, the alias its chain must
+// end at ("" in follow mode) and the CNAME record that delegates it so.
+func (m *Mapper) plan(domain string) (rule *Rule, alias, record string, err error) {
+	d := strings.TrimPrefix(Normalize(domain), "*.")
+	if err := ValidName(d); err != nil {
+		return nil, "", "", errorOf(ErrNoRule, "%s is not a domain a certificate can be obtained for: %v", domain, err)
+	}
+	if rule, err = m.Rule(d); err != nil {
+		return nil, "", "", err
+	}
+	if alias, record, err = rule.expect(d); err != nil {
+		return nil, "", "", errorOf(ErrNoRule, "%v", err)
+	}
+	return rule, alias, record, nil
+}
+
+// Resolve is the one path from a domain to where its challenge record is
+// written, which the write path, the gate, the permission module, the
+// admin API and the check command all take (the last four through the
+// Checker, which builds its report on top): the rule responsible for it,
+// the alias it expects, and the CNAME chain of its challenge name as the
+// resolvers see it, which must end at that alias (static, template) or
+// inside an alias zone (follow). It returns the target, with the chain
+// that led there, or a *ResolveError whose Err is of one of the kinds in
+// Kinds. A wildcard domain resolves as its base domain: they share a
+// challenge name. It never returns a target outside the rule's zones (or,
+// without zones, outside the zone the alias lies in).
+func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
+	d := strings.TrimPrefix(Normalize(domain), "*.")
+	fail := &ResolveError{Domain: d}
+	rule, alias, record, err := m.plan(domain)
+	if err != nil {
+		fail.Err = err
+		return Target{}, fail
+	}
+	challenge := ChallengeName(d)
+	chain, err := m.Resolver.Follow(ctx, challenge, m.MaxHops)
+	switch {
+	case errors.Is(err, ErrWildcard):
+		err = fmt.Errorf("%w; an explicit CNAME is needed", err)
+	case err != nil:
+	case len(chain.Hops) == 0:
+		err = errorOf(ErrNoDelegation, "%s has no CNAME record", challenge)
+	case !rule.Follow && chain.End != alias:
+		err = errorOf(ErrWrongTarget, "the CNAME chain of %s ends at %s, not at the alias %s", challenge, chain.End, alias)
+	}
+	var target Target
+	if err == nil {
+		target, err = m.target(ctx, d, rule, &chain)
+	}
+	if err == nil {
+		return target, nil
+	}
+	fail.Chain, fail.Err = chain, err
+	if kind, _ := kindOf(err); kind != ErrLookup {
+		fail.Fix = record
+	}
+	return Target{}, fail
+}
 
 // target places the alias of domain under rule in its zone. In follow mode
 // the alias is where chain ends.
 func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain) (Target, error) {
-	t := Target{Domain: d, Rule: rule}
+	t := Target{Domain: d, Rule: rule, Chain: chain}
 	var err error
 	if rule.Follow {
-		t.Chain, t.Name = chain, chain.End
+		t.Name = chain.End
 		// A DNS record chose this name: escapes ("a\.zone"), '*' and the
 		// like would let a name that only looks inside a zone through. The
 		// name is normalized already: the added dot keeps ValidName from
 		// normalizing away a second trailing dot ("x.zone..").
 		if err = ValidName(t.Name + "."); err != nil {
-			return Target{Domain: d, Rule: rule}, fmt.Errorf("the CNAME chain of %s ends at %s, where %w: %w; nothing was written", ChallengeName(d), t.Name, errBadTarget, err)
+			return Target{}, fmt.Errorf("the CNAME chain of %s ends at %s, where %w: %w; nothing was written", ChallengeName(d), t.Name, ErrBadTarget, err)
 		}
 	} else if t.Name, err = rule.Alias.Expand(d); err != nil {
-		return t, err
+		return Target{}, errorOf(ErrBadTarget, "%v", err)
 	}
 	if len(rule.Zones) > 0 {
 		t.Zone = rule.zoneOf(t.Name)
 	} else if t.Zone, err = m.Resolver.FindZone(ctx, t.Name); err != nil {
-		return t, err
+		if errors.Is(err, ErrLookup) {
+			return Target{}, err
+		}
+		// No SOA up to the root: the alias lies in no zone at all.
+		return Target{}, errorOf(ErrOutsideZones, "%v", err)
 	}
 	if t.Zone == "" {
-		return t, fmt.Errorf("the CNAME chain of %s ends at %s, outside the alias zones %v; nothing was written", ChallengeName(d), t.Name, rule.Zones)
+		return Target{}, errorOf(ErrOutsideZones, "the CNAME chain of %s ends at %s, outside the alias zones %v; nothing was written", ChallengeName(d), t.Name, rule.Zones)
 	}
 	if t.Name == Normalize(t.Zone) {
 		// The apex holds the zone's own records (SOA, NS, verification
 		// TXT); a journal sweep refuses it too (ValidateEntry).
-		return t, fmt.Errorf("the alias of %s is %s, the apex of alias zone %s, where no challenge record is written; nothing was written", d, t.Name, t.Zone)
+		return Target{}, errorOf(ErrBadTarget, "the alias of %s is %s, the apex of alias zone %s, where no challenge record is written; nothing was written", d, t.Name, t.Zone)
 	}
 	if len(rule.Zones) == 0 {
 		if err := ValidZone(t.Zone); err != nil {
-			return t, fmt.Errorf("alias zone of %s, found by an SOA lookup of %s: %w; nothing was written", d, t.Name, err)
+			return Target{}, errorOf(ErrBadTarget, "alias zone of %s, found by an SOA lookup of %s: %v; nothing was written", d, t.Name, err)
 		}
 	}
 	return t, nil

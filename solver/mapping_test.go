@@ -319,7 +319,7 @@ func TestMapperRulePrecedence(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "unmatched.example.net") {
 		t.Errorf("Rule(unmatched) error %q does not name the domain", err)
 	}
-	_, err := resolve(m, context.Background(), "*.Unmatched.Example.NET.")
+	_, err := m.Resolve(context.Background(), "*.Unmatched.Example.NET.")
 	if err == nil || !strings.Contains(err.Error(), "unmatched.example.net") {
 		t.Errorf("Map(unmatched) = %v, want an error naming unmatched.example.net", err)
 	}
@@ -367,12 +367,12 @@ func TestMapStaticAndTemplate(t *testing.T) {
 		// No configured zones: the zone comes from the SOA walk.
 		{"a.soa.test", "a.soa.test", "_acme-challenge.a.soa.test.acme.example.net", "acme.example.net", soaRule},
 	} {
-		got, err := resolve(m, context.Background(), tc.domain)
+		got, err := m.Resolve(context.Background(), tc.domain)
 		if err != nil {
 			t.Errorf("Map(%q) = %v", tc.domain, err)
 			continue
 		}
-		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain != nil {
+		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain == nil || got.Chain.End != tc.wantNm {
 			t.Errorf("Map(%q) = {%q %q %q rule %q chain %v}; want {%q %q %q rule %q}", tc.domain,
 				got.Domain, got.Name, got.Zone, matchOf(got.Rule), got.Chain, tc.wantDomain, tc.wantNm, tc.wantZone, tc.wantRule.Match)
 		}
@@ -387,7 +387,7 @@ func TestMapStaticAndTemplate(t *testing.T) {
 	// No SOA anywhere: the mapping fails, naming the alias.
 	noZone := mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.{domain}.nowhere.test"), Writer: w})
 	m2 := &Mapper{Default: noZone, Resolver: res}
-	if _, err := resolve(m2, context.Background(), "example.com"); err == nil || !strings.Contains(err.Error(), "_acme-challenge.example.com.nowhere.test") {
+	if _, err := m2.Resolve(context.Background(), "example.com"); err == nil || !strings.Contains(err.Error(), "_acme-challenge.example.com.nowhere.test") {
 		t.Errorf("Map with no zone found = %v, want an error naming the alias", err)
 	}
 }
@@ -538,7 +538,7 @@ func TestMapFollow(t *testing.T) {
 			d := newFakeDNS("example.com", "example.net", "example.org", "validation.example.org", "other-validation.example.org")
 			tc.setup(d)
 			m, _ := followMapper(t, d, tc.maxHops)
-			got, err := resolve(m, context.Background(), tc.domain)
+			got, err := m.Resolve(context.Background(), tc.domain)
 			if tc.wantIs != nil || tc.wantErr != nil {
 				if err == nil {
 					t.Fatalf("Map = %+v, nil; want an error", got)
@@ -847,12 +847,6 @@ func TestResolverServers(t *testing.T) {
 	if fmt.Sprint(asked) != "[127.0.0.1:1 127.0.0.1:2]" {
 		t.Errorf("asked %v, want both servers in order", asked)
 	}
-}
-
-// resolve is Resolve with its report as an error.
-func resolve(m *Mapper, ctx context.Context, domain string) (Target, error) {
-	t, rep := m.Resolve(ctx, domain)
-	return t, rep.Err()
 }
 
 // delegatedResolver is a resolver under which every domain has delegated its

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/libdns/libdns"
 )
 
 // nameLocks serialises this process's calls to inner writers at one alias
@@ -53,4 +55,15 @@ func (n *nameLocks) lock(ctx context.Context, zone, name string) (unlock func(),
 		release()
 		return nil, fmt.Errorf("waiting for another write at %s in zone %s: %w", Normalize(name), Normalize(zone), ctx.Err())
 	}
+}
+
+// delete deletes recs at name in zone through w, under the name's lock.
+func (n *nameLocks) delete(ctx context.Context, w Writer, zone, name string, recs []libdns.Record) error {
+	unlock, err := n.lock(ctx, zone, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = w.DeleteRecords(ctx, FQDN(zone), recs)
+	return err
 }

@@ -377,7 +377,7 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 	}
 	zone, hosts, err := r.ZoneServers(ctx, inZone, c.nsTimeout())
 	if err != nil {
-		rep.add(CodeLookup, true, "finding the authoritative nameservers of %s: %v", rep.ChallengeName, err)
+		rep.add(errorOf(ErrLookup, "finding the authoritative nameservers of %s: %v", rep.ChallengeName, err), true)
 		return
 	}
 	rep.Zone = zone
@@ -401,7 +401,7 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 		if len(names) > 3 {
 			shown += ", ..."
 		}
-		rep.add(CodeNSNotAsked, false, "%d nameserver(s) of %s (%s) %s", len(names), zone, shown, reason)
+		rep.add(errorOf(ErrNotAsked, "%d nameserver(s) of %s (%s) %s", len(names), zone, shown, reason), false)
 	}
 	slices.SortFunc(rep.Nameservers, func(a, b NameserverAnswer) int { return strings.Compare(a.Name+a.Address, b.Name+b.Address) })
 
@@ -409,9 +409,9 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 	for _, a := range rep.Nameservers {
 		switch {
 		case a.Error != "" && a.Address == "":
-			rep.add(CodeNSUnreachable, true, "nameserver %s of %s cannot be reached: %s", a.Name, zone, a.Error)
+			rep.add(errorOf(ErrNSUnreachable, "nameserver %s of %s cannot be reached: %s", a.Name, zone, a.Error), true)
 		case a.Error != "":
-			rep.add(CodeNSUnreachable, true, "nameserver %s (%s) of %s did not answer for %s: %s", a.Name, a.Address, zone, rep.ChallengeName, a.Error)
+			rep.add(errorOf(ErrNSUnreachable, "nameserver %s (%s) of %s did not answer for %s: %s", a.Name, a.Address, zone, rep.ChallengeName, a.Error), true)
 		default:
 			answers[a.Target] = append(answers[a.Target], fmt.Sprintf("%s (%s)", a.Name, a.Address))
 		}
@@ -429,7 +429,7 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 		parts = append(parts, fmt.Sprintf("%s: %s", strings.Join(servers, ", "), target))
 	}
 	slices.Sort(parts)
-	rep.add(CodeDrift, true, "the nameservers of %s disagree about %s (%s); publish the same record on every one", zone, rep.ChallengeName, strings.Join(parts, "; "))
+	rep.add(errorOf(ErrDrift, "the nameservers of %s disagree about %s (%s); publish the same record on every one", zone, rep.ChallengeName, strings.Join(parts, "; ")), true)
 	if rep.Fix == "" {
 		// The chain the resolvers saw passed: its first record is the
 		// one the other servers lack. Otherwise the chain check has

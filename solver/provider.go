@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -13,11 +11,13 @@ import (
 )
 
 // Provider is a libdns provider that moves ACME challenge records onto alias
-// names. certmagic hands it _acme-challenge records in the production zone;
-// it writes them at the mapped alias through the rule's Writer and returns
-// them under their absolute alias name (with a trailing dot, which libdns'
-// AbsoluteName keeps as it is) so that certmagic's propagation check looks at
-// the alias directly, however many CNAME hops lead there.
+// names: the write path. certmagic hands it _acme-challenge records in the
+// production zone; it writes them at the mapped alias through the rule's
+// Writer and returns them under their absolute alias name (with a trailing
+// dot, which libdns' AbsoluteName keeps as it is) so that certmagic's
+// propagation check looks at the alias directly, however many CNAME hops
+// lead there. It deletes exactly what it wrote. Its journal entries are
+// renewed and swept by a Sweeper.
 type Provider struct {
 	Mapper *Mapper
 	Logger *zap.Logger
@@ -36,25 +36,19 @@ type Provider struct {
 	// certmagic's propagation check is off.
 	RecursiveWait time.Duration
 	// Journal, if set, records every write before it happens and forgets it
-	// after the delete, so that Sweep can remove what a crash left behind.
+	// after the delete, so that a Sweeper can remove what a crash left
+	// behind.
 	Journal Journal
 	// Observer, if set, is told of every write, delete and wait (metrics).
 	Observer Observer
+	// Memo, if set, holds the passes of the gate's whole check, which
+	// stand in for the write's own resolve of the same obtain.
+	Memo *Memo
 
 	// names serialises the writers' calls at each alias name.
-	names     nameLocks
-	mu        sync.Mutex
-	presented map[presentedKey]*presentation
-	// retiring holds, by journal ID, the presentations whose delete is
-	// under way: still in flight for Renew and Sweep.
-	retiring map[string]*presentation
-	warned   map[string]bool // journal keys Sweep has warned about
-	// cachedUntil holds, by alias name, until when a recursive resolver
-	// may answer from its cache a TXT set of that name that a value since
-	// removed was part of.
-	cachedUntil map[string]time.Time
-	verified    map[string]verified // by identifier (wildcards with "*.")
-	now         func() time.Time
+	names nameLocks
+	reg   presentations
+	now   func() time.Time
 }
 
 // Observer is told what the provider does, for metrics. Its methods must
@@ -67,57 +61,6 @@ type Observer interface {
 	// Served reports how long after its write every authoritative server
 	// of the alias zone served a record.
 	Served(d time.Duration)
-}
-
-type presentedKey struct{ name, value string }
-
-// presentation is one challenge value this process wrote. Deleting uses the
-// name recorded here, never a fresh resolution of the chain: a CNAME that
-// changed meanwhile must not send the delete elsewhere.
-//
-// A presentation is registered, with its journal ID, before its journal
-// entry is stored, and stays registered (in presented, then in retiring)
-// until its delete finishes: for its whole life Renew renews the entry and
-// Sweep passes it by.
-type presentation struct {
-	target    Target
-	original  string          // challenge name in the production zone
-	value     string          // the TXT value
-	written   []libdns.Record // as the inner provider returned them; set when done closes
-	refs      int
-	since     time.Time
-	journalID string
-	ttl       time.Duration // the largest TTL the alias zone served it with
-	// forgotten is set (under the provider's mu) before the entry is
-	// dropped once its record is handled: a journal write racing the drop
-	// (Renew's) sees it afterwards and drops the entry again, or a sweep
-	// would delete the value later, when another challenge may present
-	// it.
-	forgotten bool
-	// done is closed when the write (and the wait for the authoritative
-	// servers) finished; err is its failure. Concurrent presents of the
-	// same value wait for it instead of writing (and journalling) again.
-	done chan struct{}
-	err  error
-}
-
-// finished reports whether the presentation's write is over.
-func (pr *presentation) finished() bool {
-	select {
-	case <-pr.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Presented describes a challenge record currently presented. It carries no
-// record value: listings of it are shown to operators.
-type Presented struct {
-	Domain string    `json:"domain"`
-	Name   string    `json:"name"`
-	Zone   string    `json:"zone"`
-	Since  time.Time `json:"since"`
 }
 
 func (p *Provider) logger() *zap.Logger {
@@ -192,36 +135,18 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		return nil, fmt.Errorf("refusing to write TXT %s for %s: outside alias zone %s", target.Name, domain, target.Zone)
 	}
 	key := presentedKey{target.Name, rr.Data}
-
-	p.mu.Lock()
-	if pr, ok := p.presented[key]; ok {
-		// The same value at the same name: one record, deleted when its
-		// last user deletes it, and one journal entry.
-		pr.refs++
-		p.mu.Unlock()
-		if err := p.awaitWrite(ctx, pr, domain); err != nil {
+	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data,
+		Writer: target.Rule.WriterName, Written: p.clock(), Lease: p.LongestPresent()}
+	pr := &presentation{target: target, original: original, value: rr.Data, refs: 1, since: entry.Written, journalID: entry.ID, done: make(chan struct{})}
+	existing, shared := p.reg.claim(key, pr, entry.Written)
+	if existing != nil {
+		if err := p.awaitWrite(ctx, existing, domain); err != nil {
 			return nil, err
 		}
 		return aliasRecord(target.Name, rr), nil
 	}
-	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data,
-		Writer: target.Rule.WriterName, Written: p.clock(), Lease: p.LongestPresent()}
-	pr := &presentation{target: target, original: original, value: rr.Data, refs: 1, since: entry.Written, journalID: entry.ID, done: make(chan struct{})}
-	shared := p.sharedLocked(target.Name, entry.Written)
-	if p.presented == nil {
-		p.presented = make(map[presentedKey]*presentation)
-	}
-	p.presented[key] = pr
-	p.mu.Unlock()
-
 	written, ttl, err := p.write(ctx, pr, entry, rr, shared)
-	p.mu.Lock()
-	pr.written, pr.err, pr.ttl = written, err, ttl
-	if err != nil && p.presented[key] == pr {
-		delete(p.presented, key)
-	}
-	p.mu.Unlock()
-	close(pr.done)
+	p.reg.settle(key, pr, written, ttl, err)
 	if err != nil {
 		return nil, err
 	}
@@ -262,51 +187,13 @@ func (p *Provider) awaitWrite(ctx context.Context, pr *presentation, domain stri
 	select {
 	case <-pr.done:
 	case <-ctx.Done():
-		p.mu.Lock()
-		pr.refs--
-		p.mu.Unlock()
+		p.reg.release(pr)
 		return fmt.Errorf("waiting for a concurrent write of the same challenge value of %s: %w", domain, ctx.Err())
 	}
 	if pr.err != nil {
 		return fmt.Errorf("a concurrent write of the same challenge value of %s failed: %w", domain, pr.err)
 	}
 	return nil
-}
-
-// sharedLocked reports whether a recursive resolver may hold a TXT set of
-// the alias name without a value written now: another value is presented
-// there (or being deleted), or was until lately. p.mu is held.
-func (p *Provider) sharedLocked(name string, now time.Time) bool {
-	for k := range p.presented {
-		if k.name == name {
-			return true
-		}
-	}
-	for _, pr := range p.retiring {
-		if pr.target.Name == name {
-			return true
-		}
-	}
-	return now.Before(p.cachedUntil[name])
-}
-
-// removed notes that a value at name, served with ttl, is gone now: a
-// resolver may keep answering the set it was part of for that long.
-func (p *Provider) removed(name string, ttl time.Duration) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.clock()
-	for n, until := range p.cachedUntil {
-		if !now.Before(until) {
-			delete(p.cachedUntil, n)
-		}
-	}
-	if until := now.Add(ttl); until.After(now) && until.After(p.cachedUntil[name]) {
-		if p.cachedUntil == nil {
-			p.cachedUntil = make(map[string]time.Time)
-		}
-		p.cachedUntil[name] = until
-	}
 }
 
 // write journals entry, writes rr at its target and waits until the alias
@@ -365,90 +252,38 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 			if until.After(bound) {
 				until = bound
 			}
-			err = p.waitCachedSets(ctx, until)
+			// A resolver the provider cannot ask, the CA's, may have
+			// cached the name's TXT set without the new value just
+			// before the write, and may answer it for the TTL the zone
+			// serves: until is a TTL after the write, bounded by
+			// RecursiveWait, beyond which the write goes ahead.
+			err = Sleep(ctx, until.Sub(p.clock()))
 		}
 		if err != nil {
 			err = fmt.Errorf("waiting for the resolvers to answer the challenge of %s at %s, which other challenges use too: %w", domain, target.Name, err)
-			p.removed(target.Name, ttl)
+			p.reg.removed(target.Name, ttl, p.clock())
 			return nil, 0, p.undo(ctx, pr, written, err, nil)
 		}
 	}
 	return written, ttl, nil
 }
 
-// waitCachedSets waits until until, or ctx's end (its error). A resolver the
-// provider cannot ask, the CA's, may have cached a shared name's TXT set
-// without the new value just before the write, and may answer it for the
-// TTL the zone serves: until is a TTL after the write, bounded by
-// RecursiveWait, beyond which the write goes ahead.
-func (p *Provider) waitCachedSets(ctx context.Context, until time.Time) error {
-	return Sleep(ctx, until.Sub(p.clock()))
-}
-
-type verified struct {
-	target Target
-	at     time.Time
-}
-
-// VerifiedFor is how long a passed whole check stands in for the next one:
-// the gate's (or the permission module's) for the gate and the write of the
-// same obtain, seconds later.
-const VerifiedFor = 30 * time.Second
-
-// Remember notes that the whole delegation check of name (an identifier,
-// "*." for a wildcard) passed, leading to target.
-func (p *Provider) Remember(name string, target Target) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.clock()
-	for n, v := range p.verified {
-		if now.Sub(v.at) >= VerifiedFor {
-			delete(p.verified, n)
-		}
-	}
-	if p.verified == nil {
-		p.verified = make(map[string]verified)
-	}
-	p.verified[Normalize(name)] = verified{target, now}
-}
-
-// Recall returns the target of a pass of name's whole check within
-// VerifiedFor.
-func (p *Provider) Recall(name string) (Target, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v, ok := p.verified[Normalize(name)]
-	if !ok || p.clock().Sub(v.at) >= VerifiedFor {
-		return Target{}, false
-	}
-	return v.target, true
-}
-
-// mapDomain runs the write path's own delegation check, the last line of
-// defence after the gate before the order: the chain and every
-// authoritative server of the production zone. A pass of the gate's whole
-// check moments ago, for the domain or its wildcard (one challenge name),
-// stands in for it. Transient findings (a failed lookup, a silent
-// nameserver) do not stop a write whose target resolved: the CA's
-// validation is the judge then.
+// mapDomain finds where the challenge of domain is written: Mapper.Resolve,
+// the chain and the confinement to the alias zones, the last line of
+// defence after the gate. A pass of the gate's whole check moments ago,
+// for the domain or its wildcard (one challenge name), stands in for it:
+// the gate asked the production zone's nameservers and CAA for this
+// obtain, and the write asks nothing again.
 func (p *Provider) mapDomain(ctx context.Context, domain string) (Target, error) {
-	for _, name := range []string{domain, "*." + domain} {
-		if target, ok := p.Recall(name); ok {
-			return target, nil
+	if p.Memo != nil {
+		for _, name := range []string{domain, "*." + domain} {
+			if target, ok := p.Memo.Recall(name); ok {
+				return target, nil
+			}
 		}
 	}
-	target, rep := p.checker().Verify(ctx, domain, CheckWrite)
-	err := rep.Err()
-	if target.Name == "" {
-		return target, err
-	}
-	if err != nil {
-		p.logger().Warn("delegation check incomplete; writing the challenge anyway", zap.String("domain", domain), zap.Error(err))
-	}
-	return target, nil
+	return p.Mapper.Resolve(ctx, domain)
 }
-
-func (p *Provider) checker() *Checker { return &Checker{Mapper: p.Mapper} }
 
 func aliasRecord(name string, rr libdns.RR) libdns.Record {
 	return libdns.TXT{Name: FQDN(name), TTL: rr.TTL, Text: rr.Data}
@@ -472,7 +307,7 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 			errs = append(errs, fmt.Errorf("refusing to delete every TXT value at %s: the alias provider deletes the values it presented, each by its value", name))
 			continue
 		}
-		key, pr, last := p.take(name, rr.Data)
+		key, pr, last := p.reg.take(name, rr.Data)
 		if pr == nil {
 			// After a restart, say: the journal's sweep removes what
 			// the process before wrote.
@@ -489,11 +324,11 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 			p.Observer.Deleted(err)
 		}
 		if err != nil {
-			p.restore(key, pr)
+			p.reg.restore(key, pr)
 		} else {
-			p.removed(t.Name, pr.ttl)
+			p.reg.removed(t.Name, pr.ttl, p.clock())
 		}
-		p.retired(pr)
+		p.reg.retired(pr)
 		if err != nil {
 			p.logger().Error("could not delete challenge record; remove it by hand if this persists",
 				zap.String("domain", t.Domain), zap.String("name", t.Name), zap.String("zone", t.Zone),
@@ -517,20 +352,8 @@ func (p *Provider) DeleteRecords(ctx context.Context, zone string, records []lib
 // transient failures.
 func (p *Provider) deleteWritten(ctx context.Context, t Target, written []libdns.Record) error {
 	return retry(ctx, func(ctx context.Context) error {
-		return p.deleteAt(ctx, t.Rule.Writer, t.Zone, t.Name, written)
+		return p.names.delete(ctx, t.Rule.Writer, t.Zone, t.Name, written)
 	})
-}
-
-// deleteAt deletes records at name in zone through w, under the name's
-// lock (see nameLocks).
-func (p *Provider) deleteAt(ctx context.Context, w Writer, zone, name string, recs []libdns.Record) error {
-	unlock, err := p.names.lock(ctx, zone, name)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	_, err = w.DeleteRecords(ctx, FQDN(zone), recs)
-	return err
 }
 
 // undo removes a write that failed or did not propagate, on a context of
@@ -545,7 +368,7 @@ func (p *Provider) undo(ctx context.Context, pr *presentation, written []libdns.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if writeErr != nil && !MayHaveTakenEffect(writeErr) {
-		p.deleteAt(ctx, t.Rule.Writer, t.Zone, t.Name, written)
+		p.names.delete(ctx, t.Rule.Writer, t.Zone, t.Name, written)
 		p.forget(ctx, pr)
 		return cause
 	}
@@ -564,9 +387,7 @@ func (p *Provider) forget(ctx context.Context, pr *presentation) {
 	if p.Journal == nil {
 		return
 	}
-	p.mu.Lock()
-	pr.forgotten = true
-	p.mu.Unlock()
+	pr.forgotten.Store(true)
 	p.dropEntry(ctx, pr.journalID)
 }
 
@@ -582,77 +403,18 @@ func (p *Provider) dropEntry(ctx context.Context, id string) {
 // delete comes after this Put or this check sees the flag.
 func (p *Provider) putEntry(ctx context.Context, pr *presentation, e JournalEntry) error {
 	err := p.Journal.Put(ctx, e)
-	p.mu.Lock()
-	forgotten := pr.forgotten
-	p.mu.Unlock()
-	if forgotten {
+	if pr.forgotten.Load() {
 		p.dropEntry(ctx, e.ID)
 		return nil
 	}
 	return err
 }
 
-// take drops one reference to the presentation of value at name, which is
-// either the alias name or the original challenge name. The presentation is
-// moved from the table to the retiring ones once no reference is left; last
-// reports that, so that exactly one caller deletes the record (decided
-// under the lock), and then calls retired.
-func (p *Provider) take(name, value string) (presentedKey, *presentation, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	key := presentedKey{name, value}
-	pr, ok := p.presented[key]
-	if !ok {
-		for k, candidate := range p.presented {
-			if candidate.original == name && k.value == value {
-				key, pr, ok = k, candidate, true
-				break
-			}
-		}
-	}
-	if !ok {
-		return key, nil, false
-	}
-	pr.refs--
-	if pr.refs == 0 {
-		// Its delete is under way: still in flight (retiring) until
-		// the caller's retire.
-		delete(p.presented, key)
-		if p.retiring == nil {
-			p.retiring = make(map[string]*presentation)
-		}
-		p.retiring[pr.journalID] = pr
-	}
-	return key, pr, pr.refs == 0
-}
-
-// retired ends the retirement that take began: pr's delete is over.
-func (p *Provider) retired(pr *presentation) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.retiring, pr.journalID)
-}
-
-func (p *Provider) restore(key presentedKey, pr *presentation) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	pr.refs++
-	p.presented[key] = pr
-}
-
 // GetRecords lists the challenge records this process presents for domains in
 // zone, under their alias names. It reads nothing from the alias zone: the
 // wrapper answers only for what it wrote.
 func (p *Provider) GetRecords(_ context.Context, zone string) ([]libdns.Record, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []libdns.Record
-	for k, pr := range p.presented {
-		if pr.finished() && pr.err == nil && InZone(pr.original, zone) {
-			out = append(out, libdns.TXT{Name: FQDN(k.name), Text: k.value})
-		}
-	}
-	return out, nil
+	return p.reg.records(zone), nil
 }
 
 // SetRecords presents the given challenge records that are not presented yet.
@@ -664,7 +426,7 @@ func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns
 	for _, rec := range records {
 		rr := rec.RR()
 		name := Normalize(libdns.AbsoluteName(rr.Name, zone))
-		if !p.isPresented(name, rr.Data) {
+		if !p.reg.isPresented(name, rr.Data) {
 			missing = append(missing, rec)
 		}
 	}
@@ -674,31 +436,8 @@ func (p *Provider) SetRecords(ctx context.Context, zone string, records []libdns
 	return records, nil
 }
 
-func (p *Provider) isPresented(name, value string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pr, ok := p.presented[presentedKey{name, value}]; ok && pr.finished() {
-		return true
-	}
-	for k, pr := range p.presented {
-		if pr.original == name && k.value == value && pr.finished() {
-			return true
-		}
-	}
-	return false
-}
-
 // Presented lists the challenge records currently presented, oldest first.
-func (p *Provider) Presented() []Presented {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]Presented, 0, len(p.presented))
-	for _, pr := range p.presented {
-		out = append(out, Presented{Domain: pr.target.Domain, Name: pr.target.Name, Zone: pr.target.Zone, Since: pr.since})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
-	return out
-}
+func (p *Provider) Presented() []Presented { return p.reg.list() }
 
 // Interface guards: Caddy's global dns option demands all four.
 var (

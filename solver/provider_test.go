@@ -442,7 +442,7 @@ func TestProviderCleanupDoesNotReResolve(t *testing.T) {
 			// The CNAME drifts (another master answers) and the cache expires.
 			d.cname("_acme-challenge.example.com.hop.example.net", drifted)
 			clk.Advance(time.Hour)
-			if m, err := resolve(p.Mapper, context.Background(), "example.com"); err != nil || m.Name != drifted {
+			if m, err := p.Mapper.Resolve(context.Background(), "example.com"); err != nil || m.Name != drifted {
 				t.Fatalf("Map after the drift = %q, %v; want %q", m.Name, err, drifted)
 			}
 			queries := d.total()
@@ -1029,13 +1029,13 @@ func TestRememberedCheck(t *testing.T) {
 	d.cname("_acme-challenge.shop.example.com", alias)
 	w := &fakeWriter{}
 	p, clk := followProvider(t, d, w)
-	memory := newFakeClock() // the provider's, apart from the resolver cache's
-	p.now = memory.Now
-	target, rep := p.checker().Verify(context.Background(), "shop.example.com", CheckWrite)
+	memory := newFakeClock() // the memo's, apart from the resolver cache's
+	p.Memo = &Memo{now: memory.Now}
+	target, err := p.Mapper.Resolve(context.Background(), "shop.example.com")
 	if target.Name != alias {
-		t.Fatalf("Verify: %v", rep.Err())
+		t.Fatalf("Resolve: %v", err)
 	}
-	p.Remember("*.shop.example.com", target)
+	p.Memo.Remember("*.shop.example.com", target)
 
 	// The delegation breaks; the remembered pass still stands in.
 	delete(d.cnames, "_acme-challenge.shop.example.com")
@@ -1046,7 +1046,7 @@ func TestRememberedCheck(t *testing.T) {
 		t.Errorf("the write asked %d queries after a pass moments ago, want none", n)
 	}
 	memory.Advance(VerifiedFor)
-	_, err := p.AppendRecords(context.Background(), "shop.example.com.", []libdns.Record{txt("_acme-challenge", "two")})
+	_, err = p.AppendRecords(context.Background(), "shop.example.com.", []libdns.Record{txt("_acme-challenge", "two")})
 	if err == nil || !strings.Contains(err.Error(), "shop.example.com") {
 		t.Fatalf("AppendRecords after VerifiedFor = %v, want the broken delegation refused", err)
 	}

@@ -31,11 +31,11 @@ func TestSweepSparesRenewedEntries(t *testing.T) {
 	sweeper.Journal, sweeper.now = j, clock.Now
 	for range 5 {
 		clock.Advance(2 * time.Second)
-		if err := other.Renew(context.Background()); err != nil {
+		if err := sweeperOf(other).Renew(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		clock.Advance(2 * time.Second)
-		if n, err := sweeper.Sweep(context.Background(), 3*time.Second); n != 0 || err != nil {
+		if n, err := sweeperOf(sweeper).Sweep(context.Background(), 3*time.Second); n != 0 || err != nil {
 			t.Fatalf("Sweep = %d, %v: a renewed challenge of another instance was swept", n, err)
 		}
 	}
@@ -44,7 +44,7 @@ func TestSweepSparesRenewedEntries(t *testing.T) {
 	}
 	// The other process dies: no more renewals.
 	clock.Advance(3 * time.Second)
-	if n, err := sweeper.Sweep(context.Background(), 3*time.Second); n != 1 || err != nil {
+	if n, err := sweeperOf(sweeper).Sweep(context.Background(), 3*time.Second); n != 1 || err != nil {
 		t.Fatalf("Sweep = %d, %v; want the orphan removed", n, err)
 	}
 	if !w.empty() || j.len() != 0 {
@@ -63,11 +63,11 @@ func TestSweepHonoursLease(t *testing.T) {
 	p := staticProvider(t, w)
 	p.Journal, p.now = j, clock.Now
 	clock.Advance(30 * time.Minute)
-	if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 || j.len() != 1 {
+	if n, _ := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 0 || j.len() != 1 {
 		t.Fatalf("an entry within its lease was swept")
 	}
 	clock.Advance(31 * time.Minute)
-	if n, _ := p.Sweep(context.Background(), time.Minute); n != 1 || j.len() != 0 {
+	if n, _ := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 1 || j.len() != 0 {
 		t.Fatalf("an entry past its lease was kept")
 	}
 }
@@ -92,14 +92,14 @@ func TestRenewRacingCleanup(t *testing.T) {
 			t.Errorf("DeleteRecords: %v", err)
 		}
 	}
-	if err := p.Renew(context.Background()); err != nil {
+	if err := sweeperOf(p).Renew(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n := j.len(); n != 0 {
 		t.Fatalf("the renewal wrote back the entry of a deleted record (%d entries)", n)
 	}
 	clock.Advance(time.Hour)
-	if _, err := p.Sweep(context.Background(), time.Minute); err != nil {
+	if _, err := sweeperOf(p).Sweep(context.Background(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if d := w.callsOf("delete"); len(d) != 1 {
@@ -146,7 +146,7 @@ func TestSweepSparesValueInUse(t *testing.T) {
 			w.AppendRecords(context.Background(), testAliasZone+".", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: digest("same")}})
 			clock.Advance(time.Hour)
 			end := tt.live(t, p, j, clock.Now())
-			if n, err := p.Sweep(context.Background(), time.Minute); n != 0 || err != nil {
+			if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 0 || err != nil {
 				t.Fatalf("Sweep = %d, %v; want nothing removed", n, err)
 			}
 			if got := w.values(testStaticAlias); !slices.Contains(got, digest("same")) {
@@ -159,7 +159,7 @@ func TestSweepSparesValueInUse(t *testing.T) {
 				}
 			}
 			end()
-			if n, _ := p.Sweep(context.Background(), time.Minute); n != 0 {
+			if n, _ := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 0 {
 				t.Errorf("a second sweep removed %d records", n)
 			}
 		})
@@ -184,7 +184,7 @@ func TestSweepDropsEntryBeforeRecord(t *testing.T) {
 	w.setFailures(nil, func(string, libdns.RR) error { return errors.New("refused") })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if n, _ := p.Sweep(ctx, time.Minute); n != 0 {
+	if n, _ := sweeperOf(p).Sweep(ctx, time.Minute); n != 0 {
 		t.Fatalf("Sweep = %d with a failing delete", n)
 	}
 	if j.len() != 1 {
@@ -198,7 +198,7 @@ func TestSweepDropsEntryBeforeRecord(t *testing.T) {
 	var entriesAtDelete int
 	hw := &hookWriter{fakeWriter: w, beforeDelete: func() { entriesAtDelete = j.len() }}
 	p.Mapper.Default.Writer = hw
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil {
+	if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 1 || err != nil {
 		t.Fatalf("Sweep = %d, %v", n, err)
 	}
 	if entriesAtDelete != 0 {
@@ -234,7 +234,7 @@ func TestSweepWriterByRule(t *testing.T) {
 	p.Journal.Put(context.Background(), JournalEntry{ID: "2", Domain: "example.com", Zone: "a.example", Name: "_acme-challenge.example.com.a.example", Value: digest("a"), Writer: "rfc2136", Written: old})
 	// A domain since moved to another rule: found by its zone.
 	p.Journal.Put(context.Background(), JournalEntry{ID: "3", Domain: "moved.example.net", Zone: "a.example", Name: "_acme-challenge.moved.example.net.a.example", Value: digest("m"), Writer: "rfc2136", Written: old})
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 3 || err != nil {
+	if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 3 || err != nil {
 		t.Fatalf("Sweep = %d, %v", n, err)
 	}
 	if d := wB.callsOf("delete"); len(d) != 1 {
@@ -261,7 +261,7 @@ func TestSweepPastUnreadableEntries(t *testing.T) {
 	j.Put(context.Background(), JournalEntry{ID: "a", Domain: "example.com", Zone: testAliasZone, Name: testStaticAlias, Value: digest("v"), Writer: "fake", Written: time.Now().Add(-time.Hour)})
 	p := staticProvider(t, w)
 	p.Journal = brokenJournal{j}
-	if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil {
+	if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 1 || err != nil {
 		t.Fatalf("Sweep = %d, %v; want the readable orphan removed", n, err)
 	}
 }
@@ -275,7 +275,7 @@ func TestWithdraw(t *testing.T) {
 	p.Journal = j
 	a := mustAppend(t, p, "example.com.", txt("_acme-challenge", "a"))
 	mustAppend(t, p, "example.net.", txt("_acme-challenge", "b"))
-	if n := p.Withdraw(context.Background()); n != 2 {
+	if n := sweeperOf(p).Withdraw(context.Background()); n != 2 {
 		t.Errorf("Withdraw = %d, want 2", n)
 	}
 	if !w.empty() || j.len() != 0 {
@@ -408,7 +408,7 @@ func TestUncertainWriteStaysJournalled(t *testing.T) {
 			t.Fatalf("%d compensating deletes, %d journal entries; want 1 and 1", n, j.len())
 		}
 		clock.Advance(time.Hour)
-		if n, err := p.Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
+		if n, err := sweeperOf(p).Sweep(context.Background(), time.Minute); n != 1 || err != nil || j.len() != 0 {
 			t.Fatalf("Sweep = %d, %v, journal %d; want the late write deleted once more", n, err, j.len())
 		}
 		if n := len(w.callsOf("delete")); n != 2 {
