@@ -38,14 +38,14 @@ var BreakingCodes = []string{CodeNoDelegation, CodeWrongTarget, CodeOutsideZones
 	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeBadTarget, CodeNoRule, CodeNoPolicy}
 
 // Finding is one problem (or note) of a report, made from the typed error
-// the check found (see Kinds).
+// the check found (see kinds).
 type Finding struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Fatal findings fail the verdict; the rest are notes.
 	Fatal bool `json:"fatal"`
 
-	kind  error // the Err* sentinel err is of, which decisions look at
+	kind  error // the Err* sentinel cause is of, which decisions look at
 	cause error // what the finding was made of, for errors.Is
 }
 
@@ -54,11 +54,11 @@ type Finding struct {
 // delegation, unlike every other finding.
 func (f Finding) Transient() bool { return f.kind == ErrLookup || f.kind == ErrNSUnreachable }
 
-// Kinds maps each kind of finding, an Err* sentinel that the errors of the
+// kinds maps each kind of finding, an Err* sentinel that the errors of the
 // checks wrap, to its code, most specific first: a wildcard probe that
 // failed is a lookup failure, a loop seen through a failing resolver a
 // loop.
-var Kinds = []struct {
+var kinds = []struct {
 	Err  error
 	Code string
 }{
@@ -102,7 +102,7 @@ func newFinding(err error, fatal bool) Finding {
 // counts as a failed lookup: like one, it says nothing about the
 // delegation.
 func kindOf(err error) (error, string) {
-	for _, k := range Kinds {
+	for _, k := range kinds {
 		if errors.Is(err, k.Err) {
 			return k.Err, k.Code
 		}
@@ -208,9 +208,15 @@ func (e *DelegationError) Error() string {
 	for i, f := range e.Findings {
 		msgs[i] = f.Message
 	}
-	msg := fmt.Sprintf("delegation of %s is broken: %s", e.Domain, strings.Join(msgs, "; "))
-	if e.Fix != "" {
-		msg += "; publish in the production zone: " + e.Fix
+	return brokenMessage(e.Domain, strings.Join(msgs, "; "), e.Fix)
+}
+
+// brokenMessage is the message of a broken delegation of domain: what is
+// wrong, and the record to publish if there is one.
+func brokenMessage(domain, findings, fix string) string {
+	msg := fmt.Sprintf("delegation of %s is broken: %s", domain, findings)
+	if fix != "" {
+		msg += "; publish in the production zone: " + fix
 	}
 	return msg
 }

@@ -197,9 +197,9 @@ var (
 )
 
 // ResolveError is why Resolve found no target for Domain: Err, of one of
-// the kinds in Kinds, names the names involved; Fix is the record to
-// publish in the production zone when publishing it mends the delegation
-// ("" when it does not: no rule, a failed lookup).
+// the kinds of findings (kinds), names the names involved; Fix is the
+// record to publish in the production zone when publishing it mends the
+// delegation ("" when it does not: no rule, a failed lookup).
 type ResolveError struct {
 	Domain string
 	Chain  Chain // as far as it was followed
@@ -208,11 +208,7 @@ type ResolveError struct {
 }
 
 func (e *ResolveError) Error() string {
-	msg := fmt.Sprintf("delegation of %s is broken: %s", e.Domain, Printable(e.Err.Error()))
-	if e.Fix != "" {
-		msg += "; publish in the production zone: " + e.Fix
-	}
-	return msg
+	return brokenMessage(e.Domain, Printable(e.Err.Error()), e.Fix)
 }
 
 func (e *ResolveError) Unwrap() error { return e.Err }
@@ -261,10 +257,10 @@ func (m *Mapper) plan(domain string) (rule *Rule, alias, record string, err erro
 // the alias it expects, and the CNAME chain of its challenge name as the
 // resolvers see it, which must end at that alias (static, template) or
 // inside an alias zone (follow). It returns the target, with the chain
-// that led there, or a *ResolveError whose Err is of one of the kinds in
-// Kinds. A wildcard domain resolves as its base domain: they share a
-// challenge name. It never returns a target outside the rule's zones (or,
-// without zones, outside the zone the alias lies in).
+// that led there, or a *ResolveError whose Err is of one of the kinds of
+// findings (kinds). A wildcard domain resolves as its base domain: they
+// share a challenge name. It never returns a target outside the rule's
+// zones (or, without zones, outside the zone the alias lies in).
 func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
 	d := strings.TrimPrefix(Normalize(domain), "*.")
 	fail := &ResolveError{Domain: d}

@@ -1,6 +1,8 @@
 package solver
 
 import (
+	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -112,11 +114,21 @@ func (ps *presentations) settle(key presentedKey, pr *presentation, written []li
 	close(pr.done)
 }
 
-// release drops a reference of a present that gave up waiting for pr.
-func (ps *presentations) release(pr *presentation) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	pr.refs--
+// await waits for the write of a presentation another present started,
+// and returns its failure. A present that gives up drops its reference.
+func (ps *presentations) await(ctx context.Context, pr *presentation, domain string) error {
+	select {
+	case <-pr.done:
+	case <-ctx.Done():
+		ps.mu.Lock()
+		pr.refs--
+		ps.mu.Unlock()
+		return fmt.Errorf("waiting for a concurrent write of the same challenge value of %s: %w", domain, ctx.Err())
+	}
+	if pr.err != nil {
+		return fmt.Errorf("a concurrent write of the same challenge value of %s failed: %w", domain, pr.err)
+	}
+	return nil
 }
 
 // take drops one reference to the presentation of value at name, which is

@@ -72,7 +72,7 @@ func TestResolveTypedErrors(t *testing.T) {
 			if target.Name != "" || !errors.As(err, &re) || !errors.Is(err, tt.want) {
 				t.Fatalf("Resolve = %+v, %v; want a *ResolveError that is %v", target, err, tt.want)
 			}
-			for _, k := range Kinds {
+			for _, k := range kinds {
 				if k.Err != tt.want && errors.Is(err, k.Err) && k.Err != ErrLookup {
 					t.Errorf("the error is %v too, not only %v", k.Err, tt.want)
 				}
