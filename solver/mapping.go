@@ -275,6 +275,8 @@ func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
 	case errors.Is(err, ErrWildcard):
 		err = fmt.Errorf("%w; an explicit CNAME is needed", err)
 	case err != nil:
+		// A loop, too many hops, a CNAME to the root, a failed lookup:
+		// typed by Follow already.
 	case len(chain.Hops) == 0:
 		err = errorOf(ErrNoDelegation, "%s has no CNAME record", challenge)
 	case !rule.Follow && chain.End != alias:
