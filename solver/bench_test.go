@@ -121,3 +121,39 @@ func BenchmarkInFlight(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriteFreshName writes and deletes the challenge of a name not
+// seen before, with nothing cached and no pass of the gate remembered: the
+// DNS work of the write path on its own. queries/op counts the questions
+// to the recursive resolvers, direct/op those to the production zone's
+// authoritative servers, which the gate asks before the order.
+func BenchmarkWriteFreshName(b *testing.B) {
+	d, res := newCheckDNS(b)
+	d.rec.delegateAll = "_acme-challenge.{domain}.validation.example.org"
+	var recursive, direct atomic.Int64
+	res.Sent = func(toAuthoritative bool) {
+		if toAuthoritative {
+			direct.Add(1)
+		} else {
+			recursive.Add(1)
+		}
+	}
+	rule := mustValidate(b, &Rule{Alias: mustTemplate(b, "_acme-challenge.{domain}.validation.example.org"),
+		Zones: []string{"validation.example.org"}, Writer: &fakeWriter{}, WriterName: "fake"})
+	p := &Provider{Mapper: &Mapper{Resolver: res, Default: rule}}
+	ctx := context.Background()
+	n := 0
+	for b.Loop() {
+		n++
+		zone := fmt.Sprintf("d%d.example.com.", n)
+		rec := txt("_acme-challenge", zone)
+		if _, err := p.AppendRecords(ctx, zone, []libdns.Record{rec}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.DeleteRecords(ctx, zone, []libdns.Record{rec}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(recursive.Load())/float64(n), "queries/op")
+	b.ReportMetric(float64(direct.Load())/float64(n), "direct/op")
+}

@@ -50,7 +50,7 @@ const testResolver = "127.0.0.1:1"
 
 // newCheckDNS serves example.com (ns1.example.com, 192.0.2.1), the alias zone
 // validation.example.org, hop.example and notours.example.
-func newCheckDNS(t *testing.T) (*checkDNS, *Resolver) {
+func newCheckDNS(t testing.TB) (*checkDNS, *Resolver) {
 	d := &checkDNS{
 		rec:   newFakeDNS("example.com", "validation.example.org", "hop.example", "notours.example"),
 		ns:    map[string][]string{"example.com": {"ns1.example.com"}},
