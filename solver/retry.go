@@ -48,11 +48,12 @@ func timeout(err error) bool {
 }
 
 // transientMessages are what the inner providers' errors say when they may
-// pass. Their errors reach the solver as text only: the libdns providers
-// (caddy-dns/*) format HTTP statuses and DNS rcodes into their messages
-// with no error type of their own, and the redacting writer rebuilds every
-// error from its scrubbed message. Every error of the solver's own making
-// is classified by its type above.
+// pass. Those errors often reach the solver as text only: the libdns
+// providers (caddy-dns/*) format HTTP statuses and DNS rcodes into their
+// messages with no error type of their own, and the redacting writer
+// rebuilds an error that quoted a credential from its scrubbed message,
+// which no longer unwraps. Every error of the solver's own making is
+// classified by its type above.
 var transientMessages = []string{"servfail", "timeout", "timed out", "connection refused", "connection reset",
 	"temporar", "try again", "too many requests", "status 429", "status 500", "status 502", "status 503", "status 504",
 	"http 429", "http 500", "http 502", "http 503", "http 504",
