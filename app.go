@@ -58,8 +58,12 @@ type App struct {
 	// was not provisioned from a config (the check command, tests).
 	monitorKey string
 
-	mu          sync.Mutex
-	providers   []registration
+	mu        sync.Mutex
+	providers []registration
+	// usesGlobal is where the ACME issuers that solve with the tls app's
+	// global dns provider stand in the config, read by that provider's
+	// registration (globalIssuers); nil if it is no alias provider.
+	usesGlobal  [][2]int
 	permissions []*Permission
 	policies    []policy
 	mapped      bool // policies is built
@@ -244,6 +248,9 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 		p.Mapper.Resolver.Sent = a.metrics.querySent
 	}
 	a.providers = append(a.providers, registration{p, owner})
+	if tlsApp, ok := owner.(*caddytls.TLS); ok {
+		a.usesGlobal = globalIssuers(tlsApp)
+	}
 }
 
 // registerPermission adds a permission module of the config, whose cached
@@ -282,7 +289,7 @@ func (a *App) policyMap() []policy {
 	if !a.mapped {
 		a.mapped = true
 		if tlsApp, err := a.ctx.AppIfConfigured("tls"); err == nil {
-			a.policies = tlsPolicies(tlsApp.(*caddytls.TLS), a.providers, a.logger)
+			a.policies = tlsPolicies(tlsApp.(*caddytls.TLS), a.providers, a.usesGlobal)
 		}
 	}
 	return a.policies

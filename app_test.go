@@ -494,3 +494,75 @@ func TestFastPath(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyProviders: an ACME issuer that names a DNS provider of its own
+// other than the alias provider is solved by that provider, not by a
+// global alias provider, so neither the running app's policy map nor the
+// check command's gives its names to the alias provider (and the gate
+// leaves them alone); an issuer that names none uses the global one.
+func TestPolicyProviders(t *testing.T) {
+	srv := dnstest.Start(t, dnstest.Zone{Name: "validation.example.org", Updatable: true})
+	key := srv.Key()
+	rfc2136 := map[string]any{"name": "rfc2136", "key_name": key.Name, "key_alg": key.Algorithm, "key": key.Secret, "server": srv.Addr()}
+	aliasProvider := func(alias string) map[string]any {
+		return map[string]any{"name": "alias", "alias": alias, "zones": []string{"validation.example.org"}, "resolvers": []string{srv.Addr()}, "provider": rfc2136}
+	}
+	issuerPolicy := func(subject string, dns map[string]any) map[string]any {
+		return map[string]any{"subjects": []string{subject}, "issuers": []any{map[string]any{"module": "acme", "ca": "https://127.0.0.1:1/dir", "challenges": map[string]any{"dns": dns}}}}
+	}
+	const globalAlias, ownAlias = "_acme-challenge.{domain}.validation.example.org", "_acme-challenge.own.validation.example.org"
+	tests := []struct {
+		subject   string
+		dns       map[string]any
+		wantAlias string // "": no alias provider obtains it
+	}{
+		{"other.example.com", map[string]any{"provider": rfc2136}, ""},
+		{"global.example.com", map[string]any{}, globalAlias},
+		{"own.example.com", map[string]any{"provider": aliasProvider(ownAlias)}, ownAlias},
+	}
+	var policies []any
+	for _, tt := range tests {
+		policies = append(policies, issuerPolicy(tt.subject, tt.dns))
+	}
+	cfg, err := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true},
+		"storage": map[string]any{"module": "file_system", "root": t.TempDir()},
+		"apps":    map[string]any{"tls": map[string]any{"dns": aliasProvider(globalAlias), "automation": map[string]any{"policies": policies}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, _ := standalone(t)
+	cliPols, _, err := configPolicies(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := mod.(*App)
+	for name, pols := range map[string][]policy{"running app": app.policyMap(), "check command": cliPols} {
+		if len(pols) != len(tests) {
+			t.Fatalf("%s: %d policies, want %d", name, len(pols), len(tests))
+		}
+		for i, tt := range tests {
+			got := ""
+			if p := pols[i].provider; p != nil {
+				got = p.Alias
+			}
+			if got != tt.wantAlias {
+				t.Errorf("%s: %s is obtained with the alias %q, want %q", name, tt.subject, got, tt.wantAlias)
+			}
+		}
+	}
+	e, err := caddy.NewEvent(caddy.ActiveContext(), "cert_obtaining", map[string]any{"identifier": "other.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (gate{app}).Handle(context.Background(), e); err != nil {
+		t.Errorf("the gate judged a name another DNS provider solves: %v", err)
+	}
+}
