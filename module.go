@@ -233,10 +233,20 @@ const certmagicCheckTimeout = 2 * time.Minute
 // issuer's resolvers differ from the provider's: once a
 // write returns, every authoritative server of the alias zone serves the
 // record, and certmagic's check (a fixed 2 s sleep, then polling) only
-// adds time. The issuer builds its DNS solver from these settings after
-// its provider's Provision. The one thing that check also covers, a
-// recursive resolver's cache holding a shared alias name's earlier values,
-// the provider covers itself whenever certmagic's check is off.
+// adds time. The one thing that check also covers, a recursive resolver's
+// cache holding a shared alias name's earlier values, the provider covers
+// itself whenever certmagic's check is off.
+//
+// The fast-path contract: this is the plugin's one write into another
+// module's config, the parent issuer's propagation_timeout, and only while
+// it is unset. Neither certmagic's DNS01Solver nor caddytls offers a
+// provider a way to say it has waited already, and the issuer copies the
+// setting into the solver it builds after its provider's Provision
+// (caddytls acmeissuer.go, v2.11). A release that builds the solver first
+// would make every challenge 2 s slower, not fail: the lab test
+// TestFastPathDefault (xcaddy_test) asserts from certmagic's own log that
+// it did not poll for such a name, and fails naming this contract.
+// docs/architecture.md describes it.
 func (p *Provider) fastPath(parent caddy.Module, logger *zap.Logger) {
 	switch parent := parent.(type) {
 	case *caddytls.ACMEIssuer:
