@@ -84,6 +84,9 @@ type Provider struct {
 
 	*solver.Provider `json:"-"`
 	app              *App
+	// acmeDNS are the writers of its acme-dns accounts, whose shared
+	// bookkeeping Cleanup gives back.
+	acmeDNS []*providers.ACMEDNSWriter
 }
 
 // Rule maps matching domains onto their own alias, optionally written by
@@ -138,6 +141,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if acme != nil {
+		p.acmeDNS = append(p.acmeDNS, acme)
+	}
 
 	resolver, err := solver.NewResolver(expand(p.Resolvers), 0)
 	if err != nil {
@@ -169,6 +175,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 			prefix := fmt.Sprintf("rules[%d].", i)
 			if ruleWriter, ruleWriterName, ruleACME, err = loadWriter(ctx, r, r.ProviderRaw, r.ACMEDNS, repl, prefix); err != nil {
 				return err
+			}
+			if ruleACME != nil {
+				p.acmeDNS = append(p.acmeDNS, ruleACME)
 			}
 		} else if len(ruleZones) == 0 {
 			ruleZones = zones
@@ -291,6 +300,17 @@ func (p *Provider) sameResolvers(issuer []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(r.Servers())), mine)
 }
 
+// Cleanup gives back the bookkeeping of its acme-dns accounts, which a
+// config that names them still holds: Caddy provisions the next config
+// before it cleans up the last one. Caddy calls it after a failed
+// Provision too.
+func (p *Provider) Cleanup() error {
+	for _, w := range p.acmeDNS {
+		w.Close()
+	}
+	return nil
+}
+
 // AppendRecords is the solver's, counted by the app, so that an exiting
 // process waits for the writes under way.
 func (p *Provider) AppendRecords(ctx context.Context, zone string, records []libdns.Record) ([]libdns.Record, error) {
@@ -398,6 +418,7 @@ func acmeDNSAlias(prefix, alias string, follow bool, zones []string, w *provider
 // Interface guards.
 var (
 	_ caddy.Provisioner     = (*Provider)(nil)
+	_ caddy.CleanerUpper    = (*Provider)(nil)
 	_ certmagic.DNSProvider = (*Provider)(nil)
 	_ libdns.RecordGetter   = (*Provider)(nil)
 	_ libdns.RecordSetter   = (*Provider)(nil)
