@@ -221,7 +221,8 @@ func TestGateLookupFailures(t *testing.T) {
 // policy's own ACME directory, ahead of caa_identities.
 func TestGateCAAFromDirectory(t *testing.T) {
 	dir := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"newNonce":"x","meta":{"caaIdentities":["Directory-CA.example"]}}`))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"newNonce":"x","newOrder":"x","meta":{"caaIdentities":["Directory-CA.example"]}}`))
 	}))
 	t.Cleanup(dir.Close)
 	l := startGateLab(t, map[string]any{"caa_identities": []string{"configured.example"}})

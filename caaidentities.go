@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -98,25 +97,15 @@ func (d *caaDirectory) fetch(ctx context.Context, url string, roots []string) ([
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	// acmez's client, which certmagic orders with: it shares one cache of
+	// directories by URL with certmagic's orders. It reads the whole body,
+	// as for those orders: the URL is the operator's CA, not outside input.
+	dir, err := (&acme.Client{Directory: url, HTTPClient: client}).GetDirectory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ACME directory %s: HTTP %d", url, resp.StatusCode)
-	}
-	var dir struct {
-		Meta struct {
-			CAAIdentities []string `json:"caaIdentities"`
-		} `json:"meta"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&dir); err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
+	if dir.Meta == nil {
+		return nil, nil
 	}
 	var ids []string
 	for _, id := range dir.Meta.CAAIdentities {
