@@ -138,7 +138,7 @@ func TestGate(t *testing.T) {
 // obtain leaves the nameservers and CAA to the gate.
 func TestOneCheckPerObtain(t *testing.T) {
 	l := startGateLab(t, nil)
-	_, p := l.app.Resolve("shop.example.com")
+	_, p := l.app.policyFor("shop.example.com")
 	asked := func() int { // queries about the production zone
 		n := 0
 		for _, q := range l.srv.Queries() {
@@ -366,8 +366,8 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		t.Fatalf("policy map %+v", pols)
 	}
 	for name, want := range map[string]int{"shop.example.com": 0, "x.internal.example.com": 1, "other.example.net": 2} {
-		if pol, _ := app.Resolve(name); pol == nil || pol.index != want {
-			t.Errorf("Resolve(%s) = %+v, want policy %d", name, pol, want)
+		if pol, _ := app.policyFor(name); pol == nil || pol.index != want {
+			t.Errorf("policyFor(%s) = %+v, want policy %d", name, pol, want)
 		}
 	}
 	if got := pols[0].provider.Mapper.Default.Alias.String(); got != "_acme-challenge.{domain}.validation.example.org" {

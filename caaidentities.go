@@ -39,11 +39,11 @@ const (
 	caaFailureTTL   = time.Minute
 )
 
-// caIdentities returns the CAA identities of the CA that pol's alias
+// forPolicy returns the CAA identities of the CA that pol's alias
 // provider obtains certificates from: its ACME directory's caaIdentities,
 // else the provider's caa_identities. None means CAA is reported but not
 // judged.
-func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
+func (d *caaDirectory) forPolicy(ctx context.Context, pol *policy, logger *zap.Logger) []string {
 	var configured []string
 	if pol.provider != nil {
 		configured = pol.provider.CAAIdentities
@@ -52,9 +52,9 @@ func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
 		return configured
 	}
 	url := caURL(pol.issuer)
-	ids, err := a.caa.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
-	if err != nil && a.logger != nil {
-		a.logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))
+	ids, err := d.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
+	if err != nil && logger != nil {
+		logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))
 	}
 	if len(ids) > 0 {
 		return ids
