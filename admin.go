@@ -101,7 +101,7 @@ func (AdminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(app.status(domain, state, after, limit))
+	return json.NewEncoder(w).Encode(app.watch.status(domain, state, after, limit))
 }
 
 // statusStates are the values ?state= takes: the states, "broken" for any
@@ -120,9 +120,9 @@ func (AdminAPI) handleRecheck(w http.ResponseWriter, r *http.Request) error {
 	return serveDomains(w, r, http.MethodPost, func(ctx context.Context, app *App, domains []string) any {
 		out := make([]*health, len(domains))
 		inParallel(len(domains), checkConcurrency, func(i int) {
-			app.forgetAdmission(domains[i])
-			pol, _ := app.Resolve(domains[i])
-			out[i] = app.recheck(ctx, domains[i], pol, cacheRefresh)
+			app.modules.forgetAdmission(domains[i])
+			pol, _ := app.policyFor(domains[i])
+			out[i] = app.watch.recheck(ctx, domains[i], pol, cacheRefresh)
 		})
 		return out
 	})
@@ -241,7 +241,7 @@ func (AdminAPI) handlePresented(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := []presentedRecord{}
 	now := time.Now()
-	for _, p := range app.registered() {
+	for _, p := range app.modules.providers() {
 		for _, pr := range p.writer.Presented() {
 			out = append(out, presentedRecord{pr, int64(now.Sub(pr.Since) / time.Second)})
 		}

@@ -72,7 +72,7 @@ func hasFinding(rep *solver.Report, code string) bool {
 func TestCheckRequestBudgetSpent(t *testing.T) {
 	l := startGateLab(t, nil)
 	ctx, req := withCheckRequest(context.Background(), maxCheckDomains)
-	_, p := l.app.Resolve("shop.example.com")
+	_, p := l.app.policyFor("shop.example.com")
 	v := requestView(ctx, p.writer.Mapper.Resolver)
 	if requestView(ctx, p.writer.Mapper.Resolver) != v {
 		t.Fatal("one request got two views of one resolver")

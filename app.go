@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,16 +52,16 @@ type App struct {
 	caa     caaDirectory
 	events  *caddyevents.App
 	metrics *metrics
-	monitor *monitor
-	// monitorKey is the key of monitor in monitors, "" for an app that
+	watch   *watcher
+	// monitorKey is the key of watch's state in monitors, "" for an app that
 	// was not provisioned from a config (the check command, tests).
 	monitorKey string
 
-	mu          sync.Mutex
-	providers   []registration
-	permissions []*Permission
-	policies    []policy
-	mapped      bool // policies is built
+	modules registry
+
+	mu       sync.Mutex
+	policies []policy
+	mapped   bool // policies is built
 	// proposed is an alias template the check command was given: a name
 	// no alias policy obtains is told what it would need under it too.
 	proposed *solver.Template
@@ -82,13 +81,6 @@ type App struct {
 	gateRetry time.Duration
 }
 
-// registration is an alias provider and the module that loaded it: an ACME
-// issuer, the tls app (its global dns provider), or nil (the check command).
-type registration struct {
-	p     *Provider
-	owner caddy.Module
-}
-
 // CaddyModule returns the Caddy module information.
 func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -98,18 +90,10 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 }
 
 func newApp() *App {
-	a := &App{gateRetry: time.Second, monitor: &monitor{}, checkRequests: make(chan struct{}, maxCheckRequests)}
-	a.metrics = newMetrics(a.presentedCount, a.monitorSnapshot)
+	a := &App{gateRetry: time.Second, checkRequests: make(chan struct{}, maxCheckRequests)}
+	a.watch = &watcher{app: a, state: &monitor{}}
+	a.metrics = newMetrics(a.modules.presentedCount, a.watch.snapshot)
 	return a
-}
-
-// presentedCount is how many challenge records this process presents now.
-func (a *App) presentedCount() float64 {
-	n := 0
-	for _, p := range a.registered() {
-		n += len(p.writer.Presented())
-	}
-	return float64(n)
 }
 
 const (
@@ -145,14 +129,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the delegation monitor's state: %w", err)
 	}
-	a.monitor = shared.(*monitor)
-	a.monitor.mu.Lock()
-	if a.monitor.counters == nil {
-		a.monitor.counters = a.metrics.counters
+	m := shared.(*monitor)
+	a.watch.state, a.watch.storage = m, ctx.Storage()
+	m.mu.Lock()
+	if m.counters == nil {
+		m.counters = a.metrics.counters
 	} else {
-		a.metrics.counters = a.monitor.counters
+		a.metrics.counters = m.counters
 	}
-	a.monitor.mu.Unlock()
+	m.mu.Unlock()
 	if err := a.metrics.register(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
@@ -179,7 +164,7 @@ func (a *App) Start() error {
 		defer close(a.stopped)
 		var wg sync.WaitGroup
 		wg.Go(func() { a.journalLoop(loopCtx) })
-		wg.Go(func() { a.monitorLoop(loopCtx) })
+		wg.Go(func() { a.watch.loop(loopCtx) })
 		wg.Wait()
 	}()
 	return nil
@@ -206,7 +191,7 @@ func (a *App) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
 	defer cancel()
 	a.waitOps(ctx)
-	for _, p := range a.registered() {
+	for _, p := range a.modules.providers() {
 		p.sweeper.Withdraw(ctx)
 	}
 	return nil
@@ -232,10 +217,9 @@ func (a *App) waitOps(ctx context.Context) {
 	}
 }
 
-// register adds an alias provider of the config, loaded by owner.
+// register adds an alias provider of the config, loaded by owner, and
+// wires it to the app's journal and metrics.
 func (a *App) register(p *Provider, owner caddy.Module) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.journal != nil {
 		p.writer.Journal = a.journal
 	}
@@ -243,35 +227,7 @@ func (a *App) register(p *Provider, owner caddy.Module) {
 	if p.writer != nil && p.writer.Mapper != nil && p.writer.Mapper.Resolver != nil {
 		p.writer.Mapper.Resolver.Sent = a.metrics.querySent
 	}
-	a.providers = append(a.providers, registration{p, owner})
-}
-
-// registerPermission adds a permission module of the config, whose cached
-// refusals a recheck drops.
-func (a *App) registerPermission(p *Permission) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.permissions = append(a.permissions, p)
-}
-
-// forgetAdmission drops what the permission modules remember of name.
-func (a *App) forgetAdmission(name string) {
-	a.mu.Lock()
-	perms := slices.Clone(a.permissions)
-	a.mu.Unlock()
-	for _, p := range perms {
-		p.admission.Forget(name)
-	}
-}
-
-func (a *App) registered() []*Provider {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*Provider, len(a.providers))
-	for i, r := range a.providers {
-		out[i] = r.p
-	}
-	return out
+	a.modules.addProvider(p, owner)
 }
 
 // policyMap returns the policies, built from the tls app on first use
@@ -282,7 +238,8 @@ func (a *App) policyMap() []policy {
 	if !a.mapped {
 		a.mapped = true
 		if tlsApp, err := a.ctx.AppIfConfigured("tls"); err == nil {
-			a.policies = tlsPolicies(tlsApp.(*caddytls.TLS), a.providers, a.logger)
+			regs, usesGlobal := a.modules.forPolicyMap()
+			a.policies = tlsPolicies(tlsApp.(*caddytls.TLS), regs, usesGlobal)
 		}
 	}
 	return a.policies
@@ -296,9 +253,9 @@ func (a *App) setPolicies(pols []policy) {
 	a.policies, a.mapped = pols, true
 }
 
-// Resolve returns the policy that obtains name's certificate, and its
+// policyFor returns the policy that obtains name's certificate, and its
 // alias provider (nil if the policy uses none).
-func (a *App) Resolve(name string) (*policy, *Provider) {
+func (a *App) policyFor(name string) (*policy, *Provider) {
 	pol := lookupPolicy(a.policyMap(), name)
 	if pol == nil {
 		return nil, nil
@@ -319,7 +276,7 @@ const (
 // against that policy's CA, or a report of why no alias provider covers
 // name.
 func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *Provider, *solver.Report) {
-	pol, p := a.Resolve(name)
+	pol, p := a.policyFor(name)
 	if p == nil {
 		rep := noPolicyReport(pol, name)
 		a.suggestPolicies(rep)
@@ -335,7 +292,7 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 		}
 		m = &view
 	}
-	return &solver.Checker{Mapper: m, CAIdentities: a.caIdentities(ctx, pol)}, p, nil
+	return &solver.Checker{Mapper: m, CAIdentities: a.caa.forPolicy(ctx, pol, a.logger)}, p, nil
 }
 
 // checkRequest is what the checks of one request for people (an admin
@@ -478,7 +435,7 @@ type gate struct{ app *App }
 func (g gate) Handle(ctx context.Context, e caddy.Event) error {
 	name, _ := e.Data["identifier"].(string)
 	a := g.app
-	_, p := a.Resolve(name)
+	_, p := a.policyFor(name)
 	if p == nil || name == "" {
 		return nil
 	}

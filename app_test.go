@@ -138,7 +138,7 @@ func TestGate(t *testing.T) {
 // obtain leaves the nameservers and CAA to the gate.
 func TestOneCheckPerObtain(t *testing.T) {
 	l := startGateLab(t, nil)
-	_, p := l.app.Resolve("shop.example.com")
+	_, p := l.app.policyFor("shop.example.com")
 	asked := func() int { // queries about the production zone
 		n := 0
 		for _, q := range l.srv.Queries() {
@@ -221,7 +221,8 @@ func TestGateLookupFailures(t *testing.T) {
 // policy's own ACME directory, ahead of caa_identities.
 func TestGateCAAFromDirectory(t *testing.T) {
 	dir := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte(`{"newNonce":"x","meta":{"caaIdentities":["Directory-CA.example"]}}`))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"newNonce":"x","newOrder":"x","meta":{"caaIdentities":["Directory-CA.example"]}}`))
 	}))
 	t.Cleanup(dir.Close)
 	l := startGateLab(t, map[string]any{"caa_identities": []string{"configured.example"}})
@@ -365,8 +366,8 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		t.Fatalf("policy map %+v", pols)
 	}
 	for name, want := range map[string]int{"shop.example.com": 0, "x.internal.example.com": 1, "other.example.net": 2} {
-		if pol, _ := app.Resolve(name); pol == nil || pol.index != want {
-			t.Errorf("Resolve(%s) = %+v, want policy %d", name, pol, want)
+		if pol, _ := app.policyFor(name); pol == nil || pol.index != want {
+			t.Errorf("policyFor(%s) = %+v, want policy %d", name, pol, want)
 		}
 	}
 	if got := pols[0].provider.writer.Mapper.Default.Alias.String(); got != "_acme-challenge.{domain}.validation.example.org" {
@@ -492,5 +493,77 @@ func TestFastPath(t *testing.T) {
 				t.Errorf("the provider's wait at shared names is %v, want %v", got, tt.wantRecursive)
 			}
 		})
+	}
+}
+
+// TestPolicyProviders: an ACME issuer that names a DNS provider of its own
+// other than the alias provider is solved by that provider, not by a
+// global alias provider, so neither the running app's policy map nor the
+// check command's gives its names to the alias provider (and the gate
+// leaves them alone); an issuer that names none uses the global one.
+func TestPolicyProviders(t *testing.T) {
+	srv := dnstest.Start(t, dnstest.Zone{Name: "validation.example.org", Updatable: true})
+	key := srv.Key()
+	rfc2136 := map[string]any{"name": "rfc2136", "key_name": key.Name, "key_alg": key.Algorithm, "key": key.Secret, "server": srv.Addr()}
+	aliasProvider := func(alias string) map[string]any {
+		return map[string]any{"name": "alias", "alias": alias, "zones": []string{"validation.example.org"}, "resolvers": []string{srv.Addr()}, "provider": rfc2136}
+	}
+	issuerPolicy := func(subject string, dns map[string]any) map[string]any {
+		return map[string]any{"subjects": []string{subject}, "issuers": []any{map[string]any{"module": "acme", "ca": "https://127.0.0.1:1/dir", "challenges": map[string]any{"dns": dns}}}}
+	}
+	const globalAlias, ownAlias = "_acme-challenge.{domain}.validation.example.org", "_acme-challenge.own.validation.example.org"
+	tests := []struct {
+		subject   string
+		dns       map[string]any
+		wantAlias string // "": no alias provider obtains it
+	}{
+		{"other.example.com", map[string]any{"provider": rfc2136}, ""},
+		{"global.example.com", map[string]any{}, globalAlias},
+		{"own.example.com", map[string]any{"provider": aliasProvider(ownAlias)}, ownAlias},
+	}
+	var policies []any
+	for _, tt := range tests {
+		policies = append(policies, issuerPolicy(tt.subject, tt.dns))
+	}
+	cfg, err := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true},
+		"storage": map[string]any{"module": "file_system", "root": t.TempDir()},
+		"apps":    map[string]any{"tls": map[string]any{"dns": aliasProvider(globalAlias), "automation": map[string]any{"policies": policies}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, _ := standalone(t)
+	cliPols, _, err := configPolicies(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := mod.(*App)
+	for name, pols := range map[string][]policy{"running app": app.policyMap(), "check command": cliPols} {
+		if len(pols) != len(tests) {
+			t.Fatalf("%s: %d policies, want %d", name, len(pols), len(tests))
+		}
+		for i, tt := range tests {
+			got := ""
+			if p := pols[i].provider; p != nil {
+				got = p.Alias
+			}
+			if got != tt.wantAlias {
+				t.Errorf("%s: %s is obtained with the alias %q, want %q", name, tt.subject, got, tt.wantAlias)
+			}
+		}
+	}
+	e, err := caddy.NewEvent(caddy.ActiveContext(), "cert_obtaining", map[string]any{"identifier": "other.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (gate{app}).Handle(context.Background(), e); err != nil {
+		t.Errorf("the gate judged a name another DNS provider solves: %v", err)
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -14,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
@@ -40,11 +39,11 @@ const (
 	caaFailureTTL   = time.Minute
 )
 
-// caIdentities returns the CAA identities of the CA that pol's alias
+// forPolicy returns the CAA identities of the CA that pol's alias
 // provider obtains certificates from: its ACME directory's caaIdentities,
 // else the provider's caa_identities. None means CAA is reported but not
 // judged.
-func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
+func (d *caaDirectory) forPolicy(ctx context.Context, pol *policy, logger *zap.Logger) []string {
 	var configured []string
 	if pol.provider != nil {
 		configured = pol.provider.CAAIdentities
@@ -53,9 +52,9 @@ func (a *App) caIdentities(ctx context.Context, pol *policy) []string {
 		return configured
 	}
 	url := caURL(pol.issuer)
-	ids, err := a.caa.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
-	if err != nil && a.logger != nil {
-		a.logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))
+	ids, err := d.identities(ctx, url, pol.issuer.TrustedRootsPEMFiles)
+	if err != nil && logger != nil {
+		logger.Debug("reading the CA's CAA identities from its ACME directory", zap.String("directory", url), zap.Error(err))
 	}
 	if len(ids) > 0 {
 		return ids
@@ -98,25 +97,15 @@ func (d *caaDirectory) fetch(ctx context.Context, url string, roots []string) ([
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	// acmez's client, which certmagic orders with: it shares one cache of
+	// directories by URL with certmagic's orders. It reads the whole body,
+	// as for those orders: the URL is the operator's CA, not outside input.
+	dir, err := (&acme.Client{Directory: url, HTTPClient: client}).GetDirectory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ACME directory %s: HTTP %d", url, resp.StatusCode)
-	}
-	var dir struct {
-		Meta struct {
-			CAAIdentities []string `json:"caaIdentities"`
-		} `json:"meta"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&dir); err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", url, err)
+	if dir.Meta == nil {
+		return nil, nil
 	}
 	var ids []string
 	for _, id := range dir.Meta.CAAIdentities {

@@ -129,6 +129,9 @@ func configPolicies(ctx caddy.Context, cfg []byte) ([]policy, []string, error) {
 	}
 	loaded := map[string]*Provider{}
 	load := func(raw json.RawMessage) (*Provider, error) {
+		if !isAlias(raw) {
+			return nil, nil
+		}
 		if p := loaded[string(raw)]; p != nil {
 			return p, nil
 		}
@@ -136,38 +139,33 @@ func configPolicies(ctx caddy.Context, cfg []byte) ([]policy, []string, error) {
 		loaded[string(raw)] = p
 		return p, err
 	}
+	global, err := load(c.Apps.TLS.DNSRaw)
+	if err != nil {
+		return nil, nil, err
+	}
 	repl := caddy.NewReplacer()
-	var pols []policy
+	aps := make([]automationPolicy, len(c.Apps.TLS.Automation.Policies))
 	for i, ap := range c.Apps.TLS.Automation.Policies {
-		pol := policy{index: i, onDemand: ap.OnDemand}
+		aps[i] = automationPolicy{onDemand: ap.OnDemand, renewalRatio: ap.RenewalWindowRatio}
 		for _, s := range ap.SubjectsRaw {
-			pol.subjects = append(pol.subjects, repl.ReplaceAll(s, ""))
+			aps[i].subjects = append(aps[i].subjects, repl.ReplaceAll(s, ""))
 		}
 		for j, raw := range ap.IssuersRaw {
 			var iss issuerModule
 			if err := json.Unmarshal(raw, &iss); err != nil {
 				return nil, nil, fmt.Errorf("decoding tls.automation.policies[%d].issuers[%d]: %w", i, j, err)
 			}
-			if iss.Module != "acme" || iss.Challenges == nil || iss.Challenges.DNS == nil {
+			if iss.Module != "acme" || solvesDNS(&iss.ACMEIssuer) == nil {
 				continue
 			}
-			raw := iss.Challenges.DNS.ProviderRaw
-			if raw == nil {
-				raw = c.Apps.TLS.DNSRaw
-			}
-			if !isAlias(raw) {
-				continue
-			}
-			p, err := load(raw)
+			own, err := load(iss.Challenges.DNS.ProviderRaw)
 			if err != nil {
 				return nil, nil, err
 			}
-			pol.provider, pol.issuer = p, &iss.ACMEIssuer
-			break
+			aps[i].issuers = append(aps[i].issuers, issuerSolver{acme: &iss.ACMEIssuer, own: own, namesProvider: iss.Challenges.DNS.ProviderRaw != nil})
 		}
-		pols = append(pols, pol)
 	}
-	return pols, hosts, nil
+	return buildPolicies(aps, global), hosts, nil
 }
 
 // loadProvider provisions an alias provider from its JSON as it stands in a
@@ -208,6 +206,8 @@ func configDomains(pols []policy, hostNames []string) []string {
 	return out
 }
 
+// isAlias reports whether a dns.providers module's JSON names the alias
+// provider.
 func isAlias(raw json.RawMessage) bool {
 	var m struct {
 		Name string `json:"name"`

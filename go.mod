@@ -1,6 +1,6 @@
 module github.com/acme-alias/caddy-dns-alias
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/caddy-dns/rfc2136 v1.0.0

@@ -183,7 +183,7 @@ func (a *App) journalLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-renew.C:
-				for _, p := range a.registered() {
+				for _, p := range a.modules.providers() {
 					if err := p.sweeper.Renew(ctx); err != nil && ctx.Err() == nil {
 						a.logger.Warn("renewing challenge journal entries", zap.Error(err))
 					}
@@ -224,7 +224,7 @@ func (a *App) sweepLocked(ctx context.Context, after, interval time.Duration) {
 			a.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
 		}
 	}()
-	for _, p := range a.registered() {
+	for _, p := range a.modules.providers() {
 		removed, err := p.sweeper.Sweep(ctx, after)
 		a.metrics.sweepRemoved.Add(float64(removed))
 		if err != nil && ctx.Err() == nil {

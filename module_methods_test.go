@@ -16,7 +16,7 @@ func TestProviderExportsOnlyItsModuleFace(t *testing.T) {
 	for i := range typ.NumMethod() {
 		got = append(got, typ.Method(i).Name)
 	}
-	want := []string{"AppendRecords", "CaddyModule", "DeleteRecords", "GetRecords", "Provision", "SetRecords", "UnmarshalCaddyfile"}
+	want := []string{"AppendRecords", "CaddyModule", "Cleanup", "DeleteRecords", "GetRecords", "Provision", "SetRecords", "UnmarshalCaddyfile"}
 	if !slices.Equal(got, want) {
 		t.Errorf("exported methods %v, want %v", got, want)
 	}

@@ -71,6 +71,16 @@ type monitor struct {
 	counters *counters
 }
 
+// watcher runs the periodic delegation checks of one config and answers
+// for the tracked names' health (admin API, metrics): it owns what it
+// reads, the shared monitor state and the config's certificate storage,
+// and asks the app for the policy map and the check.
+type watcher struct {
+	app     *App
+	state   *monitor
+	storage certmagic.Storage // nil outside a config (the check command)
+}
+
 // Destruct lets monitors drop a monitor no config uses any more.
 func (*monitor) Destruct() error { return nil }
 
@@ -97,18 +107,18 @@ type trackedName struct {
 // The first run comes soon after the first start, and after a reload when
 // the last run's interval is over: a reload is no reason to ask again.
 // Status lists every tracked name from the start, pending until checked.
-func (a *App) monitorLoop(ctx context.Context) {
-	interval := time.Duration(a.CheckInterval)
+func (w *watcher) loop(ctx context.Context) {
+	interval := time.Duration(w.app.CheckInterval)
 	if interval < 0 {
 		return
 	}
-	a.syncTracked(a.trackedNames(ctx))
-	a.monitor.mu.Lock()
+	w.syncTracked(w.trackedNames(ctx))
+	w.state.mu.Lock()
 	first := jitter(min(interval, 10*time.Second) / 2)
-	if last := a.monitor.lastRun; !last.IsZero() {
+	if last := w.state.lastRun; !last.IsZero() {
 		first = max(0, time.Until(last.Add(interval)))
 	}
-	a.monitor.mu.Unlock()
+	w.state.mu.Unlock()
 	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {
@@ -116,7 +126,7 @@ func (a *App) monitorLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			a.checkTracked(ctx)
+			w.checkTracked(ctx)
 			timer.Reset(jitter(interval))
 		}
 	}
@@ -130,31 +140,31 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // checkTracked checks every tracked name, check_concurrency at a time.
-func (a *App) checkTracked(ctx context.Context) {
-	names := a.trackedNames(ctx)
-	a.syncTracked(names)
+func (w *watcher) checkTracked(ctx context.Context) {
+	names := w.trackedNames(ctx)
+	w.syncTracked(names)
 	start := time.Now()
-	a.monitor.mu.Lock()
-	a.monitor.lastRun = start
-	a.monitor.runs++
-	a.monitor.mu.Unlock()
-	inParallel(len(names), cmp.Or(a.CheckConcurrency, defaultCheckConcurrency), func(i int) {
+	w.state.mu.Lock()
+	w.state.lastRun = start
+	w.state.runs++
+	w.state.mu.Unlock()
+	inParallel(len(names), cmp.Or(w.app.CheckConcurrency, defaultCheckConcurrency), func(i int) {
 		if ctx.Err() == nil {
-			a.recheck(ctx, names[i].name, names[i].pol, cacheShared)
+			w.recheck(ctx, names[i].name, names[i].pol, cacheShared)
 		}
 	})
 	if ctx.Err() == nil {
-		a.monitor.mu.Lock()
-		a.monitor.runTook = time.Since(start)
-		a.monitor.mu.Unlock()
+		w.state.mu.Lock()
+		w.state.runTook = time.Since(start)
+		w.state.mu.Unlock()
 	}
 }
 
 // trackedNames are the names of every policy with an alias provider: its
 // subjects, and the certificates in storage that it obtains (on-demand
 // names once issued, and the names of catch-all policies).
-func (a *App) trackedNames(ctx context.Context) []trackedName {
-	pols := a.policyMap()
+func (w *watcher) trackedNames(ctx context.Context) []trackedName {
+	pols := w.app.policyMap()
 	seen := map[string]bool{}
 	var out []trackedName
 	add := func(name string) {
@@ -180,11 +190,11 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 			issuerKeys[ik] = true
 		}
 	}
-	if a.journal == nil {
+	if w.storage == nil {
 		return out
 	}
 	for _, ik := range slices.Sorted(maps.Keys(issuerKeys)) {
-		keys, err := a.journal.storage.List(ctx, certmagic.StorageKeys.CertsPrefix(ik), false)
+		keys, err := w.storage.List(ctx, certmagic.StorageKeys.CertsPrefix(ik), false)
 		if err != nil {
 			continue // none issued yet
 		}
@@ -199,8 +209,8 @@ func (a *App) trackedNames(ctx context.Context) []trackedName {
 // ones pending, the policy of each as the running config decides, and the
 // names no longer tracked dropped (and with them their metrics, which are
 // read from the monitor).
-func (a *App) syncTracked(names []trackedName) {
-	m := a.monitor
+func (w *watcher) syncTracked(names []trackedName) {
+	m := w.state
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.names == nil {
@@ -226,32 +236,32 @@ func (a *App) syncTracked(names []trackedName) {
 // policy's subjects or has a certificate of it in storage (an on-demand
 // name once issued). A recheck on request records only such names, so that
 // made-up names do not pile up in the monitor.
-func (a *App) tracks(ctx context.Context, name string, pol *policy) bool {
+func (w *watcher) tracks(ctx context.Context, name string, pol *policy) bool {
 	if pol == nil || pol.provider == nil {
 		return false
 	}
 	name = solver.Normalize(name)
-	a.monitor.mu.Lock()
-	_, known := a.monitor.names[name]
-	a.monitor.mu.Unlock()
+	w.state.mu.Lock()
+	_, known := w.state.names[name]
+	w.state.mu.Unlock()
 	if known || slices.ContainsFunc(pol.subjects, func(s string) bool { return solver.Normalize(s) == name }) {
 		return true
 	}
 	ik := pol.issuerKey()
-	return a.journal != nil && ik != "" && a.journal.storage.Exists(ctx, certmagic.StorageKeys.SiteCert(ik, name))
+	return w.storage != nil && ik != "" && w.storage.Exists(ctx, certmagic.StorageKeys.SiteCert(ik, name))
 }
 
 // recheck checks name now, records its health if the monitor tracks it,
 // and logs and emits the change when its delegation breaks or is restored.
-func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUse) *health {
+func (w *watcher) recheck(ctx context.Context, name string, pol *policy, use cacheUse) *health {
 	now := time.Now()
 	if pol == nil || pol.provider == nil {
 		// Not ours to track.
 		return &health{Domain: solver.Normalize(name), State: solver.CodeNoPolicy, Message: noPolicyReport(pol, name).Err().Error(), LastCheck: now}
 	}
-	_, rep := a.check(ctx, name, use)
+	_, rep := w.app.check(ctx, name, use)
 	h := &health{Domain: solver.Normalize(name), Policy: pol.index, Mode: rep.Mode, Alias: cmp.Or(rep.Expected, rep.Chain.End), LastCheck: now}
-	h.Expires, h.RenewalDue = a.certificateTimes(ctx, h.Domain, pol)
+	h.Expires, h.RenewalDue = w.certificateTimes(ctx, h.Domain, pol)
 	var de *solver.DelegationError
 	switch err := rep.Err(); {
 	case rep.Verdict == solver.VerdictOK:
@@ -265,8 +275,8 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 	// The state change and what it must say are decided under one lock:
 	// two checks of one name at once (the schedule and a recheck) must not
 	// both report the change.
-	tracked := a.tracks(ctx, h.Domain, pol)
-	m := a.monitor
+	tracked := w.tracks(ctx, h.Domain, pol)
+	m := w.state
 	m.mu.Lock()
 	if m.names == nil {
 		m.names = map[string]*health{}
@@ -295,12 +305,12 @@ func (a *App) recheck(ctx context.Context, name string, pol *policy, use cacheUs
 
 	switch {
 	case broke:
-		a.logger.Warn(brokenMessage(h, now), zap.String("domain", h.Domain), zap.String("finding", h.State),
+		w.app.logger.Warn(brokenMessage(h, now), zap.String("domain", h.Domain), zap.String("finding", h.State),
 			zap.String("publish", h.Publish), zap.Time("renewal_due", h.RenewalDue), zap.Time("expires", h.Expires))
-		a.emit("dns_alias_delegation_broken", h)
+		w.emit("dns_alias_delegation_broken", h)
 	case restored:
-		a.logger.Info("delegation restored", zap.String("domain", h.Domain), zap.String("was", old))
-		a.emit("dns_alias_delegation_restored", h)
+		w.app.logger.Info("delegation restored", zap.String("domain", h.Domain), zap.String("was", old))
+		w.emit("dns_alias_delegation_restored", h)
 	}
 	return h
 }
@@ -331,8 +341,8 @@ func approx(d time.Duration) string {
 
 // emit sends a Caddy event about a tracked name, for the events global
 // option's handlers.
-func (a *App) emit(event string, h *health) {
-	if a.events == nil {
+func (w *watcher) emit(event string, h *health) {
+	if w.app.events == nil {
 		return
 	}
 	data := map[string]any{"identifier": h.Domain, "state": h.State, "policy": h.Policy}
@@ -342,7 +352,7 @@ func (a *App) emit(event string, h *health) {
 	if !h.Expires.IsZero() {
 		data["expires"], data["renewal_due"] = h.Expires, h.RenewalDue
 	}
-	a.events.Emit(a.ctx, event, data)
+	w.app.events.Emit(w.app.ctx, event, data)
 }
 
 // certificateTimes reads name's certificate from storage: when it expires
@@ -350,12 +360,12 @@ func (a *App) emit(event string, h *health) {
 // window the CA gave (ARI, kept in the certificate's metadata), else a
 // third of its lifetime before expiry, or the policy's
 // renewal_window_ratio.
-func (a *App) certificateTimes(ctx context.Context, name string, pol *policy) (expires, renewal time.Time) {
-	if a.journal == nil || pol.issuer == nil {
+func (w *watcher) certificateTimes(ctx context.Context, name string, pol *policy) (expires, renewal time.Time) {
+	if w.storage == nil || pol.issuer == nil {
 		return
 	}
 	ik := pol.issuerKey()
-	data, err := a.journal.storage.Load(ctx, certmagic.StorageKeys.SiteCert(ik, name))
+	data, err := w.storage.Load(ctx, certmagic.StorageKeys.SiteCert(ik, name))
 	if err != nil {
 		return
 	}
@@ -367,7 +377,7 @@ func (a *App) certificateTimes(ctx context.Context, name string, pol *policy) (e
 	if err != nil {
 		return
 	}
-	if due := a.ariRenewal(ctx, ik, name); !due.IsZero() {
+	if due := w.ariRenewal(ctx, ik, name); !due.IsZero() {
 		return cert.NotAfter, due
 	}
 	ratio := cmp.Or(pol.renewalRatio, certmagic.DefaultRenewalWindowRatio)
@@ -379,8 +389,8 @@ func (a *App) certificateTimes(ctx context.Context, name string, pol *policy) (e
 // metadata from the CA's renewal information: the time it selected, or the
 // start of the CA's window if none was selected yet. Zero if the CA gave
 // none.
-func (a *App) ariRenewal(ctx context.Context, issuerKey, name string) time.Time {
-	data, err := a.journal.storage.Load(ctx, certmagic.StorageKeys.SiteMeta(issuerKey, name))
+func (w *watcher) ariRenewal(ctx context.Context, issuerKey, name string) time.Time {
+	data, err := w.storage.Load(ctx, certmagic.StorageKeys.SiteMeta(issuerKey, name))
 	if err != nil {
 		return time.Time{}
 	}
@@ -413,11 +423,11 @@ type statusPage struct {
 
 // monitorSnapshot counts the tracked names by policy and state, for the
 // metrics.
-func (a *App) monitorSnapshot() monitorSnapshot {
-	a.monitor.mu.Lock()
-	defer a.monitor.mu.Unlock()
-	s := monitorSnapshot{counts: map[[2]string]int{}, lastRun: a.monitor.lastRun, runs: a.monitor.runs, runTook: a.monitor.runTook}
-	for _, h := range a.monitor.names {
+func (w *watcher) snapshot() monitorSnapshot {
+	w.state.mu.Lock()
+	defer w.state.mu.Unlock()
+	s := monitorSnapshot{counts: map[[2]string]int{}, lastRun: w.state.lastRun, runs: w.state.runs, runTook: w.state.runTook}
+	for _, h := range w.state.names {
 		s.counts[[2]string{strconv.Itoa(h.Policy), h.State}]++
 		if h.broken() {
 			c := *h
@@ -430,13 +440,13 @@ func (a *App) monitorSnapshot() monitorSnapshot {
 // status lists the tracked names' health in name order, filtered by
 // domain and state ("broken" matches every finding), from the name after
 // after, at most limit (0: the default).
-func (a *App) status(domain, state, after string, limit int) statusPage {
+func (w *watcher) status(domain, state, after string, limit int) statusPage {
 	if limit <= 0 {
 		limit = defaultStatusLimit
 	}
-	a.monitor.mu.Lock()
+	w.state.mu.Lock()
 	var match []*health
-	for _, h := range a.monitor.names {
+	for _, h := range w.state.names {
 		if domain != "" && h.Domain != solver.Normalize(domain) {
 			continue
 		}
@@ -459,6 +469,6 @@ func (a *App) status(domain, state, after string, limit int) statusPage {
 	if start+limit < len(match) {
 		page.Next = page.Names[len(page.Names)-1].Domain
 	}
-	a.monitor.mu.Unlock()
+	w.state.mu.Unlock()
 	return page
 }

@@ -60,14 +60,14 @@ func TestMonitorSharedAcrossReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := running()
-	first.syncTracked(first.trackedNames(context.Background()))
+	first.watch.syncTracked(first.watch.trackedNames(context.Background()))
 	for range 2 {
 		if err := caddy.Load(config(fmt.Sprintf("shop%d.example.com", time.Now().UnixNano())), true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	next := running()
-	if next == first || next.monitor != first.monitor {
+	if next == first || next.watch.state != first.watch.state {
 		t.Fatal("the reloaded config's app has a monitor of its own")
 	}
 	if next.metrics.counters != first.metrics.counters {
@@ -91,11 +91,11 @@ func TestMonitorFirstRunAfterReload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := func(m *monitor) (*App, func()) {
 			a := newApp()
-			a.logger, a.monitor, a.CheckInterval = zap.NewNop(), m, caddy.Duration(time.Hour)
+			a.logger, a.watch.state, a.CheckInterval = zap.NewNop(), m, caddy.Duration(time.Hour)
 			a.setPolicies(nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
-			go func() { a.monitorLoop(ctx); close(done) }()
+			go func() { a.watch.loop(ctx); close(done) }()
 			return a, func() { cancel(); <-done }
 		}
 		lastRun := func(m *monitor) time.Time {
@@ -163,7 +163,7 @@ func startMonitorLab(t *testing.T) *monitorLab {
 // monitor, the same events and logger.
 func (l *monitorLab) reloaded() *App {
 	a := newApp()
-	a.logger, a.ctx, a.events, a.monitor = l.app.logger, l.app.ctx, l.app.events, l.app.monitor
+	a.logger, a.ctx, a.events, a.watch.state = l.app.logger, l.app.ctx, l.app.events, l.app.watch.state
 	a.setPolicies(l.app.policies)
 	return a
 }
@@ -173,9 +173,9 @@ func (l *monitorLab) reloaded() *App {
 // announce it again.
 func TestMonitorNoRepeatAfterReload(t *testing.T) {
 	l := startMonitorLab(t)
-	l.app.checkTracked(context.Background())
+	l.app.watch.checkTracked(context.Background())
 	for range 5 {
-		l.reloaded().checkTracked(context.Background())
+		l.reloaded().watch.checkTracked(context.Background())
 	}
 	if n := l.logs.FilterMessageSnippet("missing.example.com cannot be obtained").Len(); n != 1 {
 		t.Errorf("%d broken-delegation warnings over 6 runs in 6 configs, want 1", n)
@@ -192,7 +192,7 @@ func TestMonitorDropsUntrackedNames(t *testing.T) {
 	l := startMonitorLab(t)
 	a := l.app
 	p := a.policies[0].provider
-	a.checkTracked(context.Background())
+	a.watch.checkTracked(context.Background())
 	checkMetrics(t, a, `caddy_dns_alias_delegation_broken{domain="missing.example.com",finding="no_delegation",policy="0"} 1`,
 		`caddy_dns_alias_delegations{policy="0",state="no_delegation"} 1`, `caddy_dns_alias_delegations{policy="0",state="ok"} 1`)
 
@@ -203,9 +203,9 @@ func TestMonitorDropsUntrackedNames(t *testing.T) {
 		l.srv.Add(fmt.Sprintf("_acme-challenge.%s. 300 IN CNAME _acme-challenge.%s.validation.example.org.", n, n))
 	}
 	a.setPolicies([]policy{{index: 0, subjects: subjects, provider: p}})
-	a.checkTracked(context.Background())
+	a.watch.checkTracked(context.Background())
 	checkMetrics(t, a, `caddy_dns_alias_delegations{policy="0",state="ok"} 200`)
-	if st := a.status("", "", "", 0); st.Total != 200 || a.status("missing.example.com", "", "", 0).Total != 0 {
+	if st := a.watch.status("", "", "", 0); st.Total != 200 || a.watch.status("missing.example.com", "", "", 0).Total != 0 {
 		t.Errorf("status after the names changed: %d names, want the 200 tracked", st.Total)
 	}
 }
@@ -217,21 +217,21 @@ func TestRecheckTracksOnlyTrackedNames(t *testing.T) {
 	l := startMonitorLab(t)
 	a := l.app
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	a.journal = &storageJournal{storage: storage}
+	a.watch.storage = storage
 	pol := policy{index: 0, provider: a.policies[0].provider, issuer: &caddytls.ACMEIssuer{CA: "https://ca.example/dir"}}
 	a.setPolicies([]policy{pol})
 	storeCert(t, storage, pol.issuerKey(), "shop.example.com", time.Now().Add(-24*time.Hour), time.Now().Add(89*24*time.Hour), nil)
 
 	for i := range 50 {
-		if h := a.recheck(context.Background(), fmt.Sprintf("made-up%d.example.com", i), &a.policies[0], cacheRefresh); h.State != solver.CodeNoDelegation {
+		if h := a.watch.recheck(context.Background(), fmt.Sprintf("made-up%d.example.com", i), &a.policies[0], cacheRefresh); h.State != solver.CodeNoDelegation {
 			t.Fatalf("recheck of a made-up name: %+v", h)
 		}
 	}
-	if st := a.status("", "", "", 0); st.Total != 0 || len(l.events.names()) != 0 || len(delegationMetrics(t, a)) != 0 {
+	if st := a.watch.status("", "", "", 0); st.Total != 0 || len(l.events.names()) != 0 || len(delegationMetrics(t, a)) != 0 {
 		t.Fatalf("50 rechecks of made-up names left %d tracked names, events %v, metrics %v", st.Total, l.events.names(), delegationMetrics(t, a))
 	}
-	a.recheck(context.Background(), "shop.example.com", &a.policies[0], cacheRefresh)
-	if st := a.status("", "", "", 0); st.Total != 1 || st.Names[0].Domain != "shop.example.com" {
+	a.watch.recheck(context.Background(), "shop.example.com", &a.policies[0], cacheRefresh)
+	if st := a.watch.status("", "", "", 0); st.Total != 1 || st.Names[0].Domain != "shop.example.com" {
 		t.Errorf("a recheck of an issued name: status %+v, want it tracked", st)
 	}
 }
@@ -243,7 +243,7 @@ func TestMonitorRenewalDueFromARI(t *testing.T) {
 	l := startMonitorLab(t)
 	a := l.app
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	a.journal = &storageJournal{storage: storage}
+	a.watch.storage = storage
 	pol := &policy{index: 0, provider: a.policies[0].provider, issuer: &caddytls.ACMEIssuer{CA: "https://ca.example/dir"}}
 	notBefore := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	notAfter := notBefore.Add(90 * 24 * time.Hour)
@@ -252,7 +252,7 @@ func TestMonitorRenewalDueFromARI(t *testing.T) {
 		[]byte(`{"sans":["shop.example.com"],"issuer_data":{"url":"https://ca.example/cert/1","renewal_info":{"suggestedWindow":{"start":"2026-11-19T00:00:00Z","end":"2026-11-21T00:00:00Z"},"_selectedTime":"`+selected.Format(time.RFC3339)+`"}}}`))
 	storeCert(t, storage, pol.issuerKey(), "blog.example.com", notBefore, notAfter, []byte(`{"sans":["blog.example.com"],"issuer_data":{"url":"https://ca.example/cert/2"}}`))
 	for name, want := range map[string]time.Time{"shop.example.com": selected, "blog.example.com": notAfter.Add(-30 * 24 * time.Hour)} {
-		if exp, due := a.certificateTimes(context.Background(), name, pol); !due.Equal(want) || !exp.Equal(notAfter) {
+		if exp, due := a.watch.certificateTimes(context.Background(), name, pol); !due.Equal(want) || !exp.Equal(notAfter) {
 			t.Errorf("%s: renewal due %s, expires %s; want %s, %s", name, due, exp, want, notAfter)
 		}
 	}
@@ -312,11 +312,11 @@ func TestStatusPages(t *testing.T) {
 	for i := range 25 {
 		names = append(names, trackedName{fmt.Sprintf("n%02d.example.com", i), pol})
 	}
-	a.syncTracked(names)
+	a.watch.syncTracked(names)
 	var seen []string
 	after := ""
 	for pages := 0; ; pages++ {
-		p := a.status("", "pending", after, 10)
+		p := a.watch.status("", "pending", after, 10)
 		if p.Total != 25 || pages > 3 {
 			t.Fatalf("page %d: %+v", pages, p)
 		}

@@ -68,14 +68,14 @@ func TestMonitor(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	a.syncTracked(a.trackedNames(ctx))
-	if st := a.status("", "", "", 0); st.Total != 2 || st.Names[0].State != statePending || st.Names[1].State != statePending {
+	a.watch.syncTracked(a.watch.trackedNames(ctx))
+	if st := a.watch.status("", "", "", 0); st.Total != 2 || st.Names[0].State != statePending || st.Names[1].State != statePending {
 		t.Fatalf("status before the first run: %+v, want both names pending", st)
 	}
 	for range 2 {
-		a.checkTracked(ctx)
+		a.watch.checkTracked(ctx)
 	}
-	st := a.status("", "", "", 0).Names
+	st := a.watch.status("", "", "", 0).Names
 	if len(st) != 2 || st[0].Domain != "missing.example.com" || st[0].State != solver.CodeNoDelegation || st[1].State != "ok" {
 		t.Fatalf("status %+v", st)
 	}
@@ -84,7 +84,7 @@ func TestMonitor(t *testing.T) {
 	}
 	checkMetrics(t, a, `caddy_dns_alias_delegation_broken{domain="missing.example.com",finding="no_delegation",policy="0"} 1`,
 		`caddy_dns_alias_delegations{policy="0",state="no_delegation"} 1`, `caddy_dns_alias_delegations{policy="0",state="ok"} 1`)
-	if got := a.status("", "broken", "", 0).Names; len(got) != 1 || got[0].Domain != "missing.example.com" {
+	if got := a.watch.status("", "broken", "", 0).Names; len(got) != 1 || got[0].Domain != "missing.example.com" {
 		t.Errorf("status?state=broken = %+v", got)
 	}
 	if n := logs.FilterMessageSnippet("the certificate of missing.example.com cannot be obtained").Len(); n != 1 {
@@ -98,8 +98,8 @@ func TestMonitor(t *testing.T) {
 	// no cached answer, restores the delegation, and the permission module
 	// (whose cached refusal it drops) admits the name at once.
 	l.srv.Add("_acme-challenge.missing.example.com. 30 IN CNAME _acme-challenge.missing.example.com.validation.example.org.")
-	a.forgetAdmission("missing.example.com")
-	if h := a.recheck(ctx, "missing.example.com", &a.policies[0], cacheRefresh); h.State != "ok" || h.LastOK.IsZero() {
+	a.modules.forgetAdmission("missing.example.com")
+	if h := a.watch.recheck(ctx, "missing.example.com", &a.policies[0], cacheRefresh); h.State != "ok" || h.LastOK.IsZero() {
 		t.Fatalf("recheck %+v", h)
 	}
 	if err := perm.(*Permission).CertificateAllowed(ctx, "missing.example.com"); err != nil {
@@ -132,7 +132,7 @@ func TestMonitorQueryBound(t *testing.T) {
 	l.srv.Add(records...)
 	l.app.setPolicies([]policy{{index: 0, subjects: subjects, provider: p}})
 	before := len(l.srv.Queries())
-	l.app.checkTracked(context.Background())
+	l.app.watch.checkTracked(context.Background())
 	queries := 0
 	for _, q := range l.srv.Queries()[before:] {
 		// This server serves no "com" and refuses it, so the CAA of com is
@@ -144,7 +144,7 @@ func TestMonitorQueryBound(t *testing.T) {
 	}
 	perName := float64(queries) / names
 	t.Logf("one periodic run: %d queries for %d names, %.1f per name", queries, names, perName)
-	if ok := l.app.status("", "ok", "", 0); ok.Total != names {
+	if ok := l.app.watch.status("", "ok", "", 0); ok.Total != names {
 		t.Fatalf("%d of %d names ok", ok.Total, names)
 	}
 	// The chain (CNAME, wildcard probe, the alias), the direct question

@@ -145,7 +145,7 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 		MaxChecks:   p.MaxChecks,
 		DomainRate:  p.DomainRate,
 	}
-	p.app.registerPermission(p)
+	p.app.modules.addPermission(p)
 	return nil
 }
 

@@ -2,12 +2,11 @@ package alias
 
 import (
 	"cmp"
-	"reflect"
+	"encoding/json"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 )
 
 // policy is one TLS automation policy as the alias providers see it.
@@ -42,39 +41,43 @@ func lookupPolicy(pols []policy, name string) *policy {
 	return nil
 }
 
-// tlsPolicies maps the running tls app's automation policies to the alias
-// providers registered with the app. A provider loaded by an ACME issuer
-// (found through its module lineage at Provision) serves that issuer's
-// policy; one loaded by the tls app itself is its global dns provider, used
-// by every ACME issuer whose DNS challenge has no provider of its own.
-func tlsPolicies(tlsApp *caddytls.TLS, regs []registration, logger *zap.Logger) []policy {
-	if tlsApp.Automation == nil {
-		return nil
-	}
-	byIssuer := map[*caddytls.ACMEIssuer]*Provider{}
-	var global *Provider
-	for _, r := range regs {
-		switch o := r.owner.(type) {
-		case *caddytls.ACMEIssuer:
-			byIssuer[o] = r.p
-		case *caddytls.TLS:
-			global = r.p
-		}
-	}
-	pols := make([]policy, len(tlsApp.Automation.Policies))
-	for i, ap := range tlsApp.Automation.Policies {
-		pols[i] = policy{index: i, subjects: ap.Subjects(), onDemand: ap.OnDemand, renewalRatio: ap.RenewalWindowRatio}
-		for _, iss := range ap.Issuers {
-			acme, ok := iss.(*caddytls.ACMEIssuer)
-			if !ok || acme.Challenges == nil || acme.Challenges.DNS == nil {
-				continue
-			}
-			p := byIssuer[acme]
-			if p == nil && global != nil && usesProvider(acme, global, logger) {
+// issuerSolver is an ACME issuer that solves the DNS challenge, as the
+// policy map needs it: its own alias provider, if its config names one,
+// and whether its config names a DNS provider at all (one that is no alias
+// provider included). An issuer that names none solves with the tls app's
+// global dns provider, as caddytls's acmeissuer.go decides.
+type issuerSolver struct {
+	acme          *caddytls.ACMEIssuer
+	own           *Provider
+	namesProvider bool
+}
+
+// automationPolicy is one tls automation policy as configured: its
+// subjects, settings and the issuers among its own that solve the DNS
+// challenge, in order.
+type automationPolicy struct {
+	subjects     []string
+	onDemand     bool
+	renewalRatio float64
+	issuers      []issuerSolver
+}
+
+// buildPolicies is the one decision of which alias provider obtains the
+// names of each policy, for the running app (tlsPolicies) and the check
+// command (configPolicies): the first issuer that solves with an alias
+// provider, its own or the global one (nil if the global dns provider is
+// no alias provider).
+func buildPolicies(aps []automationPolicy, global *Provider) []policy {
+	pols := make([]policy, len(aps))
+	for i, ap := range aps {
+		pols[i] = policy{index: i, subjects: ap.subjects, onDemand: ap.onDemand, renewalRatio: ap.renewalRatio}
+		for _, iss := range ap.issuers {
+			p := iss.own
+			if !iss.namesProvider {
 				p = global
 			}
 			if p != nil {
-				pols[i].provider, pols[i].issuer = p, acme
+				pols[i].provider, pols[i].issuer = p, iss.acme
 				break
 			}
 		}
@@ -82,25 +85,83 @@ func tlsPolicies(tlsApp *caddytls.TLS, regs []registration, logger *zap.Logger) 
 	return pols
 }
 
-// usesProvider reports whether an ACME issuer without an alias provider of
-// its own solves its DNS challenge with p, the tls app's global dns
-// provider, rather than with a provider of another module. caddytls keeps
-// that choice in an unexported field (DNSChallengeConfig.solver, a
-// *certmagic.DNS01Solver), so it is read by reflection, read-only; if a
-// Caddy version stores it otherwise, the issuer is taken to use the global
-// provider, as it does whenever its config names none.
-func usesProvider(iss *caddytls.ACMEIssuer, p *Provider, logger *zap.Logger) bool {
-	v := reflect.ValueOf(iss.Challenges.DNS).Elem().FieldByName("solver")
-	if v.IsValid() && v.Kind() == reflect.Interface && !v.IsNil() {
-		if s := v.Elem(); s.Kind() == reflect.Pointer && !s.IsNil() && s.Elem().Kind() == reflect.Struct {
-			if prov := s.Elem().FieldByName("DNSProvider"); prov.IsValid() && prov.Kind() == reflect.Interface {
-				return !prov.IsNil() && prov.Elem().Kind() == reflect.Pointer && prov.Elem().Pointer() == reflect.ValueOf(p).Pointer()
+// solvesDNS returns the ACME issuer of an issuer module that solves the
+// DNS challenge, or nil.
+func solvesDNS(iss any) *caddytls.ACMEIssuer {
+	acme, ok := iss.(*caddytls.ACMEIssuer)
+	if !ok || acme.Challenges == nil || acme.Challenges.DNS == nil {
+		return nil
+	}
+	return acme
+}
+
+// globalIssuers lists, by position (policy, issuer), the ACME issuers of
+// a tls app's config that solve the DNS challenge and name no DNS provider
+// of their own, so that they use its global dns provider. It reads the
+// issuers' JSON, so it must run before the tls app provisions its
+// automation policies (which consumes that JSON): the tls app loads its
+// global dns provider first ("before provisioning other modules, since
+// they may rely on this", caddytls tls.go), and that provider's Provision
+// calls this. A policy already provisioned has no JSON left and counts as
+// using none, so that a Caddy release that provisions in another order
+// makes the gate skip names rather than check names another provider
+// solves; TestPolicyProviders fails then.
+func globalIssuers(tlsApp *caddytls.TLS) [][2]int {
+	if tlsApp.Automation == nil {
+		return nil
+	}
+	var out [][2]int
+	for i, ap := range tlsApp.Automation.Policies {
+		for j, raw := range ap.IssuersRaw {
+			var iss issuerModule
+			if json.Unmarshal(raw, &iss) == nil && iss.Module == "acme" && solvesDNS(&iss.ACMEIssuer) != nil && iss.Challenges.DNS.ProviderRaw == nil {
+				out = append(out, [2]int{i, j})
 			}
 		}
 	}
-	logger.Warn("cannot tell which DNS provider an ACME issuer uses; assuming the global dns provider",
-		zap.String("ca", iss.CA))
-	return true
+	return out
+}
+
+// tlsPolicies maps the running tls app's automation policies to the alias
+// providers registered with the app. A provider loaded by an ACME issuer
+// (found through its module lineage at Provision) serves that issuer; one
+// loaded by the tls app itself is its global dns provider, which serves the
+// issuers its Provision found naming no provider (usesGlobal, by position
+// in the config). A policy that auto-HTTPS added later shares the issuers
+// of the policy it copied, so the positions are turned into issuers first.
+func tlsPolicies(tlsApp *caddytls.TLS, regs []registration, usesGlobal [][2]int) []policy {
+	if tlsApp.Automation == nil {
+		return nil
+	}
+	own := map[*caddytls.ACMEIssuer]*Provider{}
+	var global *Provider
+	for _, r := range regs {
+		switch o := r.owner.(type) {
+		case *caddytls.ACMEIssuer:
+			own[o] = r.p
+		case *caddytls.TLS:
+			global = r.p
+		}
+	}
+	configured := tlsApp.Automation.Policies
+	toGlobal := map[*caddytls.ACMEIssuer]bool{}
+	for _, pos := range usesGlobal {
+		if pos[0] < len(configured) && pos[1] < len(configured[pos[0]].Issuers) {
+			if acme := solvesDNS(configured[pos[0]].Issuers[pos[1]]); acme != nil {
+				toGlobal[acme] = true
+			}
+		}
+	}
+	aps := make([]automationPolicy, len(configured))
+	for i, ap := range configured {
+		aps[i] = automationPolicy{subjects: ap.Subjects(), onDemand: ap.OnDemand, renewalRatio: ap.RenewalWindowRatio}
+		for _, iss := range ap.Issuers {
+			if acme := solvesDNS(iss); acme != nil {
+				aps[i].issuers = append(aps[i].issuers, issuerSolver{acme: acme, own: own[acme], namesProvider: !toGlobal[acme]})
+			}
+		}
+	}
+	return buildPolicies(aps, global)
 }
 
 // issuerModule is the JSON of an issuer module, as the check command reads

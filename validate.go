@@ -52,13 +52,7 @@ func validateConfig(p *Provider, repl *caddy.Replacer) error {
 // is an alias provider itself: it would map the alias again, onto names no
 // CNAME delegates.
 func notNestedAlias(prefix string, raw json.RawMessage) error {
-	if raw == nil {
-		return nil
-	}
-	var inner struct {
-		Name string `json:"name"`
-	}
-	if json.Unmarshal(raw, &inner) == nil && inner.Name == "alias" {
+	if isAlias(raw) {
 		return fmt.Errorf("%sprovider: an alias provider cannot wrap another alias provider (dns.providers.alias); give the DNS provider that writes the alias zone", prefix)
 	}
 	return nil

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds lego, the benchmark's peer (bench/lego.go), at lab/env.sh's
+# Builds lego, the benchmark's peer (xcaddy_test/bench/lego.go), at lab/env.sh's
 # LEGO_VERSION, with only its RFC 2136 provider (dnsupdate).
 #   lab/build-lego.sh [OUTPUT]   (default: ./lego)
 #

@@ -12,9 +12,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/libdns/libdns"
 	"go.uber.org/zap"
 
@@ -107,8 +109,12 @@ type ACMEDNSWriter struct {
 	update  string // the /update URL
 	full    string // normalized FullDomain
 	state   *acmeDNSState
-	client  *http.Client
-	logger  *zap.Logger
+	// stateKey names state in acmeDNSStates; closed is set once Close
+	// gave it back.
+	stateKey string
+	closed   atomic.Bool
+	client   *http.Client
+	logger   *zap.Logger
 }
 
 // NewACMEDNSWriter validates account and returns its writer. client may be
@@ -136,12 +142,13 @@ func NewACMEDNSWriter(account ACMEDNSAccount, client *http.Client, logger *zap.L
 			zap.String("fulldomain", solver.Normalize(account.FullDomain)), zap.String("server", redactURL(base)))
 	}
 	return &ACMEDNSWriter{
-		account: account,
-		update:  base + "/update",
-		full:    solver.Normalize(account.FullDomain),
-		state:   acmeDNSAccountState(base, account.Subdomain),
-		client:  client,
-		logger:  logger,
+		account:  account,
+		update:   base + "/update",
+		full:     solver.Normalize(account.FullDomain),
+		state:    acmeDNSAccountState(acmeDNSKey(base, account.Subdomain)),
+		stateKey: acmeDNSKey(base, account.Subdomain),
+		client:   client,
+		logger:   logger,
 	}, nil
 }
 
@@ -350,29 +357,45 @@ type acmeDNSState struct {
 	slotTTL  time.Duration
 }
 
-var acmeDNSStates = struct {
-	sync.Mutex
-	m map[string]*acmeDNSState
-}{m: map[string]*acmeDNSState{}}
+// Destruct lets acmeDNSStates drop the bookkeeping of an account no
+// config uses any more.
+func (*acmeDNSState) Destruct() error { return nil }
 
-// acmeDNSAccountState returns the shared state of the account subdomain at
-// server, making it on first use.
-func acmeDNSAccountState(server, subdomain string) *acmeDNSState {
-	key := strings.ToLower(strings.TrimRight(strings.TrimSpace(server), "/")) + " " + strings.ToLower(strings.TrimSpace(subdomain))
-	acmeDNSStates.Lock()
-	defer acmeDNSStates.Unlock()
-	st, ok := acmeDNSStates.m[key]
-	if !ok {
-		st = &acmeDNSState{
+// acmeDNSStates holds each account's bookkeeping for as long as a config
+// uses it: a reload keeps the values in flight and the update spacing (the
+// new config's writer takes its reference before the old one's Close), and
+// the last config that names the account frees it.
+var acmeDNSStates = caddy.NewUsagePool()
+
+// acmeDNSKey names the bookkeeping of the account subdomain at server.
+func acmeDNSKey(server, subdomain string) string {
+	return strings.ToLower(strings.TrimRight(strings.TrimSpace(server), "/")) + " " + strings.ToLower(strings.TrimSpace(subdomain))
+}
+
+// acmeDNSAccountState takes a reference to the shared state of the account
+// at key, making it on first use; Close gives it back.
+func acmeDNSAccountState(key string) *acmeDNSState {
+	st, _, _ := acmeDNSStates.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return &acmeDNSState{
 			turn:     make(chan struct{}, 1),
 			inFlight: map[string][]*acmeDNSSlot{},
 			changed:  make(chan struct{}),
 			now:      time.Now,
 			slotTTL:  acmeDNSSlotTTL,
-		}
-		acmeDNSStates.m[key] = st
+		}, nil
+	})
+	return st.(*acmeDNSState)
+}
+
+// Close gives back the writer's reference to its account's bookkeeping
+// (once; later calls do nothing), for the Cleanup of the module that made
+// it.
+func (w *ACMEDNSWriter) Close() error {
+	if w.closed.Swap(true) {
+		return nil
 	}
-	return st
+	_, err := acmeDNSStates.Delete(w.stateKey)
+	return err
 }
 
 func (st *acmeDNSState) lock(ctx context.Context) error {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/acmednstest"
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // startACMEDNS starts the stand-in acme-dns server for a test: DNS on the

@@ -11,8 +11,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // TestDocsPowerDNSPolicy runs the deployment guide's PowerDNS update policy

@@ -48,8 +48,13 @@ func TestFastPathDefault(t *testing.T) {
 		for _, l := range c.linesWith(certmagicPoll, "", "") {
 			polled = polled || strings.Contains(l.str("fqdn"), name)
 		}
-		if polled != want {
-			t.Errorf("%s: certmagic checked propagation: %v, want %v", name, polled, want)
+		switch {
+		case polled && !want:
+			t.Errorf("%s: certmagic checked propagation although the alias provider set its issuer's propagation_timeout to -1: "+
+				"this Caddy release builds the issuer's DNS solver before it provisions the provider, which breaks the fast-path contract "+
+				"(module.go fastPath, docs/architecture.md); every alias-issued certificate now takes 2 s longer", name)
+		case !polled && want:
+			t.Errorf("%s: certmagic did not check propagation, but its issuer keeps certmagic's check", name)
 		}
 	}
 	c.stop()

@@ -17,7 +17,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // Faults, crashes and clusters (issue 6) against the lab: the inner

@@ -10,8 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/solver"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // gateRefused is the line the dns_alias app logs when its gate aborts an

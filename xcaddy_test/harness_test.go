@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 var (

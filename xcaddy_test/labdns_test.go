@@ -16,7 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // aliasZone is the lab's alias zone that the scenarios' templates use.

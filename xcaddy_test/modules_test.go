@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/internal/readme"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // TestListModules: the xcaddy-built binary has every module of this plugin,

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // pebble is a Pebble started by a test, next to the lab's.

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/solver"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // requirePowerDNS returns the lab's PowerDNS and puts its API key where

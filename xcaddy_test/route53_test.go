@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
 	"github.com/acme-alias/caddy-dns-alias/solver"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // requireRoute53 returns moto's Route53 API, failing (never skipping) when

@@ -4,7 +4,7 @@
 // that failed (their subtests' included) and nothing of those that passed, so
 // that a failure reads without paging through a whole suite's log.
 //
-//	go test -json ./xcaddy_test | testreport -log e2e.log
+//	go -C xcaddy_test test -json . | testreport -log e2e.log
 package main
 
 import (

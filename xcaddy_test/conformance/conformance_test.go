@@ -21,7 +21,7 @@ import (
 	"github.com/libdns/rfc2136"
 	"github.com/libdns/route53"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // recordProvider is the four libdns v1 interfaces every provider here has.

@@ -1,11 +1,10 @@
 module github.com/acme-alias/caddy-dns-alias/xcaddy_test/conformance
 
-go 1.26.8
+go 1.26.0
 
 replace github.com/acme-alias/caddy-dns-alias => ../..
 
 require (
-	github.com/acme-alias/caddy-dns-alias v0.0.0-00010101000000-000000000000
 	github.com/libdns/libdns v1.2.0-alpha.1
 	github.com/libdns/powerdns v0.1.4
 	github.com/libdns/rfc2136 v1.0.0
@@ -13,6 +12,7 @@ require (
 )
 
 require (
+	github.com/acme-alias/caddy-dns-alias/xcaddy_test v0.0.0-00010101000000-000000000000
 	github.com/aws/aws-sdk-go-v2 v1.47.0 // indirect
 	github.com/aws/aws-sdk-go-v2/config v1.33.4 // indirect
 	github.com/aws/aws-sdk-go-v2/credentials v1.20.4 // indirect
@@ -34,3 +34,5 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
+
+replace github.com/acme-alias/caddy-dns-alias/xcaddy_test => ..

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // legoArgs is lego's command line for names: its documented flags, the

@@ -7,7 +7,7 @@ package main
 // sharing the names may issue faster; what the CA saw is counted in
 // Pebble's log.
 //
-//	go run ./bench -cluster 60,100 [-reps 3] [-pebble default,0]
+//	cd xcaddy_test && go run ./bench -cluster 60,100 [-reps 3] [-pebble default,0]
 //
 // It writes the "Scale-out on Redis" section of -out and leaves the rest
 // of the file as it is; the main benchmark keeps that section when it
@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // clusterHeading starts the section this file writes in BENCHMARKS.md.
@@ -216,7 +216,7 @@ func clusterRow(pebble string, n, k int, runs []clusterResult, single time.Durat
 // place of the one there (or at its end), keeping everything else.
 func writeClusterSection(path string, rows []string) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench %s` (see docs/benchmarks.md) on %s.\n\n", clusterHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "%s\n\nProduced by `cd xcaddy_test && go run ./bench %s` (see docs/benchmarks.md) on %s.\n\n", clusterHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s.\n\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
 	b.WriteString(`One Caddyfile (the template row's site above, every name in one site block)
 run by 1 and by 3 Caddy instances at once, on the lab's Redis

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // onDemandSetup is one way of running on-demand TLS for delegated names.

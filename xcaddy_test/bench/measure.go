@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // traffic is what the lab's servers saw during one measurement.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // setup is one way of configuring Caddy for delegated names.

@@ -4,7 +4,7 @@ package main
 // and a platform's scale make Caddy do, with the plugin and with stock
 // Caddy where stock Caddy does the same job.
 //
-//	go run ./bench -soak 2000,10000
+//	cd xcaddy_test && go run ./bench -soak 2000,10000
 //
 // For each size it runs a flood of that many handshakes for distinct names
 // under a nameserver that never answers, and a monitor run over that many
@@ -40,7 +40,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/miekg/dns"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // soakHeading starts the section this file writes in BENCHMARKS.md.
@@ -615,7 +615,7 @@ func reload(c *caddyProc) {
 // write puts the section with the rows so far into the file.
 func (s *soak) write() {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n\nProduced by `go run ./bench %s` (as root, see README.md, Benchmarks) on %s.\n\n", soakHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "%s\n\nProduced by `cd xcaddy_test && go run ./bench %s` (as root, see README.md, Benchmarks) on %s.\n\n", soakHeading, shellQuote(os.Args[1:]), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s.\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
 	fmt.Fprintf(&b, `
 ### A flood of handshakes for names whose nameserver never answers

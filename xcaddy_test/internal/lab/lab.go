@@ -164,7 +164,7 @@ func normZone(z string) string { return strings.ToLower(strings.TrimSuffix(z, ".
 func RepoRoot() (string, error) {
 	var candidates []string
 	if _, file, _, ok := runtime.Caller(0); ok {
-		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", ".."))
+		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", "..", ".."))
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for d := wd; ; d = filepath.Dir(d) {

@@ -1,50 +1,12 @@
 package lab
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestRESP(t *testing.T) {
-	if got := string(encodeRESP([]string{"GET", "caddy/a b"})); got != "*2\r\n$3\r\nGET\r\n$9\r\ncaddy/a b\r\n" {
-		t.Errorf("encodeRESP = %q", got)
-	}
-	for _, tc := range []struct {
-		in   string
-		want any
-		err  string
-	}{
-		{"+PONG\r\n", "PONG", ""},
-		{":42\r\n", int64(42), ""},
-		{"$5\r\nhe\r\no\r\n", "he\r\no", ""},
-		{"$-1\r\n", nil, ""},
-		{"*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n:1\r\n", []any{"0", []any{"a", int64(1)}}, ""},
-		{"*-1\r\n", nil, ""},
-		{"-ERR unknown command 'X'\r\n", nil, "redis: ERR unknown command 'X'"},
-		{"?\r\n", nil, "unknown reply type"},
-		{"$9\r\nshort\r\n", nil, "EOF"},
-	} {
-		got, err := readRESP(bufio.NewReader(strings.NewReader(tc.in)))
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("readRESP(%q) = %v, %v; want error %q", tc.in, got, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("readRESP(%q) = %#v, %v; want %#v", tc.in, got, err, tc.want)
-		}
-	}
-	var re RedisError
-	if _, err := readRESP(bufio.NewReader(strings.NewReader("-WRONGTYPE x\r\n"))); !errors.As(err, &re) {
-		t.Errorf("an error reply is not a RedisError: %v", err)
-	}
-}
 
 // TestRedis: the lab's Redis stores, lists and returns keys, and keeps
 // them over a restart (StopRedis, then Up), as Caddy's storage needs.
@@ -61,6 +23,23 @@ func TestRedis(t *testing.T) {
 		defer cancel()
 		l.Redis(ctx, "DEL", key)
 	})
+	// Replies of each kind, as the tests read them.
+	for _, tc := range []struct {
+		args []string
+		want any
+	}{
+		{[]string{"PING"}, "PONG"},
+		{[]string{"EXISTS", key}, int64(1)},
+		{[]string{"GET", prefix + "/none"}, nil},
+		{[]string{"SCAN", "0", "MATCH", key, "COUNT", "100000"}, []any{"0", []any{key}}},
+	} {
+		if got, err := l.Redis(ctx, tc.args...); err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Redis(%q) = %#v, %v; want %#v", tc.args, got, err, tc.want)
+		}
+	}
+	if _, err := l.Redis(ctx, "NOSUCHCOMMAND"); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Errorf("an error reply gave %v, want the server's message", err)
+	}
 	keys, err := l.RedisKeys(ctx, prefix+"/*")
 	if err != nil || !reflect.DeepEqual(keys, []string{key}) {
 		t.Fatalf("RedisKeys = %v, %v; want [%s]", keys, err, key)

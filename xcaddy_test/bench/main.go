@@ -3,16 +3,16 @@
 // against stock Caddy (dns_challenge_override_domain) and against lego, and
 // on-demand TLS latency, and writes BENCHMARKS.md.
 //
-//	go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
+//	cd xcaddy_test && go run ./bench [-n 1,20,100] [-reps 3] [-large-reps 1] [-ondemand-reps 5] [-pebble default,0]
 //	               [-tables issue,providers,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
-//	go run ./bench -cluster 60,100 ...   (cluster.go)
-//	go run ./bench -soak 2000,10000      (soak.go)
+//	cd xcaddy_test && go run ./bench -cluster 60,100 ...   (cluster.go)
+//	cd xcaddy_test && go run ./bench -soak 2000,10000      (soak.go)
 //
 // It needs root and runs inside the lab's network namespace, as the tests
 // do: build both binaries outside (the builds need the module proxy), then
 //
 //	lab/lab.sh up
-//	lab/lab.sh exec env CADDY_BIN=... LEGO_BIN=... go run ./bench
+//	cd xcaddy_test && bash ../lab/lab.sh exec env CADDY_BIN=... LEGO_BIN=... go run ./bench
 //
 // CADDY_BIN skips the xcaddy build (lab/build-caddy.sh --lab),
 // LEGO_BIN the lego build (lab/build-lego.sh).
@@ -38,7 +38,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/acme-alias/caddy-dns-alias/internal/lab"
+	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
 // table is one section of BENCHMARKS.md.
@@ -88,7 +88,7 @@ func main() {
 	largeReps := flag.Int("large-reps", 1, fmt.Sprintf("repetitions of the issue table's configurations for N of %d or more (about 1.5 min each at 100)", largeN))
 	odReps := flag.Int("ondemand-reps", 5, "fresh names per configuration in the on-demand table")
 	pebbles := flag.String("pebble", "default,0", "Pebble retryAfter settings: default (3 s / 5 s) or seconds")
-	out := flag.String("out", "BENCHMARKS.md", "where to write the tables")
+	out := flag.String("out", "", "where to write the tables (default: BENCHMARKS.md at the repository's root)")
 	appendRows := flag.Bool("append", false, "keep the rows already in -out (but those measured again) and add these")
 	only := flag.String("setups", "", "comma-separated parts of configuration names to run (default: all; stock Caddy always runs, for the ratios)")
 	which := flag.String("tables", "", "comma-separated tables to run: "+tableIDs()+" (default: all)")
@@ -96,6 +96,15 @@ func main() {
 	soakNs := flag.String("soak", "", "instead: the soak tables (soak.go) for these flood and storage sizes, e.g. 2000,10000")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if *out == "" {
+		// The benchmark runs from xcaddy_test, its module; the report
+		// belongs to the repository.
+		root, err := lab.RepoRoot()
+		if err != nil {
+			log.Fatal(err)
+		}
+		*out = filepath.Join(root, "BENCHMARKS.md")
+	}
 
 	b := &bench{reps: *reps, largeReps: *largeReps, onDemandReps: *odReps, pebbles: strings.Split(*pebbles, ","), only: *only,
 		runID: strconv.FormatInt(time.Now().Unix()%(36*36*36*36), 36)}

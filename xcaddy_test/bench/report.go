@@ -66,7 +66,7 @@ func (r *report) write() error {
 	var b strings.Builder
 	now := time.Now().UTC()
 	fmt.Fprintf(&b, "# Benchmarks\n\nProduced on %s at %s UTC by (as root, see docs/benchmarks.md):\n\n", now.Format("2006-01-02"), now.Format("15:04"))
-	fmt.Fprintf(&b, "    go run ./bench %s\n\n", shellQuote(r.args))
+	fmt.Fprintf(&b, "    cd xcaddy_test && go run ./bench %s\n\n", shellQuote(r.args))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s, %s.\n", cpuModel(), runtime.NumCPU(), memTotal(), runtime.GOOS+"/"+runtime.GOARCH, runtime.Version())
 	b.WriteString(`
 Every run is on the lab: BIND 9 (the production zones and the alias zone,

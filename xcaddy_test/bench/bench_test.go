@@ -71,7 +71,7 @@ func TestReportAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
-	if !strings.Contains(string(data), "    go run ./bench -n 1 -setups 'alias follow'\n") {
+	if !strings.Contains(string(data), "    cd xcaddy_test && go run ./bench -n 1 -setups 'alias follow'\n") {
 		t.Errorf("the command is not in the header:\n%s", data)
 	}
 

@@ -1,0 +1,83 @@
+package alias
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+)
+
+// registry is what the modules of one config registered with its app while
+// Caddy provisioned them: the alias providers, each with the module that
+// loaded it, and the permission modules.
+type registry struct {
+	mu    sync.Mutex
+	alias []registration
+	// usesGlobal is where the ACME issuers that solve with the tls app's
+	// global dns provider stand in the config, read when that provider
+	// registered (globalIssuers); nil if it is no alias provider.
+	usesGlobal  [][2]int
+	permissions []*Permission
+}
+
+// registration is an alias provider and the module that loaded it: an ACME
+// issuer, the tls app (its global dns provider), or nil (the check command).
+type registration struct {
+	p     *Provider
+	owner caddy.Module
+}
+
+func (r *registry) addProvider(p *Provider, owner caddy.Module) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.alias = append(r.alias, registration{p, owner})
+	if tlsApp, ok := owner.(*caddytls.TLS); ok {
+		r.usesGlobal = globalIssuers(tlsApp)
+	}
+}
+
+// addPermission adds a permission module, whose cached refusals a recheck
+// drops.
+func (r *registry) addPermission(p *Permission) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.permissions = append(r.permissions, p)
+}
+
+// forgetAdmission drops what the permission modules remember of name.
+func (r *registry) forgetAdmission(name string) {
+	r.mu.Lock()
+	perms := slices.Clone(r.permissions)
+	r.mu.Unlock()
+	for _, p := range perms {
+		p.admission.Forget(name)
+	}
+}
+
+// providers lists the alias providers.
+func (r *registry) providers() []*Provider {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Provider, len(r.alias))
+	for i, reg := range r.alias {
+		out[i] = reg.p
+	}
+	return out
+}
+
+// forPolicyMap returns what tlsPolicies maps the policies with.
+func (r *registry) forPolicyMap() ([]registration, [][2]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.alias), r.usesGlobal
+}
+
+// presentedCount is how many challenge records this process presents now.
+func (r *registry) presentedCount() float64 {
+	n := 0
+	for _, p := range r.providers() {
+		n += len(p.writer.Presented())
+	}
+	return float64(n)
+}
