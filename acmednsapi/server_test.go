@@ -174,7 +174,9 @@ func TestUpdate(t *testing.T) {
 func TestKeepsTwoNewest(t *testing.T) {
 	s, recs, _, _ := testServer(t, Limits{AccountBurst: 100})
 	name := "a1." + zone
-	up := func(label string) int { return update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(label))).Code }
+	up := func(label string) int {
+		return update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(label))).Code
+	}
 	steps := []struct {
 		label     string
 		removeErr error
