@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/netip"
+	"path"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"github.com/libdns/libdns"
 
 	"github.com/acme-alias/caddy-dns-alias/acmednsapi"
@@ -44,6 +47,10 @@ type ACMEDNSServer struct {
 	// The accounts.
 	Accounts []ACMEDNSServerAccount `json:"accounts,omitempty"`
 
+	// POST /register, off unless set: new accounts, kept in Caddy's
+	// storage so that every instance of a cluster serves them.
+	Register *ACMEDNSServerRegister `json:"register,omitempty"`
+
 	// As in the alias provider: resolvers for the authoritative wait's
 	// nameserver lookups, loopback/private nameservers allowed, and how
 	// long a write waits until every authoritative server of the zone
@@ -65,6 +72,13 @@ type ACMEDNSServerAccount struct {
 	Subdomain string `json:"subdomain,omitempty"`
 	// Networks (CIDR) or addresses the account's updates may come from.
 	// Default: any.
+	AllowFrom []string `json:"allow_from,omitempty"`
+}
+
+// ACMEDNSServerRegister turns POST /register on.
+type ACMEDNSServerRegister struct {
+	// The networks (CIDR) or addresses registrations may come from; at
+	// least one.
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
@@ -105,6 +119,14 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 	if err := h.writer.Provision(ctx); err != nil {
 		return fmt.Errorf("acme_dns_server: %w", err)
 	}
+	var register *acmednsapi.Register
+	if h.Register != nil {
+		allow, err := acmednsapi.ParseAllowFrom(h.Register.AllowFrom)
+		if err != nil {
+			return fmt.Errorf("acme_dns_server: register.allow_from: %w", err)
+		}
+		register = &acmednsapi.Register{AllowFrom: allow, Store: accountStore{ctx.Storage(), zone}}
+	}
 	server, err := acmednsapi.New(acmednsapi.Config{
 		Zone:     zone,
 		Accounts: accounts,
@@ -112,6 +134,7 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 		Logger:   ctx.Logger(),
 		Observer: h.writer.app.metrics,
 		ClientIP: clientIP,
+		Register: register,
 	})
 	if err != nil {
 		return fmt.Errorf("acme_dns_server: %w", err)
@@ -129,7 +152,7 @@ func clientIP(r *http.Request) (netip.Addr, error) {
 }
 
 func (h *ACMEDNSServer) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !acmednsapi.Handles(r.URL.Path) {
+	if !h.server.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
 	h.server.ServeHTTP(w, r)
@@ -151,12 +174,69 @@ func (r aliasRecords) Remove(ctx context.Context, name, value string) error {
 	return err
 }
 
+// accountStore keeps registered accounts in Caddy's storage, one key per
+// account below the zone's prefix. User names reach it only in the shape
+// registration makes them (acmednsapi checks), so a key never leaves the
+// prefix.
+type accountStore struct {
+	storage certmagic.Storage
+	zone    string
+}
+
+// storedAccount is a registered account as stored: the key's bcrypt hash,
+// never the key.
+type storedAccount struct {
+	Username  string   `json:"username"`
+	KeyHash   string   `json:"key_hash"`
+	Subdomain string   `json:"subdomain"`
+	AllowFrom []string `json:"allow_from,omitempty"`
+}
+
+func (s accountStore) key(user string) string {
+	return path.Join("dns_alias", "acme_dns", s.zone, "accounts", user+".json")
+}
+
+func (s accountStore) Load(ctx context.Context, user string) (acmednsapi.Account, bool, error) {
+	data, err := s.storage.Load(ctx, s.key(user))
+	if errors.Is(err, fs.ErrNotExist) {
+		return acmednsapi.Account{}, false, nil
+	}
+	if err != nil {
+		return acmednsapi.Account{}, false, fmt.Errorf("loading %s from storage %s: %w", s.key(user), storageName(s.storage), err)
+	}
+	var sa storedAccount
+	if err := json.Unmarshal(data, &sa); err != nil {
+		return acmednsapi.Account{}, false, fmt.Errorf("account %s in storage: %w", s.key(user), err)
+	}
+	allow, err := acmednsapi.ParseAllowFrom(sa.AllowFrom)
+	if err != nil {
+		return acmednsapi.Account{}, false, fmt.Errorf("account %s in storage: allow_from: %w", s.key(user), err)
+	}
+	return acmednsapi.Account{Username: sa.Username, KeyHash: sa.KeyHash, Subdomain: sa.Subdomain, AllowFrom: allow}, true, nil
+}
+
+func (s accountStore) Save(ctx context.Context, a acmednsapi.Account) error {
+	sa := storedAccount{Username: a.Username, KeyHash: a.KeyHash, Subdomain: a.Subdomain}
+	for _, p := range a.AllowFrom {
+		sa.AllowFrom = append(sa.AllowFrom, p.String())
+	}
+	data, err := json.Marshal(sa)
+	if err != nil {
+		return err
+	}
+	if err := s.storage.Store(ctx, s.key(a.Username), data); err != nil {
+		return fmt.Errorf("storing %s in storage %s: %w", s.key(a.Username), storageName(s.storage), err)
+	}
+	return nil
+}
+
 // parseACMEDNSServer sets up the handler from the Caddyfile. Syntax:
 //
 //	acme_dns_server [<matcher>] {
 //	    zone     <alias zone>
 //	    provider <name> [<provider options...>]
 //	    account  <username> <key bcrypt hash> <subdomain> [<allow_from network...>]
+//	    register <allow_from network...>   # POST /register, off without it
 //	    resolvers <ip[:port]...>
 //	    private_nameservers
 //	    authoritative_wait <duration | -1>
@@ -187,6 +267,10 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("account: want <username> <key hash> <subdomain> [<allow_from...>], got %d arguments", len(args))
 			}
 			h.Accounts = append(h.Accounts, ACMEDNSServerAccount{Username: args[0], KeyHash: args[1], Subdomain: args[2], AllowFrom: args[3:]})
+		case "register":
+			var nets []string
+			nets, err = atLeastOneArg(d)
+			h.Register = &ACMEDNSServerRegister{AllowFrom: nets}
 		case "resolvers":
 			var rs []string
 			rs, err = atLeastOneArg(d)

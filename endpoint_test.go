@@ -24,6 +24,7 @@ func TestACMEDNSServerCaddyfile(t *testing.T) {
 		`+rfc2136Block+`
 		account alice {env.ALICE_KEY_HASH} a1 10.0.0.0/8 192.0.2.1
 		account bob {env.BOB_KEY_HASH} b1
+		register 10.0.0.0/8
 		authoritative_wait 10s
 		private_nameservers
 	}
@@ -34,7 +35,7 @@ func TestACMEDNSServerCaddyfile(t *testing.T) {
 	s := string(out)
 	want := `{"handler":"acme_dns_server","zone":"` + endpointZone + `","provider":` + rfc2136JSON +
 		`,"accounts":[{"username":"alice","key_hash":"{env.ALICE_KEY_HASH}","subdomain":"a1","allow_from":["10.0.0.0/8","192.0.2.1"]},` +
-		`{"username":"bob","key_hash":"{env.BOB_KEY_HASH}","subdomain":"b1"}],"private_nameservers":true,"authoritative_wait":10000000000}`
+		`{"username":"bob","key_hash":"{env.BOB_KEY_HASH}","subdomain":"b1"}],"register":{"allow_from":["10.0.0.0/8"]},"private_nameservers":true,"authoritative_wait":10000000000}`
 	var obj any
 	json.Unmarshal([]byte(want), &obj)
 	sorted, _ := json.Marshal(obj) // the adapter's key order
@@ -66,6 +67,8 @@ func TestACMEDNSServerValidate(t *testing.T) {
 		{"no provider", `"zone":"` + endpointZone + `",` + account(""), "acme_dns_server: provider: the DNS provider that writes into " + endpointZone + " is required"},
 		{"key not hashed", `"zone":"` + endpointZone + `",` + provider + `,"accounts":[{"username":"alice","key_hash":"plain-key","subdomain":"a1"}]`, "accounts[0]: key_hash of alice: not a bcrypt hash"},
 		{"bad allow_from", `"zone":"` + endpointZone + `",` + provider + `,` + account(`,"allow_from":["10.0.0.0/33"]`), `accounts[0].allow_from: "10.0.0.0/33"`},
+		{"register from nowhere", `"zone":"` + endpointZone + `",` + provider + `,"register":{}`, "acme_dns_server: register: allow_from: at least one network"},
+		{"register from a bad network", `"zone":"` + endpointZone + `",` + provider + `,"register":{"allow_from":["10.0.0.0/40"]}`, `acme_dns_server: register.allow_from: "10.0.0.0/40"`},
 		{"public suffix zone", `"zone":"com",` + provider, "acme_dns_server"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,6 +84,8 @@ type AccountInfo struct {
 	Subdomain  string   `json:"subdomain"`
 	FullDomain string   `json:"fulldomain"`
 	AllowFrom  []string `json:"allow_from,omitempty"`
+	// Registered is set for an account made by POST /register.
+	Registered bool `json:"registered,omitempty"`
 	// Values is how many TXT values the account holds now (at most two).
 	Values int `json:"values"`
 }

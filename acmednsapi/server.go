@@ -37,11 +37,13 @@ const (
 	RefusedValue Outcome = "refused_value" // not a DNS-01 digest, malformed request
 	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate, or the key checks are busy
 	Failed       Outcome = "failed"        // the write failed
+	Registered   Outcome = "registered"    // a new account (POST /register)
 )
 
-// Observer is told of every update, for metrics. account is a configured
-// user name, or "" for a request that named none: series stay bounded by
-// the accounts configured, whatever clients send.
+// Observer is told of every update and registration, for metrics. account
+// is a configured user name, "registered" for every registered account, or
+// "" for a request that named none: series stay bounded by the accounts
+// configured, whatever clients send.
 type Observer interface {
 	Updated(account string, o Outcome)
 }
@@ -58,6 +60,8 @@ type Config struct {
 	// address of RemoteAddr.
 	ClientIP func(*http.Request) (netip.Addr, error)
 	Limits   Limits
+	// Register, if set, turns POST /register on.
+	Register *Register
 }
 
 // Server serves the acme-dns API for a fixed set of accounts.
@@ -69,6 +73,12 @@ type Server struct {
 	observer Observer
 	clientIP func(*http.Request) (netip.Addr, error)
 	sources  *sourceLimits
+	reg      *Register
+	limits   Limits
+	// registered holds the registered accounts used since the config
+	// was loaded, by user name (at most maxCachedRegistered).
+	mu         sync.Mutex
+	registered map[string]*account
 	// verifying holds a token per bcrypt comparison under way. A
 	// comparison at bcrypt's default cost takes about 50-100 ms of one
 	// core: unbounded, a flood of wrong keys would take every core.
@@ -79,6 +89,7 @@ type Server struct {
 type account struct {
 	Account
 	name   string // Subdomain.zone
+	label  string // for metrics
 	limit  *limiter
 	mu     sync.Mutex
 	values []string
@@ -113,14 +124,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	limits := cfg.Limits.withDefaults()
 	s := &Server{
-		zone:      zone,
-		accounts:  make(map[string]*account, len(cfg.Accounts)),
-		records:   cfg.Records,
-		logger:    cfg.Logger,
-		observer:  cfg.Observer,
-		clientIP:  cfg.ClientIP,
-		sources:   newSourceLimits(limits),
-		verifying: make(chan struct{}, limits.ConcurrentKeyChecks),
+		zone:       zone,
+		accounts:   make(map[string]*account, len(cfg.Accounts)),
+		records:    cfg.Records,
+		logger:     cfg.Logger,
+		observer:   cfg.Observer,
+		clientIP:   cfg.ClientIP,
+		sources:    newSourceLimits(limits),
+		verifying:  make(chan struct{}, limits.ConcurrentKeyChecks),
+		reg:        cfg.Register,
+		limits:     limits,
+		registered: make(map[string]*account),
+	}
+	if s.reg != nil && (len(s.reg.AllowFrom) == 0 || s.reg.Store == nil) {
+		return nil, errors.New("register: allow_from: at least one network may register (an open registration would let anyone take names in the zone)")
 	}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
@@ -140,9 +157,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("accounts[%d]: subdomain %q is %s's already: an account writes only at its own name", i, a.Subdomain, other)
 		}
 		subdomains[a.Subdomain] = a.Username
-		s.accounts[a.Username] = &account{Account: a, name: a.Subdomain + "." + zone, limit: newLimiter(limits.AccountRate, limits.AccountBurst)}
+		s.accounts[a.Username] = s.newAccount(a, false)
 	}
 	return s, nil
+}
+
+func (s *Server) newAccount(a Account, registered bool) *account {
+	label := a.Username
+	if registered {
+		label = registeredLabel
+	}
+	return &account{Account: a, name: a.Subdomain + "." + s.zone, label: label, limit: newLimiter(s.limits.AccountRate, s.limits.AccountBurst)}
 }
 
 func remoteAddr(r *http.Request) (netip.Addr, error) {
@@ -156,19 +181,21 @@ func remoteAddr(r *http.Request) (netip.Addr, error) {
 
 // Handles reports whether the server answers path; the handler passes
 // other requests on.
-func Handles(path string) bool {
-	return path == "/update" || path == "/health"
+func (s *Server) Handles(path string) bool {
+	return path == "/update" || path == "/health" || path == "/register" && s.reg != nil
 }
 
-// ServeHTTP answers /update and /health.
+// ServeHTTP answers /update, /health and, if on, /register.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		w.WriteHeader(http.StatusOK)
 	case r.URL.Path == "/update" && r.Method == http.MethodPost:
 		s.update(w, r)
-	case Handles(r.URL.Path):
-		w.Header().Set("Allow", map[string]string{"/health": "GET, HEAD", "/update": "POST"}[r.URL.Path])
+	case r.URL.Path == "/register" && r.Method == http.MethodPost && s.reg != nil:
+		s.register(w, r)
+	case s.Handles(r.URL.Path):
+		w.Header().Set("Allow", map[string]string{"/health": "GET, HEAD", "/update": "POST", "/register": "POST"}[r.URL.Path])
 		reply(w, http.StatusMethodNotAllowed, "method_not_allowed")
 	default:
 		reply(w, http.StatusNotFound, "not_found")
@@ -192,12 +219,12 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	if ref == nil {
 		value, ref = s.write(r, a)
 	}
-	name := ""
+	name, label := "", ""
 	if a != nil {
-		name = a.Username
+		name, label = a.Username, a.label
 	}
 	if ref != nil {
-		s.observe(name, ref.outcome)
+		s.observe(label, ref.outcome)
 		// The key is never logged; the user name is logged only if an
 		// account has it (a key pasted into the user field stays out).
 		s.logger.Info("acme-dns update refused", zap.String("account", name), zap.Stringer("source", src),
@@ -205,7 +232,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 		reply(w, ref.status, ref.code)
 		return
 	}
-	s.observe(name, Written)
+	s.observe(label, Written)
 	s.logger.Info("acme-dns update written", zap.String("account", name), zap.String("name", a.name),
 		zap.String("value", value), zap.Stringer("source", src))
 	w.Header().Set("Content-Type", "application/json")
@@ -233,7 +260,10 @@ func (s *Server) authorize(r *http.Request, user string, src netip.Addr, srcErr 
 	default:
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "every key check slot is taken"}
 	}
-	a := s.accounts[user]
+	a, err := s.lookup(r.Context(), user)
+	if err != nil {
+		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
+	}
 	hash := unknownUserHash
 	if a != nil {
 		hash = a.KeyHash
@@ -309,14 +339,24 @@ func (s *Server) trim(ctx context.Context, a *account) {
 	}
 }
 
-// Accounts lists the accounts, without their key hashes, by user name.
+// Accounts lists the configured accounts and the registered ones used
+// since the config was loaded, without their key hashes, by user name.
 func (s *Server) Accounts() []AccountInfo {
-	out := make([]AccountInfo, 0, len(s.accounts))
+	s.mu.Lock()
+	all := make([]*account, 0, len(s.accounts)+len(s.registered))
 	for _, a := range s.accounts {
+		all = append(all, a)
+	}
+	for _, a := range s.registered {
+		all = append(all, a)
+	}
+	s.mu.Unlock()
+	out := make([]AccountInfo, 0, len(all))
+	for _, a := range all {
 		a.mu.Lock()
 		n := len(a.values)
 		a.mu.Unlock()
-		info := AccountInfo{Username: a.Username, Subdomain: a.Subdomain, FullDomain: a.name, Values: n}
+		info := AccountInfo{Username: a.Username, Subdomain: a.Subdomain, FullDomain: a.name, Registered: a.label == registeredLabel, Values: n}
 		for _, p := range a.AllowFrom {
 			info.AllowFrom = append(info.AllowFrom, p.String())
 		}
