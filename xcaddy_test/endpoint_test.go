@@ -57,13 +57,14 @@ func (a endpointAccount) delegate(t *testing.T, domains ...string) {
 }
 
 // endpointSite is a site serving the acme-dns API over HTTP on port of
-// 127.0.0.1 for accounts, written by RFC 2136 into the lab's alias zone.
-func endpointSite(port int, accounts ...endpointAccount) string {
-	var lines []string
+// 127.0.0.1 (a number or a placeholder) for accounts, written by RFC 2136
+// into the lab's alias zone; extra goes into the handler's block.
+func endpointSite(port, extra string, accounts ...endpointAccount) string {
+	lines := []string{extra}
 	for _, a := range accounts {
 		lines = append(lines, fmt.Sprintf("account %s %s %s 127.0.0.0/8", a.user, a.hash, a.sub))
 	}
-	return fmt.Sprintf(`http://127.0.0.1:%d {
+	return fmt.Sprintf(`http://127.0.0.1:%s {
 	acme_dns_server {
 		zone %s
 		%s
@@ -81,14 +82,21 @@ func endpointSite(port int, accounts ...endpointAccount) string {
 func startEndpoint(t *testing.T, storage, extraGlobal string, accounts ...endpointAccount) (*caddyProc, string) {
 	t.Helper()
 	port := freePort(t)
-	c := startCaddyfileOn(t, storage, extraGlobal, endpointSite(port, accounts...))
+	c := startCaddyfileOn(t, storage, extraGlobal, endpointSite(fmt.Sprint(port), "", accounts...))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHealth(t, c, base)
+	return c, base
+}
+
+// waitHealth waits until the endpoint at base answers /health with 200.
+func waitHealth(t *testing.T, c *caddyProc, base string) {
+	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := http.Get(base + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return c, base
+				return
 			}
 		}
 		if time.Now().After(deadline) {
@@ -376,4 +384,46 @@ func TestEndpointKillSwept(t *testing.T) {
 		t.Errorf("the restarted Caddy does not log the orphan's removal")
 	}
 	waitJournalEmpty(t, storage, 5*time.Second)
+}
+
+// TestEndpointClusterRedis: three Caddy instances on one Redis storage
+// serve the same accounts: an account registered through one of them
+// (POST /register, from an allowed network) is stored without its key and
+// serves lego through another, and a renewal through the third.
+func TestEndpointClusterRedis(t *testing.T) {
+	l := requireLab(t)
+	cl := startCluster(t, l, "", endpointSite("{$CLUSTER_HTTP_PORT}", "register 127.0.0.0/8"))
+	var bases []string
+	for _, c := range cl.nodes {
+		for _, e := range c.env {
+			if port, ok := strings.CutPrefix(e, "CLUSTER_HTTP_PORT="); ok {
+				bases = append(bases, "http://127.0.0.1:"+port)
+			}
+		}
+		waitHealth(t, c, bases[len(bases)-1])
+	}
+	resp, err := http.Post(bases[0]+"/register", "application/json", strings.NewReader(`{"allowfrom":["127.0.0.0/8"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg struct{ Username, Password, Subdomain, FullDomain string }
+	err = json.NewDecoder(resp.Body).Decode(&reg)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated || reg.FullDomain != reg.Subdomain+"."+aliasZone {
+		t.Fatalf("register: %d %+v (%v)", resp.StatusCode, reg, err)
+	}
+	stored, ok, err := l.RedisLoad(testCtx(t, 10*time.Second), cl.prefix, "dns_alias/acme_dns/"+aliasZone+"/accounts/"+reg.Username+".json")
+	if err != nil || !ok || strings.Contains(string(stored), reg.Password) || !strings.Contains(string(stored), `"key_hash":"$2a$`) {
+		t.Fatalf("the stored account (%v, %v): %s", ok, err, stored)
+	}
+	a := endpointAccount{user: reg.Username, key: reg.Password, sub: reg.Subdomain}
+	domain := randomLabel(t, "epc-") + ".example.com"
+	a.delegate(t, domain)
+	obtain(t, bases[1], a, domain)
+	obtain(t, bases[2], a, domain)
+	for i, c := range cl.nodes {
+		if n, want := len(c.linesWith("acme-dns update written", "account", a.user)), min(i, 1); n != want {
+			t.Errorf("instance %d wrote %d updates for the registered account, want %d", i, n, want)
+		}
+	}
 }
