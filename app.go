@@ -61,6 +61,7 @@ type App struct {
 	mu          sync.Mutex
 	providers   []registration
 	permissions []*Permission
+	endpoints   []*ACMEDNSServer
 	policies    []policy
 	mapped      bool // policies is built
 	// proposed is an alias template the check command was given: a name
@@ -252,6 +253,14 @@ func (a *App) registerPermission(p *Permission) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.permissions = append(a.permissions, p)
+}
+
+// registerEndpoint adds an acme-dns endpoint of the config, whose accounts
+// the admin API lists.
+func (a *App) registerEndpoint(h *ACMEDNSServer) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.endpoints = append(a.endpoints, h)
 }
 
 // forgetAdmission drops what the permission modules remember of name.

@@ -61,6 +61,7 @@ type ACMEDNSServer struct {
 
 	writer *Provider
 	server *acmednsapi.Server
+	zone   string
 }
 
 // ACMEDNSServerAccount is one acme-dns account.
@@ -140,6 +141,8 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("acme_dns_server: %w", err)
 	}
 	h.server = server
+	h.zone = zone
+	h.writer.app.registerEndpoint(h)
 	return nil
 }
 

@@ -290,9 +290,43 @@ func TestEndpointLego(t *testing.T) {
 	if held != 3 {
 		t.Errorf("the journal holds %d entries, want the 3 values held", held)
 	}
+	// The admin API lists the accounts without their keys or hashes,
+	// with the values each holds.
+	code, listing := c.adminGet("/dns-alias/acme-dns/accounts")
+	var endpoints []struct {
+		Zone     string
+		Accounts []struct {
+			Username string
+			Values   int
+		}
+	}
+	if err := json.Unmarshal([]byte(listing), &endpoints); code != http.StatusOK || err != nil || len(endpoints) != 1 || endpoints[0].Zone != aliasZone || len(endpoints[0].Accounts) != 3 {
+		t.Errorf("GET /dns-alias/acme-dns/accounts: %d %s (%v)", code, listing, err)
+	} else {
+		values := map[string]int{}
+		for _, a := range endpoints[0].Accounts {
+			values[a.Username] = a.Values
+		}
+		if values[single.user] != 1 || values[pair.user] != 2 || values[refused.user] != 0 {
+			t.Errorf("values held per account: %v", values)
+		}
+	}
+	// Per-account metrics: the writes and the refusal.
+	_, metrics := c.adminGet("/metrics")
+	for _, want := range []string{
+		fmt.Sprintf(`caddy_dns_alias_acme_dns_updates_total{account=%q,outcome="written"} 1`, single.user),
+		fmt.Sprintf(`caddy_dns_alias_acme_dns_updates_total{account=%q,outcome="written"} 4`, pair.user),
+		fmt.Sprintf(`caddy_dns_alias_acme_dns_updates_total{account=%q,outcome="refused_auth"} 1`, refused.user),
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	for _, a := range []endpointAccount{single, pair, refused} {
-		if strings.Contains(c.log.String(), a.key) {
-			t.Errorf("Caddy's log shows %s's key", a.user)
+		for what, out := range map[string]string{"Caddy's log": c.log.String(), "the account listing": listing, "/metrics": metrics} {
+			if strings.Contains(out, a.key) || strings.Contains(out, a.hash) {
+				t.Errorf("%s shows %s's key or its hash", what, a.user)
+			}
 		}
 	}
 	// A graceful exit removes the values still held.
