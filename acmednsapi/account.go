@@ -54,7 +54,7 @@ func (a Account) validate(zone string) error {
 	if _, err := bcrypt.Cost([]byte(a.KeyHash)); err != nil {
 		// The hash itself is no secret worth hiding, but an operator
 		// may have put the key here by mistake: it is not printed.
-		return fmt.Errorf("key_hash of %s: not a bcrypt hash (make one with `caddy hash-password`): %w", a.Username, err)
+		return fmt.Errorf("key_hash of %s: not a bcrypt hash (make one with caddy hash-password): %w", a.Username, err)
 	}
 	if a.Subdomain == "" || strings.Contains(a.Subdomain, ".") || a.Subdomain != solver.Normalize(a.Subdomain) {
 		return fmt.Errorf("subdomain %q of %s: one DNS label in lower case", a.Subdomain, a.Username)
