@@ -51,6 +51,11 @@ type ACMEDNSServer struct {
 	// storage so that every instance of a cluster serves them.
 	Register *ACMEDNSServerRegister `json:"register,omitempty"`
 
+	// Serve lego's httpreq API too: POST /present and /cleanup with the
+	// account's user name and key as basic auth, for clients that clean
+	// up after themselves.
+	HTTPReq bool `json:"httpreq,omitempty"`
+
 	// As in the alias provider: resolvers for the authoritative wait's
 	// nameserver lookups, loopback/private nameservers allowed, and how
 	// long a write waits until every authoritative server of the zone
@@ -136,6 +141,7 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 		Observer: h.writer.app.metrics,
 		ClientIP: clientIP,
 		Register: register,
+		HTTPReq:  h.HTTPReq,
 	})
 	if err != nil {
 		return fmt.Errorf("acme_dns_server: %w", err)
@@ -240,6 +246,7 @@ func (s accountStore) Save(ctx context.Context, a acmednsapi.Account) error {
 //	    provider <name> [<provider options...>]
 //	    account  <username> <key bcrypt hash> <subdomain> [<allow_from network...>]
 //	    register <allow_from network...>   # POST /register, off without it
+//	    httpreq                               # lego's httpreq API (/present, /cleanup) too
 //	    resolvers <ip[:port]...>
 //	    private_nameservers
 //	    authoritative_wait <duration | -1>
@@ -274,6 +281,11 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var nets []string
 			nets, err = atLeastOneArg(d)
 			h.Register = &ACMEDNSServerRegister{AllowFrom: nets}
+		case "httpreq":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.HTTPReq = true
 		case "resolvers":
 			var rs []string
 			rs, err = atLeastOneArg(d)

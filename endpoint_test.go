@@ -25,6 +25,7 @@ func TestACMEDNSServerCaddyfile(t *testing.T) {
 		account alice {env.ALICE_KEY_HASH} a1 10.0.0.0/8 192.0.2.1
 		account bob {env.BOB_KEY_HASH} b1
 		register 10.0.0.0/8
+		httpreq
 		authoritative_wait 10s
 		private_nameservers
 	}
@@ -35,7 +36,7 @@ func TestACMEDNSServerCaddyfile(t *testing.T) {
 	s := string(out)
 	want := `{"handler":"acme_dns_server","zone":"` + endpointZone + `","provider":` + rfc2136JSON +
 		`,"accounts":[{"username":"alice","key_hash":"{env.ALICE_KEY_HASH}","subdomain":"a1","allow_from":["10.0.0.0/8","192.0.2.1"]},` +
-		`{"username":"bob","key_hash":"{env.BOB_KEY_HASH}","subdomain":"b1"}],"register":{"allow_from":["10.0.0.0/8"]},"private_nameservers":true,"authoritative_wait":10000000000}`
+		`{"username":"bob","key_hash":"{env.BOB_KEY_HASH}","subdomain":"b1"}],"register":{"allow_from":["10.0.0.0/8"]},"httpreq":true,"private_nameservers":true,"authoritative_wait":10000000000}`
 	var obj any
 	json.Unmarshal([]byte(want), &obj)
 	sorted, _ := json.Marshal(obj) // the adapter's key order

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
@@ -38,6 +39,7 @@ const (
 	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate, or the key checks are busy
 	Failed       Outcome = "failed"        // the write failed
 	Registered   Outcome = "registered"    // a new account (POST /register)
+	Removed      Outcome = "removed"       // a value removed (httpreq's /cleanup)
 )
 
 // Observer is told of every update and registration, for metrics. account
@@ -62,6 +64,9 @@ type Config struct {
 	Limits   Limits
 	// Register, if set, turns POST /register on.
 	Register *Register
+	// HTTPReq turns lego's httpreq API on (POST /present and /cleanup
+	// with basic auth), for clients that clean up after themselves.
+	HTTPReq bool
 }
 
 // Server serves the acme-dns API for a fixed set of accounts.
@@ -74,6 +79,7 @@ type Server struct {
 	clientIP func(*http.Request) (netip.Addr, error)
 	sources  *sourceLimits
 	reg      *Register
+	httpreq  bool
 	limits   Limits
 	// registered holds the registered accounts used since the config
 	// was loaded, by user name (at most maxCachedRegistered).
@@ -133,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 		sources:    newSourceLimits(limits),
 		verifying:  make(chan struct{}, limits.ConcurrentKeyChecks),
 		reg:        cfg.Register,
+		httpreq:    cfg.HTTPReq,
 		limits:     limits,
 		registered: make(map[string]*account),
 	}
@@ -182,10 +189,12 @@ func remoteAddr(r *http.Request) (netip.Addr, error) {
 // Handles reports whether the server answers path; the handler passes
 // other requests on.
 func (s *Server) Handles(path string) bool {
-	return path == "/update" || path == "/health" || path == "/register" && s.reg != nil
+	return path == "/update" || path == "/health" || path == "/register" && s.reg != nil ||
+		(path == "/present" || path == "/cleanup") && s.httpreq
 }
 
-// ServeHTTP answers /update, /health and, if on, /register.
+// ServeHTTP answers /update, /health and, if on, /register, /present and
+// /cleanup.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
@@ -194,8 +203,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.update(w, r)
 	case r.URL.Path == "/register" && r.Method == http.MethodPost && s.reg != nil:
 		s.register(w, r)
+	case (r.URL.Path == "/present" || r.URL.Path == "/cleanup") && r.Method == http.MethodPost && s.httpreq:
+		s.httpReq(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	case s.Handles(r.URL.Path):
-		w.Header().Set("Allow", map[string]string{"/health": "GET, HEAD", "/update": "POST", "/register": "POST"}[r.URL.Path])
+		allow := "POST"
+		if r.URL.Path == "/health" {
+			allow = "GET, HEAD"
+		}
+		w.Header().Set("Allow", allow)
 		reply(w, http.StatusMethodNotAllowed, "method_not_allowed")
 	default:
 		reply(w, http.StatusNotFound, "not_found")
@@ -212,12 +227,23 @@ type refusal struct {
 }
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) {
-	user := r.Header.Get("X-Api-User")
+	s.serve(w, r, "update", r.Header.Get("X-Api-User"), r.Header.Get("X-Api-Key"), s.write,
+		func(w http.ResponseWriter, value string) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"txt": value})
+		})
+}
+
+// serve authorizes a request of op (update; present or cleanup for
+// httpreq) as user with key, runs do on the account, and answers: ok on
+// success, an acme-dns error otherwise. It logs and counts either.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, op, user, key string,
+	do func(*http.Request, *account) (string, *refusal), ok func(http.ResponseWriter, string)) {
 	src, err := s.clientIP(r)
-	a, ref := s.authorize(r, user, src, err)
+	a, ref := s.authorize(r.Context(), user, key, src, err)
 	var value string
 	if ref == nil {
-		value, ref = s.write(r, a)
+		value, ref = do(r, a)
 	}
 	name, label := "", ""
 	if a != nil {
@@ -227,16 +253,19 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 		s.observe(label, ref.outcome)
 		// The key is never logged; the user name is logged only if an
 		// account has it (a key pasted into the user field stays out).
-		s.logger.Info("acme-dns update refused", zap.String("account", name), zap.Stringer("source", src),
+		s.logger.Info("acme-dns update refused", zap.String("op", op), zap.String("account", name), zap.Stringer("source", src),
 			zap.String("reason", ref.reason))
 		reply(w, ref.status, ref.code)
 		return
 	}
-	s.observe(label, Written)
-	s.logger.Info("acme-dns update written", zap.String("account", name), zap.String("name", a.name),
+	outcome, msg := Written, "acme-dns update written"
+	if op == "cleanup" {
+		outcome, msg = Removed, "acme-dns value removed"
+	}
+	s.observe(label, outcome)
+	s.logger.Info(msg, zap.String("op", op), zap.String("account", name), zap.String("name", a.name),
 		zap.String("value", value), zap.Stringer("source", src))
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]string{"txt": value})
+	ok(w, value)
 }
 
 func (s *Server) observe(account string, o Outcome) {
@@ -247,7 +276,7 @@ func (s *Server) observe(account string, o Outcome) {
 
 // authorize finds the account of user and checks key and source, after the
 // source's rate; every refusal tells the client only "forbidden".
-func (s *Server) authorize(r *http.Request, user string, src netip.Addr, srcErr error) (*account, *refusal) {
+func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr, srcErr error) (*account, *refusal) {
 	if srcErr != nil {
 		return nil, &refusal{http.StatusBadRequest, "bad_source", RefusedAuth, fmt.Sprintf("no source address: %v", srcErr)}
 	}
@@ -260,7 +289,7 @@ func (s *Server) authorize(r *http.Request, user string, src netip.Addr, srcErr 
 	default:
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "every key check slot is taken"}
 	}
-	a, err := s.lookup(r.Context(), user)
+	a, err := s.lookup(ctx, user)
 	if err != nil {
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
 	}
@@ -270,7 +299,7 @@ func (s *Server) authorize(r *http.Request, user string, src netip.Addr, srcErr 
 	}
 	// bcrypt compares in constant time; the unknown user's hash spends
 	// the same time on the same cost.
-	keyOK := bcrypt.CompareHashAndPassword([]byte(hash), []byte(r.Header.Get("X-Api-Key"))) == nil
+	keyOK := bcrypt.CompareHashAndPassword([]byte(hash), []byte(key)) == nil
 	forbidden := func(why string) *refusal {
 		return &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, why}
 	}
@@ -288,7 +317,7 @@ func (s *Server) authorize(r *http.Request, user string, src netip.Addr, srcErr 
 }
 
 // write checks the update's body and writes its value at the account's
-// name; the two newest values stay, older ones are removed.
+// name.
 func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
 	var body struct {
 		Subdomain string `json:"subdomain"`
@@ -301,28 +330,34 @@ func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
 	if body.Subdomain != a.Subdomain {
 		return "", &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, fmt.Sprintf("subdomain %q is not the account's", body.Subdomain)}
 	}
-	if err := solver.ValidDigest(body.TXT); err != nil {
+	return s.put(r.Context(), a, body.TXT)
+}
+
+// put writes value at the account's name; the two newest values stay,
+// older ones are removed.
+func (s *Server) put(ctx context.Context, a *account, value string) (string, *refusal) {
+	if err := solver.ValidDigest(value); err != nil {
 		return "", &refusal{http.StatusBadRequest, "bad_txt", RefusedValue, err.Error()}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if i := slices.Index(a.values, body.TXT); i >= 0 {
+	if i := slices.Index(a.values, value); i >= 0 {
 		// Written already: it becomes the newest again.
-		a.values = append(slices.Delete(a.values, i, i+1), body.TXT)
-		return body.TXT, nil
+		a.values = append(slices.Delete(a.values, i, i+1), value)
+		return value, nil
 	}
 	if len(a.values) >= maxHeld {
-		s.trim(r.Context(), a)
+		s.trim(ctx, a)
 		if len(a.values) >= maxHeld {
 			return "", &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("the account holds %d values whose removal failed", len(a.values))}
 		}
 	}
-	if err := s.records.Present(r.Context(), a.name, body.TXT); err != nil {
+	if err := s.records.Present(ctx, a.name, value); err != nil {
 		return "", &refusal{http.StatusInternalServerError, "write_failed", Failed, err.Error()}
 	}
-	a.values = append(a.values, body.TXT)
-	s.trim(r.Context(), a)
-	return body.TXT, nil
+	a.values = append(a.values, value)
+	s.trim(ctx, a)
+	return value, nil
 }
 
 // trim removes an account's values beyond the newest keep, oldest first,

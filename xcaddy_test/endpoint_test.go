@@ -147,7 +147,6 @@ type legoRun struct {
 
 func startLego(t *testing.T, base string, a endpointAccount, key string, names ...string) *legoRun {
 	t.Helper()
-	l := requireLab(t)
 	dir := t.TempDir()
 	// lego's acme-dns storage: the account of each domain, as lego
 	// itself writes it after a /register (the base name stands for its
@@ -162,19 +161,26 @@ func startLego(t *testing.T, base string, a endpointAccount, key string, names .
 	if err := os.WriteFile(storage, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return startLegoWith(t, dir, "acmedns", []string{"ACME_DNS_API_BASE=" + base, "ACME_DNS_STORAGE_PATH=" + storage}, names...)
+}
+
+// startLegoWith starts lego with its DNS provider and that provider's
+// environment, storing in dir, for names.
+func startLegoWith(t *testing.T, dir, provider string, env []string, names ...string) *legoRun {
+	t.Helper()
+	l := requireLab(t)
 	args := []string{"--log.format", "text", "run", "--accept-tos", "--email", "test@example.com",
 		"--server", l.PebbleDir, "--path", dir,
 		// --dns.propagation.disable-ans: lego finds the alias zone's
 		// nameservers' addresses through the system resolver, which
 		// knows nothing of the lab (bench/lego.go); its check through
 		// Unbound stays on.
-		"--dns", "acmedns", "--dns.resolvers", l.Resolver, "--dns.propagation.disable-ans"}
+		"--dns", provider, "--dns.resolvers", l.Resolver, "--dns.propagation.disable-ans"}
 	for _, n := range names {
 		args = append(args, "-d", n)
 	}
 	r := &legoRun{cmd: exec.Command(legoBin(t), args...), dir: dir, out: &logBuffer{}, done: make(chan error, 1)}
-	r.cmd.Env = append(os.Environ(), "HOME="+dir, "LEGO_CA_CERTIFICATES="+l.PebbleCAPEM,
-		"ACME_DNS_API_BASE="+base, "ACME_DNS_STORAGE_PATH="+storage)
+	r.cmd.Env = append(append(os.Environ(), "HOME="+dir, "LEGO_CA_CERTIFICATES="+l.PebbleCAPEM), env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -460,4 +466,38 @@ func TestEndpointClusterRedis(t *testing.T) {
 			t.Errorf("instance %d wrote %d updates for the registered account, want %d", i, n, want)
 		}
 	}
+}
+
+// TestEndpointLegoHTTPReq: lego's httpreq provider (basic auth, /present
+// and /cleanup) obtains an apex and its wildcard through the endpoint; it
+// sends the name at the end of the CNAME chain, the account's fulldomain,
+// and its cleanups leave the name empty while Caddy runs on.
+func TestEndpointLegoHTTPReq(t *testing.T) {
+	requireLab(t)
+	a := newEndpointAccount(t)
+	domain := randomLabel(t, "eph-") + ".example.com"
+	a.delegate(t, domain)
+	port := freePort(t)
+	c := startCaddyfileOn(t, "", "", endpointSite(fmt.Sprint(port), "httpreq", a))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHealth(t, c, base)
+	r := startLegoWith(t, t.TempDir(), "httpreq", []string{"HTTPREQ_ENDPOINT=" + base, "HTTPREQ_USERNAME=" + a.user, "HTTPREQ_PASSWORD=" + a.key},
+		domain, "*."+domain)
+	if err := r.wait(t, 3*time.Minute); err != nil {
+		t.Fatalf("lego failed: %v; its output:\n%s", err, r.out.String())
+	}
+	assertNameSet(t, parseChain(t, domain, r.cert(t, domain))[0].DNSNames, domain, "*."+domain)
+	written, removed := c.linesWith("acme-dns update written", "account", a.user), c.linesWith("acme-dns value removed", "account", a.user)
+	if len(written) != 2 || len(removed) != 2 {
+		t.Errorf("%d values written and %d removed for %s, want 2 and 2", len(written), len(removed), a.user)
+	}
+	for _, l := range written {
+		if l.str("op") != "present" || l.str("name") != a.fullDomain() {
+			t.Errorf("write %v, want a present at %s", l, a.fullDomain())
+		}
+	}
+	if got := aliasTXT(t, a.fullDomain()); len(got) != 0 {
+		t.Errorf("after lego's cleanups %s holds %q", a.fullDomain(), got)
+	}
+	waitJournalEmpty(t, c.storage, 5*time.Second)
 }
