@@ -69,7 +69,8 @@ type Config struct {
 	HTTPReq bool
 }
 
-// Server serves the acme-dns API for a fixed set of accounts.
+// Server serves the acme-dns API for the configured accounts and, with
+// Register, the registered ones.
 type Server struct {
 	zone     string
 	accounts map[string]*account // by user name
@@ -115,7 +116,10 @@ const keep = 2
 const maxBody = 1 << 10
 
 // unknownUserHash is compared against when no account has the user name
-// given, so that a refusal takes as long whether or not the user exists.
+// given, so that a refusal costs a key check whether or not the user
+// exists (at bcrypt's default cost: an account hashed at another cost
+// answers in another time, which tells a user name, not a key; acme-dns
+// hands user names out with the key anyway).
 const unknownUserHash = "$2a$10$rKtfDHWw77XkI.0kyxdgYOaIuW6RCpaQFC6UZcIELOTSFgJty2nuC"
 
 // New validates cfg and returns its server. Errors name the account and
