@@ -10,7 +10,7 @@ import (
 
 // registry is what the modules of one config registered with its app while
 // Caddy provisioned them: the alias providers, each with the module that
-// loaded it, and the permission modules.
+// loaded it, the permission modules and the acme-dns endpoints.
 type registry struct {
 	mu    sync.Mutex
 	alias []registration
@@ -19,6 +19,7 @@ type registry struct {
 	// registered (globalIssuers); nil if it is no alias provider.
 	usesGlobal  [][2]int
 	permissions []*Permission
+	endpoints   []*ACMEDNSServer
 }
 
 // registration is an alias provider and the module that loaded it: an ACME
@@ -43,6 +44,21 @@ func (r *registry) addPermission(p *Permission) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.permissions = append(r.permissions, p)
+}
+
+// addEndpoint adds an acme-dns endpoint, whose accounts the admin API
+// lists.
+func (r *registry) addEndpoint(h *ACMEDNSServer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.endpoints = append(r.endpoints, h)
+}
+
+// acmeDNSEndpoints lists the acme-dns endpoints.
+func (r *registry) acmeDNSEndpoints() []*ACMEDNSServer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.endpoints)
 }
 
 // forgetAdmission drops what the permission modules remember of name.

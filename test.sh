@@ -6,7 +6,8 @@
 #      lab/install.sh once more, which must leave them running;
 #   3. outside the lab's namespace, where the module proxy is: gofmt, go vet
 #      (which compiles every package and test), Caddy built with xcaddy
-#      (lab/build-caddy.sh --lab; CADDY_BIN=... skips it);
+#      (lab/build-caddy.sh --lab; CADDY_BIN=... skips it) and lego
+#      (lab/build-lego.sh; LEGO_BIN=... skips it);
 #   4. brings the lab up in its own network namespace (lab/lab.sh up) unless
 #      it runs, and inside it: the race-enabled unit and lab tests, then the
 #      end-to-end suite (xcaddy_test), one line per scenario; on a failure,
@@ -63,6 +64,16 @@ if [ -z "${CADDY_BIN:-}" ]; then
 	CADDY_BIN="$bin/caddy"
 fi
 export CADDY_BIN
+if [ -z "${LEGO_BIN:-}" ]; then
+	# The acme-dns endpoint's real client (xcaddy_test/endpoint_test.go).
+	echo "== building lego (lab/build-lego.sh)"
+	bash lab/build-lego.sh "$bin/lego" >"$bin/build-lego.log" 2>&1 || {
+		cat "$bin/build-lego.log"
+		exit 1
+	}
+	LEGO_BIN="$bin/lego"
+fi
+export LEGO_BIN
 
 # A lab that already runs (a demo, someone's session) is left running.
 if bash lab/lab.sh status >/dev/null 2>&1; then

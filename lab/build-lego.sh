@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds lego, the benchmark's peer (xcaddy_test/bench/lego.go), at lab/env.sh's
-# LEGO_VERSION, with only its RFC 2136 provider (dnsupdate).
+# LEGO_VERSION, with only the DNS providers the lab uses: RFC 2136 (dnsupdate,
+# the benchmark's peer), acme-dns and httpreq (real clients of the plugin's
+# acme-dns endpoint, xcaddy_test/endpoint_test.go).
 #   lab/build-lego.sh [OUTPUT]   (default: ./lego)
 #
 # `go install github.com/go-acme/lego/v5@$LEGO_VERSION` (v5's main package
@@ -67,6 +69,9 @@ MOD
 # lego's main package: main.go and its generated version file.
 cp "$src/main.go" "$src/zz_gen_version.go" .
 chmod u+w ./*.go
-GOFLAGS=-mod=mod go build -tags lego_dnslight,lego_dns_dnsupdate -trimpath \
+providers=(dnsupdate acmedns httpreq)
+tags="lego_dnslight$(printf ',lego_dns_%s' "${providers[@]}")"
+GOFLAGS=-mod=mod go build -tags "$tags" -trimpath \
 	-ldflags "-X main.version=$LEGO_VERSION" -o "$out" .
 "$out" --version
+echo "lego built with the DNS providers: ${providers[*]}"

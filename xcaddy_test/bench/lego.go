@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
@@ -19,29 +23,32 @@ import (
 // through the system resolver, not --dns.resolvers, and the system resolver
 // knows nothing of the lab, so its authoritative check can never succeed
 // here; its check through the resolver (Unbound) stays on.
-func legoArgs(l *lab.Lab, dir string, names []string) []string {
+func legoArgs(l *lab.Lab, dir, provider string, names []string) []string {
 	args := []string{"--log.format", "text", "run", "--accept-tos", "--email", "test@example.com",
 		"--server", l.PebbleDir, "--path", dir,
-		"--dns", "dnsupdate", "--dns.resolvers", l.Resolver, "--dns.propagation.disable-ans"}
+		"--dns", provider, "--dns.resolvers", l.Resolver, "--dns.propagation.disable-ans"}
 	for _, n := range names {
 		args = append(args, "-d", n)
 	}
 	return args
 }
 
-// legoEnv is lego's environment: Pebble's HTTPS CA, and its RFC 2136
-// provider (dnsupdate, formerly rfc2136, whose RFC2136_* names it still
-// reads) writing with the same key as Caddy to the alias zone's primary.
-// lego follows the CNAME of _acme-challenge by default
-// (LEGO_DISABLE_CNAME_SUPPORT unset).
-func legoEnv(l *lab.Lab, dir string) []string {
-	return append(os.Environ(), "HOME="+dir,
-		"LEGO_CA_CERTIFICATES="+l.PebbleCAPEM,
-		"DNSUPDATE_NAMESERVER="+l.AuthA,
-		"DNSUPDATE_TSIG_KEY="+l.CaddyKey.Name,
-		"DNSUPDATE_TSIG_SECRET="+l.CaddyKey.Secret,
-		"DNSUPDATE_TSIG_ALGORITHM=hmac-sha256")
+// legoRFC2136 is lego's RFC 2136 provider (dnsupdate, formerly rfc2136,
+// whose RFC2136_* names it still reads) writing with the same key as Caddy
+// to the alias zone's primary. lego follows the CNAME of _acme-challenge
+// by default (LEGO_DISABLE_CNAME_SUPPORT unset).
+func legoRFC2136(l *lab.Lab) legoProvider {
+	return func(string) (string, []string) {
+		return "dnsupdate", []string{"DNSUPDATE_NAMESERVER=" + l.AuthA,
+			"DNSUPDATE_TSIG_KEY=" + l.CaddyKey.Name,
+			"DNSUPDATE_TSIG_SECRET=" + l.CaddyKey.Secret,
+			"DNSUPDATE_TSIG_ALGORITHM=hmac-sha256"}
+	}
 }
+
+// legoProvider prepares lego's run in dir and returns its DNS provider and
+// that provider's environment.
+type legoProvider func(dir string) (name string, env []string)
 
 var legoTable = &table{
 	id:    "lego",
@@ -51,7 +58,7 @@ lego v5.6.0, the CNAME-following client that Traefik embeds, on the same
 lab, from process start to its certificate written, with fresh storage
 (account registration included, as for Caddy). It is built by
 lab/build-lego.sh from lego's module with its documented dnslight build tags
-(only the dnsupdate provider), since the module proxy here serves neither
+(only the dnsupdate, acmedns and httpreq providers), since the module proxy here serves neither
 23 of its DNS providers' SDKs nor its log colouriser (a stand-in on
 log/slog's text handler). Configured as documented:
 
@@ -76,6 +83,18 @@ not valid yet, again after its Retry-After, or 5 s when that is 0, ±50 %
 about 2 s when Pebble has validated by then, 4-9 s otherwise.
 "updates", "queries" and "orders" are per run here (lego makes one
 certificate where Caddy makes two).
+
+"lego v5.6.0 (acmedns, through the plugin's acme-dns endpoint)" is the same
+lego with its acme-dns provider (ACME_DNS_API_BASE, ACME_DNS_STORAGE_PATH
+with the account) against a Caddy serving acme_dns_server, which writes
+with the RFC 2136 credential the dnsupdate rows give lego itself: the
+narrow credential's cost. Its names are acmedns.example.com (and its
+wildcard), delegated by a CNAME to the account's fulldomain. That Caddy is
+started before each run and not timed (a server the clients share); it
+holds the account's values until it exits, after lego, and its deletes then
+count with the run's updates. Both of the account's values of an apex
+and its wildcard stay at once (acme-dns keeps the two newest), so lego need
+not space its challenges as its dnsupdate provider does.
 `,
 	header: `| pebble retryAfter | names | client | runs | median | spread | ratio | certificates/run | updates/run | queries/run | orders/run | failed |
 |---|---|---|---|---|---|---|---|---|---|---|---|`,
@@ -99,11 +118,22 @@ certificate where Caddy makes two).
 			if b.selected("lego") {
 				var runs []result
 				for rep := range b.reps {
-					r := legoObtain(b.l, b.lego, c.names)
+					r := legoObtain(b.l, b.lego, c.names, legoRFC2136(b.l), nil)
 					log.Printf("pebble=%s %s lego rep %d: %s to the certificate", pebble, c.label, rep+1, r.total.Round(time.Millisecond))
 					runs = append(runs, r)
 				}
 				row, _ = summarizeLego(pebble, c.label, "lego v5.6.0 (dnsupdate, follows the CNAME)", false, runs, stock)
+				b.add(t, row)
+			}
+			if b.selected("acme-dns endpoint") {
+				names := endpointNames(b.l, c.label)
+				var runs []result
+				for rep := range b.reps {
+					r := endpointObtain(b, names)
+					log.Printf("pebble=%s %s lego through the endpoint rep %d: %s to the certificate", pebble, c.label, rep+1, r.total.Round(time.Millisecond))
+					runs = append(runs, r)
+				}
+				row, _ = summarizeLego(pebble, c.label, "lego v5.6.0 (acmedns, through the plugin's acme-dns endpoint)", false, runs, stock)
 				b.add(t, row)
 			}
 		}
@@ -112,15 +142,21 @@ certificate where Caddy makes two).
 
 // legoObtain runs lego once with fresh storage for one certificate with
 // names, timed to the certificate file.
-func legoObtain(l *lab.Lab, bin string, names []string) result {
+//
+// finish, if set, runs after lego exits and before the meter stops (which
+// waits until the alias zone is clean): the acme-dns endpoint's Caddy
+// holds its values until it exits, so its exit is part of the run.
+func legoObtain(l *lab.Lab, bin string, names []string, provider legoProvider, finish func()) result {
 	dir, err := os.MkdirTemp("", "caddy-dns-alias-bench-lego-")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
 	m := startMeter(l)
-	cmd := exec.Command(bin, legoArgs(l, dir, names)...)
-	cmd.Env = legoEnv(l, dir)
+	name, env := provider(dir)
+	cmd := exec.Command(bin, legoArgs(l, dir, name, names)...)
+	// Pebble's HTTPS CA, and the provider's settings.
+	cmd.Env = append(append(os.Environ(), "HOME="+dir, "LEGO_CA_CERTIFICATES="+l.PebbleCAPEM), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// The certificate is named after the first domain, "*" made "_".
@@ -156,6 +192,9 @@ func legoObtain(l *lab.Lab, bin string, names []string) result {
 		}
 		log.Printf("lego failed (%v); its output:\n%s", exitErr, out.String())
 	}
+	if finish != nil {
+		finish()
+	}
 	r.traffic = m.stop()
 	return r
 }
@@ -172,4 +211,69 @@ func summarizeLego(pebble, names, client string, isStock bool, runs []result, st
 	return fmt.Sprintf("| %s | %s | %s | %d | %.2f s | %s | %s | %.1f | %.1f | %.1f | %.1f | %d |",
 		pebble, names, client, len(runs), med.Seconds(), spread(times), ratio(med, stock, isStock),
 		float64(certs)/n, float64(updates)/n, float64(queries)/n, float64(orders)/n, failures), med
+}
+
+// The acme-dns endpoint's account in the benchmark: lego's acme-dns
+// provider writes through Caddy's acme_dns_server, which writes with
+// Caddy's RFC 2136 credential.
+const (
+	endpointUser = "bench"
+	endpointKey  = "bench-acme-dns-key-0123456789abcdefghij"
+)
+
+// endpointNames publishes, once, the delegation of the names of a row to
+// the endpoint account's fulldomain: acmedns.example.com (and its
+// wildcard), names of their own, since a name has one CNAME and the other
+// rows' names point at the alias template.
+func endpointNames(l *lab.Lab, label string) []string {
+	publish(l, "example.com", fmt.Sprintf("_acme-challenge.acmedns.example.com. 60 IN CNAME %s.%s.", endpointUser, l.AliasZone))
+	if label == "1" {
+		return []string{"acmedns.example.com"}
+	}
+	return []string{"acmedns.example.com", "*.acmedns.example.com"}
+}
+
+// endpointObtain starts a Caddy serving the acme-dns endpoint (not timed:
+// it is a server the clients share) and runs lego through it; Caddy's exit
+// after lego's removes the values it holds, counted with the run's
+// updates, before the meter waits for a clean zone.
+func endpointObtain(b *bench, names []string) result {
+	hash, err := bcrypt.GenerateFromPassword([]byte(endpointKey), bcrypt.DefaultCost)
+	if err != nil {
+		log.Fatal(err)
+	}
+	port := freePort()
+	c := startCaddy(b.l, b.caddy, "", fmt.Sprintf(`http://127.0.0.1:%d {
+	acme_dns_server {
+		zone %s
+		%s
+		account %s %s %s
+		resolvers %s
+		private_nameservers
+	}
+}
+`, port, b.l.AliasZone, b.l.RFC2136Provider(), endpointUser, hash, endpointUser, b.l.Resolver))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get(base + "/health"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) || !c.running() {
+			log.Fatalf("the acme-dns endpoint does not answer; Caddy's log:\n%s", c.log.String())
+		}
+	}
+	r := legoObtain(b.l, b.lego, names, func(dir string) (string, []string) {
+		accounts := map[string]map[string]string{names[0]: {"username": endpointUser, "password": endpointKey,
+			"subdomain": endpointUser, "fulldomain": endpointUser + "." + b.l.AliasZone, "server_url": base}}
+		data, _ := json.Marshal(accounts)
+		storage := filepath.Join(dir, "acme-dns.json")
+		if err := os.WriteFile(storage, data, 0o600); err != nil {
+			log.Fatal(err)
+		}
+		return "acmedns", []string{"ACME_DNS_API_BASE=" + base, "ACME_DNS_STORAGE_PATH=" + storage}
+	}, func() { c.stop() })
+	return r
 }

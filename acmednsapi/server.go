@@ -1,0 +1,412 @@
+package acmednsapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
+)
+
+// Records is the server's one way to DNS: confined, journalled writes and
+// deletes of TXT values at a name of the alias zone (the alias provider's
+// writer, adapted in the Caddy handler module).
+type Records interface {
+	// Present writes value at name, where it stays until Remove.
+	Present(ctx context.Context, name, value string) error
+	// Remove deletes value at name, which Present wrote, and no other.
+	Remove(ctx context.Context, name, value string) error
+}
+
+// Outcome is what became of an update, for metrics.
+type Outcome string
+
+const (
+	Written      Outcome = "written"
+	RefusedAuth  Outcome = "refused_auth"  // unknown user, wrong key, subdomain or source
+	RefusedValue Outcome = "refused_value" // not a DNS-01 digest, malformed request
+	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate, or the key checks are busy
+	Failed       Outcome = "failed"        // the write failed
+	Registered   Outcome = "registered"    // a new account (POST /register)
+	Removed      Outcome = "removed"       // a value removed (httpreq's /cleanup)
+)
+
+// Observer is told of every update and registration, for metrics. account
+// is a configured user name, "registered" for every registered account, or
+// "" for a request that named none: series stay bounded by the accounts
+// configured, whatever clients send.
+type Observer interface {
+	Updated(account string, o Outcome)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Zone is the alias zone; account subdomain s writes at s.Zone.
+	Zone     string
+	Accounts []Account
+	Records  Records
+	Logger   *zap.Logger
+	Observer Observer
+	// ClientIP returns the request's source address; default: the
+	// address of RemoteAddr.
+	ClientIP func(*http.Request) (netip.Addr, error)
+	Limits   Limits
+	// Register, if set, turns POST /register on.
+	Register *Register
+	// HTTPReq turns lego's httpreq API on (POST /present and /cleanup
+	// with basic auth), for clients that clean up after themselves.
+	HTTPReq bool
+}
+
+// Server serves the acme-dns API for the configured accounts and, with
+// Register, the registered ones.
+type Server struct {
+	zone     string
+	accounts map[string]*account // by user name
+	records  Records
+	logger   *zap.Logger
+	observer Observer
+	clientIP func(*http.Request) (netip.Addr, error)
+	sources  *sourceLimits
+	reg      *Register
+	httpreq  bool
+	limits   Limits
+	// registered holds the registered accounts used since the config
+	// was loaded, by user name (at most maxCachedRegistered).
+	mu         sync.Mutex
+	registered map[string]*account
+	// verifying holds a token per bcrypt comparison under way. A
+	// comparison at bcrypt's default cost takes about 50-100 ms of one
+	// core: unbounded, a flood of wrong keys would take every core.
+	verifying chan struct{}
+}
+
+// account is an Account and the values it holds, oldest first.
+type account struct {
+	Account
+	name   string // Subdomain.zone
+	label  string // for metrics
+	limit  *limiter
+	mu     sync.Mutex
+	values []string
+}
+
+// maxHeld bounds the values an account holds while removes of its oldest
+// ones fail: past it, updates are refused until a remove succeeds, so that
+// a DNS provider refusing deletes cannot make the zone grow without end.
+const maxHeld = 4
+
+// keep is how many of an account's newest values stay: acme-dns's
+// semantics, which lets an apex and its wildcard validate at once.
+const keep = 2
+
+// maxBody bounds an update's body: {"subdomain":"<36>","txt":"<43>"} is
+// about 100 bytes.
+const maxBody = 1 << 10
+
+// unknownUserHash is compared against when no account has the user name
+// given, so that a refusal costs a key check whether or not the user
+// exists (at bcrypt's default cost: an account hashed at another cost
+// answers in another time, which tells a user name, not a key; acme-dns
+// hands user names out with the key anyway).
+const unknownUserHash = "$2a$10$rKtfDHWw77XkI.0kyxdgYOaIuW6RCpaQFC6UZcIELOTSFgJty2nuC"
+
+// New validates cfg and returns its server. Errors name the account and
+// field.
+func New(cfg Config) (*Server, error) {
+	zone := solver.Normalize(cfg.Zone)
+	if err := solver.ValidZone(zone); err != nil {
+		return nil, fmt.Errorf("zone: %w", err)
+	}
+	if cfg.Records == nil {
+		return nil, errors.New("no records writer")
+	}
+	limits := cfg.Limits.withDefaults()
+	s := &Server{
+		zone:       zone,
+		accounts:   make(map[string]*account, len(cfg.Accounts)),
+		records:    cfg.Records,
+		logger:     cfg.Logger,
+		observer:   cfg.Observer,
+		clientIP:   cfg.ClientIP,
+		sources:    newSourceLimits(limits),
+		verifying:  make(chan struct{}, limits.ConcurrentKeyChecks),
+		reg:        cfg.Register,
+		httpreq:    cfg.HTTPReq,
+		limits:     limits,
+		registered: make(map[string]*account),
+	}
+	if s.reg != nil && (len(s.reg.AllowFrom) == 0 || s.reg.Store == nil) {
+		return nil, errors.New("register: allow_from: at least one network may register (an open registration would let anyone take names in the zone)")
+	}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
+	if s.clientIP == nil {
+		s.clientIP = remoteAddr
+	}
+	subdomains := map[string]string{}
+	for i, a := range cfg.Accounts {
+		if err := a.validate(zone); err != nil {
+			return nil, fmt.Errorf("accounts[%d]: %w", i, err)
+		}
+		if s.accounts[a.Username] != nil {
+			return nil, fmt.Errorf("accounts[%d]: username %q appears twice", i, a.Username)
+		}
+		if other, ok := subdomains[a.Subdomain]; ok {
+			return nil, fmt.Errorf("accounts[%d]: subdomain %q is %s's already: an account writes only at its own name", i, a.Subdomain, other)
+		}
+		subdomains[a.Subdomain] = a.Username
+		s.accounts[a.Username] = s.newAccount(a, false)
+	}
+	return s, nil
+}
+
+func (s *Server) newAccount(a Account, registered bool) *account {
+	label := a.Username
+	if registered {
+		label = registeredLabel
+	}
+	return &account{Account: a, name: a.Subdomain + "." + s.zone, label: label, limit: newLimiter(s.limits.AccountRate, s.limits.AccountBurst)}
+}
+
+func remoteAddr(r *http.Request) (netip.Addr, error) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	return a.Unmap(), err
+}
+
+// Handles reports whether the server answers path; the handler passes
+// other requests on.
+func (s *Server) Handles(path string) bool {
+	return path == "/update" || path == "/health" || path == "/register" && s.reg != nil ||
+		(path == "/present" || path == "/cleanup") && s.httpreq
+}
+
+// ServeHTTP answers /update, /health and, if on, /register, /present and
+// /cleanup.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		w.WriteHeader(http.StatusOK)
+	case r.URL.Path == "/update" && r.Method == http.MethodPost:
+		s.update(w, r)
+	case r.URL.Path == "/register" && r.Method == http.MethodPost && s.reg != nil:
+		s.register(w, r)
+	case (r.URL.Path == "/present" || r.URL.Path == "/cleanup") && r.Method == http.MethodPost && s.httpreq:
+		s.httpReq(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	case s.Handles(r.URL.Path):
+		allow := "POST"
+		if r.URL.Path == "/health" {
+			allow = "GET, HEAD"
+		}
+		w.Header().Set("Allow", allow)
+		reply(w, http.StatusMethodNotAllowed, "method_not_allowed")
+	default:
+		reply(w, http.StatusNotFound, "not_found")
+	}
+}
+
+// refusal is an update refused: what the client is told (acme-dns's own
+// error strings) and, for the log, why.
+type refusal struct {
+	status  int
+	code    string
+	outcome Outcome
+	reason  string
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request) {
+	s.serve(w, r, "update", r.Header.Get("X-Api-User"), r.Header.Get("X-Api-Key"), s.write,
+		func(w http.ResponseWriter, value string) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]string{"txt": value})
+		})
+}
+
+// serve authorizes a request of op (update; present or cleanup for
+// httpreq) as user with key, runs do on the account, and answers: ok on
+// success, an acme-dns error otherwise. It logs and counts either.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, op, user, key string,
+	do func(*http.Request, *account) (string, *refusal), ok func(http.ResponseWriter, string)) {
+	src, err := s.clientIP(r)
+	a, ref := s.authorize(r.Context(), user, key, src, err)
+	var value string
+	if ref == nil {
+		value, ref = do(r, a)
+	}
+	name, label := "", ""
+	if a != nil {
+		name, label = a.Username, a.label
+	}
+	if ref != nil {
+		s.observe(label, ref.outcome)
+		// The key is never logged; the user name is logged only if an
+		// account has it (a key pasted into the user field stays out).
+		s.logger.Info("acme-dns update refused", zap.String("op", op), zap.String("account", name), zap.Stringer("source", src),
+			zap.String("reason", ref.reason))
+		reply(w, ref.status, ref.code)
+		return
+	}
+	outcome, msg := Written, "acme-dns update written"
+	if op == "cleanup" {
+		outcome, msg = Removed, "acme-dns value removed"
+	}
+	s.observe(label, outcome)
+	s.logger.Info(msg, zap.String("op", op), zap.String("account", name), zap.String("name", a.name),
+		zap.String("value", value), zap.Stringer("source", src))
+	ok(w, value)
+}
+
+func (s *Server) observe(account string, o Outcome) {
+	if s.observer != nil {
+		s.observer.Updated(account, o)
+	}
+}
+
+// authorize finds the account of user and checks key and source, after the
+// source's rate; every refusal tells the client only "forbidden".
+func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr, srcErr error) (*account, *refusal) {
+	if srcErr != nil {
+		return nil, &refusal{http.StatusBadRequest, "bad_source", RefusedAuth, fmt.Sprintf("no source address: %v", srcErr)}
+	}
+	if !s.sources.allow(src) {
+		return nil, &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the source's rate"}
+	}
+	select {
+	case s.verifying <- struct{}{}:
+		defer func() { <-s.verifying }()
+	default:
+		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "every key check slot is taken"}
+	}
+	a, err := s.lookup(ctx, user)
+	if err != nil {
+		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
+	}
+	hash := unknownUserHash
+	if a != nil {
+		hash = a.KeyHash
+	}
+	// bcrypt compares in constant time; the unknown user's hash spends
+	// the same time on the same cost.
+	keyOK := bcrypt.CompareHashAndPassword([]byte(hash), []byte(key)) == nil
+	forbidden := func(why string) *refusal {
+		return &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, why}
+	}
+	switch {
+	case a == nil:
+		return nil, forbidden("no such account")
+	case !keyOK:
+		return a, forbidden("wrong key")
+	case !a.allowed(src):
+		return a, forbidden("source not in the account's allow_from")
+	case !a.limit.allow():
+		return a, &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the account's rate"}
+	}
+	return a, nil
+}
+
+// write checks the update's body and writes its value at the account's
+// name.
+func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
+	var body struct {
+		Subdomain string `json:"subdomain"`
+		TXT       string `json:"txt"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err := dec.Decode(&body); err != nil {
+		return "", &refusal{http.StatusBadRequest, "malformed_json_payload", RefusedValue, fmt.Sprintf("body: %v", err)}
+	}
+	if body.Subdomain != a.Subdomain {
+		return "", &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, fmt.Sprintf("subdomain %q is not the account's", body.Subdomain)}
+	}
+	return s.put(r.Context(), a, body.TXT)
+}
+
+// put writes value at the account's name; the two newest values stay,
+// older ones are removed.
+func (s *Server) put(ctx context.Context, a *account, value string) (string, *refusal) {
+	if err := solver.ValidDigest(value); err != nil {
+		return "", &refusal{http.StatusBadRequest, "bad_txt", RefusedValue, err.Error()}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i := slices.Index(a.values, value); i >= 0 {
+		// Written already: it becomes the newest again.
+		a.values = append(slices.Delete(a.values, i, i+1), value)
+		return value, nil
+	}
+	if len(a.values) >= maxHeld {
+		s.trim(ctx, a)
+		if len(a.values) >= maxHeld {
+			return "", &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("the account holds %d values whose removal failed", len(a.values))}
+		}
+	}
+	if err := s.records.Present(ctx, a.name, value); err != nil {
+		return "", &refusal{http.StatusInternalServerError, "write_failed", Failed, err.Error()}
+	}
+	a.values = append(a.values, value)
+	s.trim(ctx, a)
+	return value, nil
+}
+
+// trim removes an account's values beyond the newest keep, oldest first,
+// stopping at the first failure (the value stays held, and the next update
+// tries again). a.mu is held.
+func (s *Server) trim(ctx context.Context, a *account) {
+	for len(a.values) > keep {
+		if err := s.records.Remove(context.WithoutCancel(ctx), a.name, a.values[0]); err != nil {
+			s.logger.Warn("removing an acme-dns account's oldest value failed; the next update tries again",
+				zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", a.values[0]), zap.Error(err))
+			return
+		}
+		a.values = a.values[1:]
+	}
+}
+
+// Accounts lists the configured accounts and the registered ones used
+// since the config was loaded, without their key hashes, by user name.
+func (s *Server) Accounts() []AccountInfo {
+	s.mu.Lock()
+	all := make([]*account, 0, len(s.accounts)+len(s.registered))
+	for _, a := range s.accounts {
+		all = append(all, a)
+	}
+	for _, a := range s.registered {
+		all = append(all, a)
+	}
+	s.mu.Unlock()
+	out := make([]AccountInfo, 0, len(all))
+	for _, a := range all {
+		a.mu.Lock()
+		n := len(a.values)
+		a.mu.Unlock()
+		info := AccountInfo{Username: a.Username, Subdomain: a.Subdomain, FullDomain: a.name, Registered: a.label == registeredLabel, Values: n}
+		for _, p := range a.AllowFrom {
+			info.AllowFrom = append(info.AllowFrom, p.String())
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
+	return out
+}
+
+func reply(w http.ResponseWriter, status int, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code})
+}

@@ -1,0 +1,348 @@
+package acmednsapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const zone = "acme.validation.example.org"
+
+// digest is a value with the shape of an ACME DNS-01 digest.
+func digest(label string) string {
+	sum := sha256.Sum256([]byte(label))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// fakeRecords keeps the values at each name; removeErr fails removes.
+type fakeRecords struct {
+	mu        sync.Mutex
+	values    map[string][]string
+	writes    int
+	removeErr error
+}
+
+func (f *fakeRecords) Present(_ context.Context, name, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.values == nil {
+		f.values = map[string][]string{}
+	}
+	f.writes++
+	f.values[name] = append(f.values[name], value)
+	return nil
+}
+
+func (f *fakeRecords) Remove(_ context.Context, name, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.removeErr != nil {
+		return f.removeErr
+	}
+	i := slices.Index(f.values[name], value)
+	if i < 0 {
+		return fmt.Errorf("%s holds no %s", name, value)
+	}
+	f.values[name] = slices.Delete(f.values[name], i, i+1)
+	return nil
+}
+
+func (f *fakeRecords) at(name string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.values[name])
+}
+
+type countingObserver struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func (o *countingObserver) Updated(account string, out Outcome) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.got == nil {
+		o.got = map[string]int{}
+	}
+	o.got[account+"/"+string(out)]++
+}
+
+func hash(t testing.TB, key string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(key), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+// testServer has accounts alice (any source) and bob (10.0.0.0/8 only).
+func testServer(t testing.TB, limits Limits) (*Server, *fakeRecords, *observer.ObservedLogs, *countingObserver) {
+	t.Helper()
+	core, logs := observer.New(zap.DebugLevel)
+	recs, obs := &fakeRecords{}, &countingObserver{}
+	s, err := New(Config{
+		Zone: zone,
+		Accounts: []Account{
+			{Username: "alice", KeyHash: hash(t, "alice-key"), Subdomain: "a1"},
+			{Username: "bob", KeyHash: hash(t, "bob-key"), Subdomain: "b1", AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		},
+		Records: recs, Logger: zap.New(core), Observer: obs, Limits: limits,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, recs, logs, obs
+}
+
+func update(s *Server, src, user, key, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, "/update", strings.NewReader(body))
+	r.RemoteAddr = net.JoinHostPort(src, "40000")
+	if user != "" {
+		r.Header.Set("X-Api-User", user)
+	}
+	if key != "" {
+		r.Header.Set("X-Api-Key", key)
+	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	return w
+}
+
+func body(sub, txt string) string { return fmt.Sprintf(`{"subdomain":%q,"txt":%q}`, sub, txt) }
+
+func TestUpdate(t *testing.T) {
+	v := digest("v")
+	for _, tc := range []struct {
+		name, src, user, key, body string
+		status                     int
+		code                       string
+		outcome                    string
+		written                    map[string][]string
+	}{
+		{"written", "192.0.2.1", "alice", "alice-key", body("a1", v), 200, `"txt":"` + v, "alice/written", map[string][]string{"a1." + zone: {v}}},
+		{"allowed source", "10.1.2.3", "bob", "bob-key", body("b1", v), 200, `"txt"`, "bob/written", map[string][]string{"b1." + zone: {v}}},
+		{"source outside allow_from", "192.0.2.1", "bob", "bob-key", body("b1", v), 401, "forbidden", "bob/refused_auth", nil},
+		{"wrong key", "192.0.2.1", "alice", "bob-key", body("a1", v), 401, "forbidden", "alice/refused_auth", nil},
+		{"no key", "192.0.2.1", "alice", "", body("a1", v), 401, "forbidden", "alice/refused_auth", nil},
+		{"unknown user", "192.0.2.1", "mallory", "alice-key", body("a1", v), 401, "forbidden", "/refused_auth", nil},
+		{"another account's subdomain", "10.1.2.3", "bob", "bob-key", body("a1", v), 401, "forbidden", "bob/refused_auth", nil},
+		{"not a digest", "192.0.2.1", "alice", "alice-key", body("a1", "hello"), 400, "bad_txt", "alice/refused_value", nil},
+		{"digest with a dot", "192.0.2.1", "alice", "alice-key", body("a1", v[:42]+"."), 400, "bad_txt", "alice/refused_value", nil},
+		{"not JSON", "192.0.2.1", "alice", "alice-key", "subdomain=a1", 400, "malformed_json_payload", "alice/refused_value", nil},
+		{"body too large", "192.0.2.1", "alice", "alice-key", `{"subdomain":"a1","txt":"` + strings.Repeat("x", 2000) + `"}`, 400, "malformed_json_payload", "alice/refused_value", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, recs, _, obs := testServer(t, Limits{})
+			w := update(s, tc.src, tc.user, tc.key, tc.body)
+			if w.Code != tc.status || !strings.Contains(w.Body.String(), tc.code) {
+				t.Fatalf("status %d %s, want %d with %q", w.Code, w.Body, tc.status, tc.code)
+			}
+			if obs.got[tc.outcome] != 1 || len(obs.got) != 1 {
+				t.Errorf("outcomes %v, want %s once", obs.got, tc.outcome)
+			}
+			got := recs.values
+			if len(got) == 0 {
+				got = nil
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.written) {
+				t.Errorf("written %v, want %v", got, tc.written)
+			}
+		})
+	}
+}
+
+// TestKeepsTwoNewest: acme-dns keeps an account's two newest values; this
+// server removes the older ones, a repeated value is not written again,
+// and a failing remove keeps the value held (retried by the next update)
+// up to maxHeld, past which updates are refused.
+func TestKeepsTwoNewest(t *testing.T) {
+	s, recs, _, _ := testServer(t, Limits{AccountBurst: 100})
+	name := "a1." + zone
+	up := func(label string) int {
+		return update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(label))).Code
+	}
+	steps := []struct {
+		label     string
+		removeErr error
+		status    int
+		want      []string
+	}{
+		{"1", nil, 200, []string{"1"}},
+		{"2", nil, 200, []string{"1", "2"}},
+		{"3", nil, 200, []string{"2", "3"}},
+		{"2", nil, 200, []string{"2", "3"}}, // repeated: no write, 2 is newest now
+		{"4", nil, 200, []string{"2", "4"}},
+		{"5", errors.New("provider down"), 200, []string{"2", "4", "5"}},
+		{"6", errors.New("provider down"), 200, []string{"2", "4", "5", "6"}},
+		{"7", errors.New("provider down"), 503, []string{"2", "4", "5", "6"}},
+		{"7", nil, 200, []string{"6", "7"}},
+	}
+	for i, st := range steps {
+		recs.mu.Lock()
+		recs.removeErr = st.removeErr
+		recs.mu.Unlock()
+		if got := up(st.label); got != st.status {
+			t.Fatalf("step %d (%s): status %d, want %d", i, st.label, got, st.status)
+		}
+		var want []string
+		for _, l := range st.want {
+			want = append(want, digest(l))
+		}
+		if got := recs.at(name); !slices.Equal(got, want) {
+			t.Fatalf("step %d (%s): %s holds %v, want %v", i, st.label, name, got, st.want)
+		}
+	}
+	if recs.writes != 7 {
+		t.Errorf("%d writes, want 7 (the repeated value and the refused update write nothing)", recs.writes)
+	}
+	if a := s.Accounts(); len(a) != 2 || a[0].Values != 2 || a[0].FullDomain != name || a[1].AllowFrom[0] != "10.0.0.0/8" {
+		t.Errorf("Accounts() = %+v", a)
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	good := Account{Username: "u", KeyHash: hash(t, "k"), Subdomain: "s"}
+	with := func(f func(*Account)) []Account { a := good; f(&a); return []Account{a} }
+	for _, tc := range []struct {
+		name     string
+		zone     string
+		accounts []Account
+		want     string
+	}{
+		{"public suffix zone", "com", []Account{good}, "zone"},
+		{"no username", zone, with(func(a *Account) { a.Username = "" }), "accounts[0]: username"},
+		{"key instead of hash", zone, with(func(a *Account) { a.KeyHash = "the-secret-key" }), "accounts[0]: key_hash of u: not a bcrypt hash"},
+		{"dotted subdomain", zone, with(func(a *Account) { a.Subdomain = "a.b" }), "subdomain \"a.b\""},
+		{"upper case subdomain", zone, with(func(a *Account) { a.Subdomain = "S" }), "subdomain \"S\""},
+		{"long label", zone, with(func(a *Account) { a.Subdomain = strings.Repeat("x", 64) }), "subdomain"},
+		{"same user twice", zone, []Account{good, good}, "accounts[1]: username \"u\" appears twice"},
+		{"same subdomain twice", zone, []Account{good, {Username: "v", KeyHash: good.KeyHash, Subdomain: "s"}}, "accounts[1]: subdomain \"s\" is u's already"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(Config{Zone: tc.zone, Accounts: tc.accounts, Records: &fakeRecords{}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "the-secret-key") {
+				t.Fatalf("error shows the key: %v", err)
+			}
+		})
+	}
+}
+
+// TestKeyNeverLogged: neither a right nor a wrong key, nor a key sent as
+// the user name, appears in the log.
+func TestKeyNeverLogged(t *testing.T) {
+	s, _, logs, _ := testServer(t, Limits{})
+	update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest("x")))
+	update(s, "192.0.2.1", "alice", "wrong-key-123", body("a1", digest("y")))
+	update(s, "192.0.2.1", "pasted-key-456", "alice-key", body("a1", digest("y")))
+	for _, e := range logs.All() {
+		line := fmt.Sprint(e.Message, e.ContextMap())
+		for _, secret := range []string{"alice-key", "wrong-key-123", "pasted-key-456"} {
+			if strings.Contains(line, secret) {
+				t.Errorf("log shows %q: %s", secret, line)
+			}
+		}
+	}
+	if logs.Len() != 3 {
+		t.Errorf("%d log lines, want 3", logs.Len())
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	t.Run("account", func(t *testing.T) {
+		s, _, _, obs := testServer(t, Limits{AccountRate: 1, AccountBurst: 2})
+		codes := []int{}
+		for i := range 3 {
+			codes = append(codes, update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(fmt.Sprint(i)))).Code)
+		}
+		if !slices.Equal(codes, []int{200, 200, 429}) || obs.got["alice/refused_rate"] != 1 {
+			t.Fatalf("codes %v, outcomes %v", codes, obs.got)
+		}
+	})
+	t.Run("source, before the key check", func(t *testing.T) {
+		s, _, _, obs := testServer(t, Limits{SourceRate: 1, SourceBurst: 2})
+		codes := []int{}
+		for range 3 {
+			codes = append(codes, update(s, "2001:db8::1", "alice", "wrong", body("a1", digest("x"))).Code)
+		}
+		// Another address of the same /64 shares the bucket; another
+		// network does not.
+		codes = append(codes, update(s, "2001:db8::2", "alice", "wrong", body("a1", digest("x"))).Code)
+		codes = append(codes, update(s, "2001:db8:1::1", "alice", "wrong", body("a1", digest("x"))).Code)
+		if !slices.Equal(codes, []int{401, 401, 429, 429, 401}) || obs.got["/refused_rate"] != 2 {
+			t.Fatalf("codes %v, outcomes %v", codes, obs.got)
+		}
+	})
+}
+
+// TestSourceLimitsBounded: a flood from more sources than are tracked
+// keeps the table at its bound; idle sources make room, busy ones do not.
+func TestSourceLimitsBounded(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newSourceLimits(Limits{Sources: 100}.withDefaults())
+	l.now = func() time.Time { return now }
+	refused := 0
+	for i := range 2_000 {
+		if !l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})) {
+			refused++
+		}
+	}
+	if l.tracked() != 100 || refused != 2_000-100 {
+		t.Fatalf("tracked %d, refused %d", l.tracked(), refused)
+	}
+	// Once their buckets are full again, the first sources give way.
+	now = now.Add(time.Minute)
+	if !l.allow(netip.MustParseAddr("192.0.2.7")) || l.tracked() != 1 {
+		t.Fatalf("after a minute: tracked %d", l.tracked())
+	}
+}
+
+// TestKeyChecksBounded: with every key check slot taken, an update is
+// refused at once, not queued.
+func TestKeyChecksBounded(t *testing.T) {
+	s, recs, _, obs := testServer(t, Limits{ConcurrentKeyChecks: 1})
+	s.verifying <- struct{}{}
+	w := update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest("x")))
+	<-s.verifying
+	if w.Code != http.StatusServiceUnavailable || recs.writes != 0 || obs.got["/refused_rate"] != 1 {
+		t.Fatalf("status %d, writes %d, outcomes %v", w.Code, recs.writes, obs.got)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	s, _, _, _ := testServer(t, Limits{})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/health", 200},
+		{"HEAD", "/health", 200},
+		{"POST", "/health", 405},
+		{"GET", "/update", 405},
+		{"GET", "/other", 404},
+	} {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+		if w.Code != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, w.Code, tc.status)
+		}
+	}
+}
