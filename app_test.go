@@ -339,14 +339,6 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 		}
 		return cfg
 	}
-	running := func() *App {
-		t.Helper()
-		mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
-		if err != nil {
-			t.Fatalf("the running config has no dns_alias app: %v", err)
-		}
-		return mod.(*App)
-	}
 	t.Cleanup(func() { caddy.Stop() })
 
 	first := config([]map[string]any{
@@ -357,7 +349,7 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 	if err := caddy.Load(first, true); err != nil {
 		t.Fatalf("loading: %v", err)
 	}
-	app := running()
+	app := runningAppOf(t)
 	if app.SweepAfter != caddy.Duration(time.Minute) {
 		t.Errorf("sweep_after = %v, want the configured 1m", app.SweepAfter)
 	}
@@ -402,7 +394,7 @@ _acme-challenge.shop CNAME _acme-challenge.shop.example.com.validation.example.o
 	default:
 		t.Error("the old config's app did not stop its journal loop")
 	}
-	next := running()
+	next := runningAppOf(t)
 	if next == app {
 		t.Fatal("the reloaded config kept the old app")
 	}
@@ -468,15 +460,7 @@ func TestFastPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { caddy.Stop() })
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pols := mod.(*App).policyMap()
+	pols := loadConfig(t, cfg).policyMap()
 	if len(pols) != len(tests) {
 		t.Fatalf("%d policies, want %d", len(pols), len(tests))
 	}
@@ -536,15 +520,7 @@ func TestPolicyProviders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { caddy.Stop() })
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatal(err)
-	}
-	mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := mod.(*App)
+	app := loadConfig(t, cfg)
 	for name, pols := range map[string][]policy{"running app": app.policyMap(), "check command": cliPols} {
 		if len(pols) != len(tests) {
 			t.Fatalf("%s: %d policies, want %d", name, len(pols), len(tests))

@@ -109,3 +109,24 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// loadConfig runs cfg as Caddy's config until the test ends and returns
+// its dns_alias app.
+func loadConfig(t *testing.T, cfg []byte) *App {
+	t.Helper()
+	t.Cleanup(func() { caddy.Stop() })
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	return runningAppOf(t)
+}
+
+// runningAppOf returns the dns_alias app of the running config.
+func runningAppOf(t *testing.T) *App {
+	t.Helper()
+	app, err := runningApp()
+	if err != nil {
+		t.Fatalf("the running config has no dns_alias app: %v", err)
+	}
+	return app
+}

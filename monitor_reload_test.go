@@ -48,25 +48,18 @@ func TestMonitorSharedAcrossReloads(t *testing.T) {
 		}
 		return cfg
 	}
-	running := func() *App {
-		mod, err := caddy.ActiveContext().AppIfConfigured("dns_alias")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return mod.(*App)
-	}
 	t.Cleanup(func() { caddy.Stop() })
 	if err := caddy.Load(config("shop.example.com"), true); err != nil {
 		t.Fatal(err)
 	}
-	first := running()
+	first := runningAppOf(t)
 	first.watch.syncTracked(first.watch.trackedNames(context.Background()))
 	for range 2 {
 		if err := caddy.Load(config(fmt.Sprintf("shop%d.example.com", time.Now().UnixNano())), true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	next := running()
+	next := runningAppOf(t)
 	if next == first || next.watch.state != first.watch.state {
 		t.Fatal("the reloaded config's app has a monitor of its own")
 	}
