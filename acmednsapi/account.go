@@ -51,6 +51,9 @@ func (a Account) validate(zone string) error {
 	if a.Username == "" || len(a.Username) > 64 || strings.ContainsFunc(a.Username, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return fmt.Errorf("username %q: 1-64 printable ASCII characters without spaces", a.Username)
 	}
+	if a.Username == registeredLabel || a.Username == "unknown" {
+		return fmt.Errorf("username %q: taken by the metrics for all registered accounts or for requests naming no account", a.Username)
+	}
 	if _, err := bcrypt.Cost([]byte(a.KeyHash)); err != nil {
 		// The hash itself is no secret worth hiding, but an operator
 		// may have put the key here by mistake: it is not printed.

@@ -227,6 +227,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}{
 		{"public suffix zone", "com", []Account{good}, "zone"},
 		{"no username", zone, with(func(a *Account) { a.Username = "" }), "accounts[0]: username"},
+		{"a metrics label as username", zone, with(func(a *Account) { a.Username = "registered" }), "accounts[0]: username \"registered\": taken by the metrics"},
 		{"key instead of hash", zone, with(func(a *Account) { a.KeyHash = "the-secret-key" }), "accounts[0]: key_hash of u: not a bcrypt hash"},
 		{"dotted subdomain", zone, with(func(a *Account) { a.Subdomain = "a.b" }), "subdomain \"a.b\""},
 		{"upper case subdomain", zone, with(func(a *Account) { a.Subdomain = "S" }), "subdomain \"S\""},
