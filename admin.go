@@ -178,7 +178,7 @@ func runningApp() (*App, error) {
 
 func (AdminAPI) handleCheck(w http.ResponseWriter, r *http.Request) error {
 	return serveDomains(w, r, http.MethodGet, func(ctx context.Context, app *App, domains []string) any {
-		return app.checkDomains(ctx, domains)
+		return app.reportDomains(ctx, domains)
 	})
 }
 
@@ -217,10 +217,10 @@ func checkableDomain(d string) (string, error) {
 	return n, nil
 }
 
-// checkDomains checks domains, a few at a time, against a view of the
+// reportDomains checks domains, a few at a time, against a view of the
 // providers' resolvers whose answers do not displace the answers the
 // providers cache for their challenges.
-func (a *App) checkDomains(ctx context.Context, domains []string) []*solver.Report {
+func (a *App) reportDomains(ctx context.Context, domains []string) []*solver.Report {
 	ctx, _ = withCheckRequest(ctx, len(domains))
 	reports := make([]*solver.Report, len(domains))
 	inParallel(len(domains), checkConcurrency, func(i int) { reports[i] = a.Check(ctx, domains[i]) })
@@ -281,7 +281,7 @@ func (AdminAPI) handleACMEDNSAccounts(w http.ResponseWriter, r *http.Request) er
 // checkAll checks every domain and writes a table (or JSON) to w. It
 // returns the domains that failed.
 func checkAll(ctx context.Context, app *App, w io.Writer, domains []string, asJSON bool) ([]string, error) {
-	reports := app.checkDomains(ctx, domains)
+	reports := app.reportDomains(ctx, domains)
 	var failed []string
 	for _, r := range reports {
 		if !r.OK {

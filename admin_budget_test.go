@@ -39,12 +39,12 @@ func TestCheckRequestBounds(t *testing.T) {
 
 	shallow := names(3)
 	// Checks running at the same moment may each miss the cache once.
-	if n := count(func() { l.app.checkDomains(context.Background(), shallow) }, "NS"); n > checkConcurrency {
+	if n := count(func() { l.app.reportDomains(context.Background(), shallow) }, "NS"); n > checkConcurrency {
 		t.Errorf("50 names of one zone asked for its NS %d times, want at most %d (once per check running at once)", n, checkConcurrency)
 	}
 	deep := names(100)
 	caa := count(func() {
-		for _, rep := range l.app.checkDomains(context.Background(), deep[:1]) {
+		for _, rep := range l.app.reportDomains(context.Background(), deep[:1]) {
 			if !hasFinding(rep, solver.CodeCAASkipped) {
 				t.Errorf("no note says which CAA lookups were left out: %+v", rep.Findings)
 			}
@@ -53,7 +53,7 @@ func TestCheckRequestBounds(t *testing.T) {
 	if caa > solver.MaxCAASteps {
 		t.Errorf("a name of 100 labels cost %d CAA lookups, want at most %d", caa, solver.MaxCAASteps)
 	}
-	if n := count(func() { l.app.checkDomains(context.Background(), deep) }, ""); n > queriesPerCheckedName*maxCheckDomains {
+	if n := count(func() { l.app.reportDomains(context.Background(), deep) }, ""); n > queriesPerCheckedName*maxCheckDomains {
 		t.Errorf("one request of 50 deep names sent %d queries, more than its budget of %d", n, queriesPerCheckedName*maxCheckDomains)
 	}
 }

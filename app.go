@@ -163,7 +163,11 @@ func (a *App) Start() error {
 	go func() {
 		defer close(a.stopped)
 		var wg sync.WaitGroup
-		wg.Go(func() { a.journalLoop(loopCtx) })
+		if a.journal != nil {
+			rounds := journalRounds{journal: a.journal, modules: &a.modules, metrics: a.metrics, logger: a.logger,
+				after: time.Duration(a.SweepAfter), interval: time.Duration(a.SweepInterval)}
+			wg.Go(func() { rounds.run(loopCtx) })
+		}
 		wg.Go(func() { a.watch.loop(loopCtx) })
 		wg.Wait()
 	}()

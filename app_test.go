@@ -248,7 +248,7 @@ func TestSurfacesAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := []string{"shop.example.com", "missing.example.com", "elsewhere.example.com", "loop.example.com", "shop.wild.example.com", "www.plain.example.com"}
-	reports := l.app.checkDomains(context.Background(), names)
+	reports := l.app.reportDomains(context.Background(), names)
 	for i, name := range names {
 		permErr := perm.(*Permission).CertificateAllowed(context.Background(), name)
 		_, verdict := l.app.Admit(context.Background(), name)

@@ -165,15 +165,23 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 	return out, errors.Join(errs...)
 }
 
-// journalLoop renews this process's journal entries every third of
-// sweep_after (at most every sweep_interval; on a goroutine of its own, so
-// that a slow sweep never delays it) and sweeps orphans at once and then
-// every sweep_interval, until ctx ends.
-func (a *App) journalLoop(ctx context.Context) {
-	if a.journal == nil {
-		return
-	}
-	after, interval := time.Duration(a.SweepAfter), time.Duration(a.SweepInterval)
+// journalRounds keeps the journal of a config's alias providers: it renews
+// their entries and sweeps the orphans of processes that died.
+type journalRounds struct {
+	journal  *storageJournal
+	modules  *registry
+	metrics  *metrics
+	logger   *zap.Logger
+	after    time.Duration // sweep_after
+	interval time.Duration // sweep_interval
+}
+
+// run renews this process's journal entries every third of sweep_after (at
+// most every sweep_interval; on a goroutine of its own, so that a slow
+// sweep never delays it) and sweeps orphans at once and then every
+// sweep_interval, until ctx ends.
+func (r journalRounds) run(ctx context.Context) {
+	after, interval := r.after, r.interval
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		renew := time.NewTicker(max(min(after/3, interval), 100*time.Millisecond))
@@ -183,9 +191,9 @@ func (a *App) journalLoop(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-renew.C:
-				for _, p := range a.modules.providers() {
+				for _, p := range r.modules.providers() {
 					if err := p.sweeper.Renew(ctx); err != nil && ctx.Err() == nil {
-						a.logger.Warn("renewing challenge journal entries", zap.Error(err))
+						r.logger.Warn("renewing challenge journal entries", zap.Error(err))
 					}
 				}
 			}
@@ -199,7 +207,7 @@ func (a *App) journalLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-sweep.C:
-			a.sweepLocked(ctx, after, interval)
+			r.sweepLocked(ctx)
 			sweep.Reset(interval)
 		}
 	}
@@ -208,27 +216,27 @@ func (a *App) journalLoop(ctx context.Context) {
 // sweepLocked sweeps under the storage-wide sweep lock, so that the
 // instances of a cluster take turns; if the lock is not free within an
 // interval (at most a minute), this round is skipped.
-func (a *App) sweepLocked(ctx context.Context, after, interval time.Duration) {
-	storage := a.journal.storage
-	lctx, cancel := context.WithTimeout(ctx, min(interval, time.Minute))
+func (r journalRounds) sweepLocked(ctx context.Context) {
+	storage := r.journal.storage
+	lctx, cancel := context.WithTimeout(ctx, min(r.interval, time.Minute))
 	err := storage.Lock(lctx, sweepLockName)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			a.logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
+			r.logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
 		}
 		return
 	}
 	defer func() {
 		if err := storage.Unlock(context.WithoutCancel(ctx), sweepLockName); err != nil {
-			a.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
+			r.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
 		}
 	}()
-	for _, p := range a.modules.providers() {
-		removed, err := p.sweeper.Sweep(ctx, after)
-		a.metrics.sweepRemoved.Add(float64(removed))
+	for _, p := range r.modules.providers() {
+		removed, err := p.sweeper.Sweep(ctx, r.after)
+		r.metrics.sweepRemoved.Add(float64(removed))
 		if err != nil && ctx.Err() == nil {
-			a.logger.Warn("sweeping orphaned challenge records", zap.Error(err))
+			r.logger.Warn("sweeping orphaned challenge records", zap.Error(err))
 		}
 	}
 }

@@ -82,8 +82,10 @@ func TestSweepLockedTakesTurns(t *testing.T) {
 		if err := storage.Lock(ctx, sweepLockName); err != nil {
 			t.Fatal(err)
 		}
+		rounds := journalRounds{journal: app.journal, modules: &app.modules, metrics: app.metrics, logger: app.logger,
+			after: time.Minute, interval: 1500 * time.Millisecond}
 		start := time.Now()
-		app.sweepLocked(ctx, time.Minute, 1500*time.Millisecond)
+		rounds.sweepLocked(ctx)
 		if j.lists != 0 {
 			t.Errorf("swept while another holder kept the lock")
 		}
@@ -93,7 +95,8 @@ func TestSweepLockedTakesTurns(t *testing.T) {
 		// The other holder lets go 500 ms later, on the bubble's clock.
 		time.AfterFunc(500*time.Millisecond, func() { storage.Unlock(ctx, sweepLockName) })
 		start = time.Now()
-		app.sweepLocked(ctx, time.Minute, 10*time.Second)
+		rounds.interval = 10 * time.Second
+		rounds.sweepLocked(ctx)
 		if j.lists != 1 {
 			t.Errorf("%d sweeps after the other holder released the lock, want 1", j.lists)
 		}
