@@ -52,7 +52,7 @@ func TestFastPathDefault(t *testing.T) {
 		case polled && !want:
 			t.Errorf("%s: certmagic checked propagation although the alias provider set its issuer's propagation_timeout to -1: "+
 				"this Caddy release builds the issuer's DNS solver before it provisions the provider, which breaks the fast-path contract "+
-				"(module.go fastPath, docs/architecture.md); every alias-issued certificate now takes 2 s longer", name)
+				"(fastpath.go, docs/architecture.md); every alias-issued certificate now takes 2 s longer", name)
 		case !polled && want:
 			t.Errorf("%s: certmagic did not check propagation, but its issuer keeps certmagic's check", name)
 		}
