@@ -37,6 +37,13 @@ type Register struct {
 	Cost int
 }
 
+func (r *Register) cost() int {
+	if r.Cost == 0 {
+		return bcrypt.DefaultCost
+	}
+	return r.Cost
+}
+
 // maxCachedRegistered bounds the registered accounts kept in memory after
 // their first use (each a few hundred bytes: about 2 MiB at most); past
 // it, further registered accounts are refused until the next config load.
@@ -110,11 +117,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusServiceUnavailable, "busy", "every key check slot is taken", RefusedRate)
 		return
 	}
-	key, cost := randomKey(), s.reg.Cost
-	if cost == 0 {
-		cost = bcrypt.DefaultCost
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(key), cost)
+	key := randomKey()
+	hash, err := bcrypt.GenerateFromPassword([]byte(key), s.reg.cost())
 	if err != nil {
 		refuse(http.StatusInternalServerError, "register_failed", err.Error(), Failed)
 		return

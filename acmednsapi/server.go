@@ -86,6 +86,10 @@ type Server struct {
 	// was loaded, by user name (at most maxCachedRegistered).
 	mu         sync.Mutex
 	registered map[string]*account
+	// unknownUserHash is compared against when no account has the user
+	// name given, so that a refusal costs a key check whether or not the
+	// user exists.
+	unknownUserHash []byte
 	// verifying holds a token per bcrypt comparison under way. A
 	// comparison at bcrypt's default cost takes about 50-100 ms of one
 	// core: unbounded, a flood of wrong keys would take every core.
@@ -114,13 +118,6 @@ const keep = 2
 // maxBody bounds an update's body: {"subdomain":"<36>","txt":"<43>"} is
 // about 100 bytes.
 const maxBody = 1 << 10
-
-// unknownUserHash is compared against when no account has the user name
-// given, so that a refusal costs a key check whether or not the user
-// exists (at bcrypt's default cost: an account hashed at another cost
-// answers in another time, which tells a user name, not a key; acme-dns
-// hands user names out with the key anyway).
-const unknownUserHash = "$2a$10$rKtfDHWw77XkI.0kyxdgYOaIuW6RCpaQFC6UZcIELOTSFgJty2nuC"
 
 // New validates cfg and returns its server. Errors name the account and
 // field.
@@ -170,7 +167,28 @@ func New(cfg Config) (*Server, error) {
 		subdomains[a.Subdomain] = a.Username
 		s.accounts[a.Username] = s.newAccount(a, false)
 	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(randomKey()), s.highestCost())
+	if err != nil {
+		return nil, fmt.Errorf("hashing the unknown user's key: %w", err)
+	}
+	s.unknownUserHash = hash
 	return s, nil
+}
+
+// highestCost is the bcrypt cost of the most expensive key check an
+// existing user costs: an unknown user's check costs the same, so that its
+// answer's time does not tell that no such user exists.
+func (s *Server) highestCost() int {
+	highest := bcrypt.MinCost
+	if s.reg != nil {
+		highest = s.reg.cost()
+	}
+	for _, a := range s.accounts {
+		if c, _ := bcrypt.Cost([]byte(a.KeyHash)); c > highest {
+			highest = c
+		}
+	}
+	return highest
 }
 
 func (s *Server) newAccount(a Account, registered bool) *account {
@@ -297,13 +315,13 @@ func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr
 	if err != nil {
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
 	}
-	hash := unknownUserHash
+	hash := s.unknownUserHash
 	if a != nil {
-		hash = a.KeyHash
+		hash = []byte(a.KeyHash)
 	}
 	// bcrypt compares in constant time; the unknown user's hash spends
-	// the same time on the same cost.
-	keyOK := bcrypt.CompareHashAndPassword([]byte(hash), []byte(key)) == nil
+	// the same time on the highest cost.
+	keyOK := bcrypt.CompareHashAndPassword(hash, []byte(key)) == nil
 	forbidden := func(why string) *refusal {
 		return &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, why}
 	}

@@ -247,6 +247,45 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// TestUnknownUserCostsTheHighestCost: a user name no account has is
+// checked at the cost of the most expensive existing user, so that the
+// time of a refusal does not tell which user names exist.
+func TestUnknownUserCostsTheHighestCost(t *testing.T) {
+	hashAt := func(cost int) string {
+		h, err := bcrypt.GenerateFromPassword([]byte("k"), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	low, high := bcrypt.MinCost, bcrypt.MinCost+2
+	for _, tc := range []struct {
+		name     string
+		accounts []Account
+		register *Register
+		want     int
+	}{
+		{"no account", nil, nil, bcrypt.MinCost},
+		{"one cost", []Account{{Username: "a", KeyHash: hashAt(low), Subdomain: "a"}}, nil, low},
+		{"the highest of two", []Account{
+			{Username: "a", KeyHash: hashAt(low), Subdomain: "a"},
+			{Username: "b", KeyHash: hashAt(high), Subdomain: "b"},
+		}, nil, high},
+		{"registration's cost", []Account{{Username: "a", KeyHash: hashAt(low), Subdomain: "a"}},
+			&Register{AllowFrom: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Store: &memStore{}, Cost: high}, high},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(Config{Zone: zone, Accounts: tc.accounts, Records: &fakeRecords{}, Register: tc.register})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := bcrypt.Cost(s.unknownUserHash); err != nil || got != tc.want {
+				t.Fatalf("unknown user's cost %d (%v), want %d", got, err, tc.want)
+			}
+		})
+	}
+}
+
 // TestKeyNeverLogged: neither a right nor a wrong key, nor a key sent as
 // the user name, appears in the log.
 func TestKeyNeverLogged(t *testing.T) {
