@@ -3,9 +3,14 @@ package alias
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -94,6 +99,7 @@ func standalone(t testing.TB) (caddy.Context, *App) {
 	t.Helper()
 	app := newApp()
 	app.logger = zap.NewNop()
+	app.caa.client = offlineDirectory
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: withApp(context.Background(), app)})
 	t.Cleanup(cancel)
 	return ctx, app
@@ -107,7 +113,38 @@ func TestMain(m *testing.M) {
 			os.Setenv(v, "dGVzdC1zZWNyZXQtb2YtdGhlLXVuaXQtdGVzdHM=")
 		}
 	}
-	os.Exit(m.Run())
+	offline := &loopbackOnly{next: http.DefaultTransport}
+	http.DefaultTransport = offline
+	code := m.Run()
+	if offline.tried.Load() != nil {
+		fmt.Fprintf(os.Stderr, "a hermetic test asked %s: it must reach no network\n", *offline.tried.Load())
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// loopbackOnly refuses every HTTP request to a host other than loopback
+// and remembers it: the hermetic tests reach no network (a test app's
+// check would otherwise ask Let's Encrypt for its CAA identities).
+type loopbackOnly struct {
+	next  http.RoundTripper
+	tried atomic.Pointer[string]
+}
+
+func (l *loopbackOnly) RoundTrip(r *http.Request) (*http.Response, error) {
+	host := r.URL.Hostname()
+	if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+		return l.next.RoundTrip(r)
+	}
+	url := r.URL.String()
+	l.tried.Store(&url)
+	return nil, errors.New("hermetic test: no network")
+}
+
+// offlineDirectory is a test app's CAA directory client: no CA's directory
+// is reachable from the hermetic tests.
+func offlineDirectory([]string) (*http.Client, error) {
+	return nil, errors.New("hermetic test: no CA directory")
 }
 
 // loadConfig runs cfg as Caddy's config until the test ends and returns

@@ -67,8 +67,9 @@ func TestReadmeTroubleshooting(t *testing.T) {
 // quotingFormat returns the message of the code that q quotes: one format,
 // or a format with another one in one of its verbs.
 func quotingFormat(formats []readme.Format, q string) (readme.Format, bool) {
+	quote := readme.ParseQuote(q)
 	for _, f := range formats {
-		if f.Quotes(q) {
+		if f.Quotes(quote) {
 			return f, true
 		}
 	}
@@ -94,7 +95,7 @@ func quotingFormat(formats []readme.Format, q string) (readme.Format, bool) {
 		}
 		for k := range outer.Verbs() {
 			for _, inner := range inners {
-				if n := outer.Nest(k, inner); n.Quotes(q) {
+				if n := outer.Nest(k, inner); n.Quotes(quote) {
 					return n, true
 				}
 			}

@@ -206,24 +206,42 @@ func (f Format) Literals() []string {
 	return out
 }
 
-// Quotes reports whether quoted, a message as README shows it, is (a part
-// of) what f prints: every character of f that quoted shows is the same,
-// README's "..." stand for what it leaves out, its placeholders and example
-// values for f's verbs, no verb stands for more than one word of prose, and
-// at least minShown of f's own characters (blanks aside; all of quoted's,
-// if it has fewer) are shown, so that a message of values only does not
-// quote every format that ends in a verb.
-func (f Format) Quotes(quoted string) bool {
-	r := append([]tok{{kind: tokEllipsis}}, quotedTokens(quoted)...)
-	r = append(r, tok{kind: tokEllipsis})
-	m := &matcher{r: r, f: f.toks, memo: map[[3]int]int{}}
-	need := 0
-	for _, t := range r {
+// Quote is a message as README shows it, split into tokens once for the
+// many formats it is matched against. It is for one goroutine: its
+// matches share one table.
+type Quote struct {
+	toks []tok // between two ellipses: a quote may show a part of a message
+	need int   // how many of a format's characters it must show
+	memo *[]int32
+}
+
+// ParseQuote splits quoted, a message as README shows it, into tokens.
+func ParseQuote(quoted string) Quote {
+	q := Quote{toks: append([]tok{{kind: tokEllipsis}}, quotedTokens(quoted)...), memo: new([]int32)}
+	q.toks = append(q.toks, tok{kind: tokEllipsis})
+	for _, t := range q.toks {
 		if t.kind == tokLit && t.c != ' ' {
-			need++
+			q.need++
 		}
 	}
-	return m.match(0, 0, 0) >= min(need, minShown)
+	q.need = min(q.need, minShown)
+	return q
+}
+
+// Quotes reports whether q is (a part of) what f prints: every character
+// of f that q shows is the same, README's "..." stand for what it leaves
+// out, its placeholders and example values for f's verbs, no verb stands
+// for more than one word of prose, and at least minShown of f's own
+// characters (blanks aside; all of q's, if it has fewer) are shown, so that
+// a message of values only does not quote every format that ends in a verb.
+func (f Format) Quotes(q Quote) bool {
+	n := (len(q.toks) + 1) * (len(f.toks) + 1) * 2
+	if cap(*q.memo) < n {
+		*q.memo = make([]int32, n)
+	}
+	m := &matcher{r: q.toks, f: f.toks, memo: (*q.memo)[:n]}
+	clear(m.memo)
+	return m.match(0, 0, 0) >= q.need
 }
 
 // minShown is how many of a format's own characters a quote must show.
@@ -231,22 +249,23 @@ const minShown = 8
 
 type matcher struct {
 	r, f []tok
-	memo map[[3]int]int
+	// memo holds match's results by (i, j, k), plus one: 0 is unknown.
+	memo []int32
 }
 
 // no is the score of an alignment that cannot be.
 const no = -1
 
 // match returns the most non-blank characters of f that r[i:] can show in
-// an alignment with f[j:] (no if none exists), k being the number of prose
-// words the verb at f[j] has swallowed so far.
+// an alignment with f[j:] (no if none exists), k (0 or 1) being the number
+// of prose words the verb at f[j] has swallowed so far.
 func (m *matcher) match(i, j, k int) int {
-	key := [3]int{i, j, k}
-	if v, ok := m.memo[key]; ok {
-		return v
+	key := (i*(len(m.f)+1)+j)*2 + k
+	if v := m.memo[key]; v != 0 {
+		return int(v) - 1
 	}
 	v := m.step(i, j, k)
-	m.memo[key] = v
+	m.memo[key] = int32(v) + 1
 	return v
 }
 

@@ -36,7 +36,7 @@ func TestQuotes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.quoted, func(t *testing.T) {
-			if got := NewFormat(tt.format, "").Quotes(tt.quoted); got != tt.want {
+			if got := NewFormat(tt.format, "").Quotes(ParseQuote(tt.quoted)); got != tt.want {
 				t.Errorf("%q quotes %q: %v, want %v", tt.quoted, tt.format, got, tt.want)
 			}
 		})
@@ -46,10 +46,10 @@ func TestQuotes(t *testing.T) {
 func TestNest(t *testing.T) {
 	outer := NewFormat("%w: more than %d hops", "a")
 	inner := NewFormat("CNAME chain too long", "b")
-	if outer.Quotes("CNAME chain too long: more than N hops") {
+	if outer.Quotes(ParseQuote("CNAME chain too long: more than N hops")) {
 		t.Error("outer alone quotes the whole message: the verb swallowed prose")
 	}
-	if !outer.Nest(0, inner).Quotes("CNAME chain too long: more than N hops") {
+	if !outer.Nest(0, inner).Quotes(ParseQuote("CNAME chain too long: more than N hops")) {
 		t.Error("nested format does not quote the message")
 	}
 	if got := outer.Verbs(); got != 2 {
