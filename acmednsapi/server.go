@@ -169,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(randomKey()), s.highestCost())
 	if err != nil {
-		return nil, fmt.Errorf("hashing the unknown user's key: %w", err)
+		return nil, fmt.Errorf("zone %s: hashing the unknown user's key: %w", zone, err)
 	}
 	s.unknownUserHash = hash
 	return s, nil

@@ -426,20 +426,10 @@ func TestIssueRenewal(t *testing.T) {
 	// still reuses one in a hundred (wfe.go compares rand.Intn(100) >
 	// percent). Caddy keeps renewing 40 s certificates, so a later one
 	// presents.
-	presentedFor := func() int {
-		n := 0
-		for _, e := range c.presented() {
-			if e.Domain == name {
-				n++
-			}
-		}
-		return n
-	}
-	for deadline := time.Now().Add(90 * time.Second); presentedFor() < 2; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no renewal presented a challenge for %s within 90 s (%d presented in all); log:\n%s", name, presentedFor(), c.log.String())
-		}
-	}
+	issuance := c.presentedFor(name).str("value")
+	c.waitMatch("presenting a renewal's challenge for "+name, 90*time.Second, func(l logLine) bool {
+		return l.Msg == "presented challenge on alias" && l.Domain == name && l.str("value") != issuance
+	})
 	// Caddy keeps renewing 40 s certificates; stop it so that no renewal is
 	// in flight when the zones are inspected.
 	c.stop()

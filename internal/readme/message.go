@@ -212,12 +212,12 @@ func (f Format) Literals() []string {
 type Quote struct {
 	toks []tok // between two ellipses: a quote may show a part of a message
 	need int   // how many of a format's characters it must show
-	memo *[]int32
+	memo []int32
 }
 
 // ParseQuote splits quoted, a message as README shows it, into tokens.
-func ParseQuote(quoted string) Quote {
-	q := Quote{toks: append([]tok{{kind: tokEllipsis}}, quotedTokens(quoted)...), memo: new([]int32)}
+func ParseQuote(quoted string) *Quote {
+	q := &Quote{toks: append([]tok{{kind: tokEllipsis}}, quotedTokens(quoted)...)}
 	q.toks = append(q.toks, tok{kind: tokEllipsis})
 	for _, t := range q.toks {
 		if t.kind == tokLit && t.c != ' ' {
@@ -234,12 +234,12 @@ func ParseQuote(quoted string) Quote {
 // for more than one word of prose, and at least minShown of f's own
 // characters (blanks aside; all of q's, if it has fewer) are shown, so that
 // a message of values only does not quote every format that ends in a verb.
-func (f Format) Quotes(q Quote) bool {
+func (f Format) Quotes(q *Quote) bool {
 	n := (len(q.toks) + 1) * (len(f.toks) + 1) * 2
-	if cap(*q.memo) < n {
-		*q.memo = make([]int32, n)
+	if cap(q.memo) < n {
+		q.memo = make([]int32, n)
 	}
-	m := &matcher{r: q.toks, f: f.toks, memo: (*q.memo)[:n]}
+	m := &matcher{r: q.toks, f: f.toks, memo: q.memo[:n]}
 	clear(m.memo)
 	return m.match(0, 0, 0) >= q.need
 }
