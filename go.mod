@@ -3,11 +3,9 @@ module github.com/acme-alias/caddy-dns-alias
 go 1.26.0
 
 require (
-	github.com/caddy-dns/rfc2136 v1.0.0
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/caddyserver/certmagic v0.25.6
 	github.com/libdns/libdns v1.1.1
-	github.com/libdns/rfc2136 v1.0.0
 	github.com/mholt/acmez/v3 v3.1.7
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.24.1

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -37,21 +37,6 @@ type storageJournal struct {
 	lease time.Duration
 }
 
-// storageName names a storage for errors: its Caddy module ID (e.g.
-// caddy.storage.redis; storage modules that are their own certmagic
-// storage have one), file_system and its path, or else its Go type.
-// Never the storage's String(), which for some modules is their whole
-// configuration.
-func storageName(s certmagic.Storage) string {
-	switch s := s.(type) {
-	case caddy.Module:
-		return string(s.CaddyModule().ID)
-	case *certmagic.FileStorage:
-		return "file_system " + s.Path
-	}
-	return fmt.Sprintf("%T", s)
-}
-
 // storageErr wraps a storage's error with what was done and the storage's
 // name: a storage's own errors often name only a key or an address, and an
 // operator whose challenge failed because the journal could not be written
@@ -60,7 +45,7 @@ func (j storageJournal) storageErr(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, storageName(j.storage), err)
+	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, caddyconf.StorageName(j.storage), err)
 }
 
 // key is where the entry with this ID is stored. IDs are this process's own

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -222,11 +223,11 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "permission":
 			p.PermissionRaw, err = unmarshalNestedPermission(d, p.PermissionRaw)
 		case "negative_ttl":
-			p.NegativeTTL, err = durationArg(d, opt, false)
+			p.NegativeTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_ttl":
-			p.MaxTTL, err = durationArg(d, opt, false)
+			p.MaxTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "min_ttl":
-			p.MinTTL, err = durationArg(d, opt, false)
+			p.MinTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_checks":
 			p.MaxChecks, err = intArg(d, opt)
 		case "domain_rate":

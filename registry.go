@@ -10,7 +10,7 @@ import (
 
 // registry is what the modules of one config registered with its app while
 // Caddy provisioned them: the alias providers, each with the module that
-// loaded it, the permission modules and the acme-dns endpoints.
+// loaded it, the permission modules and the zone writers.
 type registry struct {
 	mu    sync.Mutex
 	alias []registration
@@ -19,7 +19,7 @@ type registry struct {
 	// registered (globalIssuers); nil if it is no alias provider.
 	usesGlobal  [][2]int
 	permissions []*Permission
-	endpoints   []*ACMEDNSServer
+	writers     []*ZoneWriter
 }
 
 // registration is an alias provider and the module that loaded it: an ACME
@@ -46,19 +46,19 @@ func (r *registry) addPermission(p *Permission) {
 	r.permissions = append(r.permissions, p)
 }
 
-// addEndpoint adds an acme-dns endpoint, whose accounts the admin API
-// lists.
-func (r *registry) addEndpoint(h *ACMEDNSServer) {
+// addWriter adds a zone writer, which the module that made it finds again
+// through RunningZoneWriters.
+func (r *registry) addWriter(w *ZoneWriter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.endpoints = append(r.endpoints, h)
+	r.writers = append(r.writers, w)
 }
 
-// acmeDNSEndpoints lists the acme-dns endpoints.
-func (r *registry) acmeDNSEndpoints() []*ACMEDNSServer {
+// zoneWriters lists the zone writers.
+func (r *registry) zoneWriters() []*ZoneWriter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.endpoints)
+	return slices.Clone(r.writers)
 }
 
 // forgetAdmission drops what the permission modules remember of name.

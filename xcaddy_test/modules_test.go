@@ -18,8 +18,10 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
-// TestListModules: the xcaddy-built binary has every module of this plugin,
-// the three DNS providers and the Redis storage it was built with.
+// TestListModules: the xcaddy-built binary (lab/build-caddy.sh, which adds
+// the acme-dns endpoint's package next to the plugin) has every module of
+// this plugin and of the endpoint, the three DNS providers and the Redis
+// storage it was built with.
 func TestListModules(t *testing.T) {
 	requireLab(t)
 	out, err := exec.Command(caddyBin, "list-modules").CombinedOutput()
@@ -35,6 +37,8 @@ func TestListModules(t *testing.T) {
 	want := []string{
 		"dns.providers.alias",
 		"admin.api.dns_alias",
+		"http.handlers.acme_dns_server",
+		"admin.api.acme_dns_server",
 		"dns.providers.rfc2136",
 		"dns.providers.cloudflare",
 		"dns.providers.route53",
@@ -51,16 +55,21 @@ func TestListModules(t *testing.T) {
 }
 
 // pluginModuleIDs returns the module IDs in the caddy.ModuleInfo literals of
-// the plugin's Go files (the repository root, not tests).
+// the plugin's Go files (the repository root and the acme-dns endpoint's
+// package, not tests).
 func pluginModuleIDs(t *testing.T) []string {
 	t.Helper()
 	root, err := lab.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := filepath.Glob(filepath.Join(root, "*.go"))
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range []string{root, filepath.Join(root, "acmednsserver")} {
+		fs, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
 	}
 	re := regexp.MustCompile(`(?m)^\s*ID:\s*"([a-z0-9_.]+)"`)
 	var ids []string
@@ -77,7 +86,7 @@ func pluginModuleIDs(t *testing.T) []string {
 		}
 	}
 	if len(ids) == 0 {
-		t.Fatalf("no caddy.ModuleInfo ID found in %s/*.go", root)
+		t.Fatalf("no caddy.ModuleInfo ID found in %s/*.go and acmednsserver/*.go", root)
 	}
 	return ids
 }
@@ -225,7 +234,8 @@ func containsValue(v, want any) bool {
 // "Building Caddy with the plugin" section as it stands, in a fresh
 // directory, with the checkout for /path/to/caddy-dns-alias and the
 // repository's root for the relative lab/ path, and checks that what each
-// built is Caddy with the plugin and the rfc2136 provider.
+// built is Caddy with the plugin, the acme-dns endpoint and the rfc2136
+// provider.
 func TestReadmeBuild(t *testing.T) {
 	requireLab(t)
 	root, err := lab.RepoRoot()
@@ -266,7 +276,7 @@ func TestReadmeBuild(t *testing.T) {
 			if err != nil {
 				t.Fatalf("caddy list-modules: %v\n%s", err, mods)
 			}
-			want := []string{"dns.providers.alias", "dns.providers.rfc2136"}
+			want := []string{"dns.providers.alias", "http.handlers.acme_dns_server", "dns.providers.rfc2136"}
 			// a DNS provider added with --with is in the build too
 			for _, m := range regexp.MustCompile(`--with github\.com/caddy-dns/([a-z0-9]+)`).FindAllStringSubmatch(c, -1) {
 				want = append(want, "dns.providers."+m[1])
