@@ -44,13 +44,14 @@ type App struct {
 	// How many names the periodic checks check at once. Default: 8.
 	CheckConcurrency int `json:"check_concurrency,omitempty"`
 
-	logger  *zap.Logger
-	ctx     caddy.Context
-	journal *storageJournal // nil without storage (the check command)
-	caa     caaDirectory
-	events  *caddyevents.App
-	metrics *metrics
-	watch   *watcher
+	logger   *zap.Logger
+	ctx      caddy.Context
+	journal  *storageJournal // nil without storage (the check command)
+	caa      caaDirectory
+	accounts acmeAccounts
+	events   *caddyevents.App
+	metrics  *metrics
+	watch    *watcher
 	// monitorKey is the key of watch's state in monitors, "" for an app that
 	// was not provisioned from a config (the check command, tests).
 	monitorKey string
@@ -122,6 +123,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
 	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.accounts.storage = ctx.Storage()
 	a.monitorKey = monitorKey(ctx.Storage())
 	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
 	if err != nil {

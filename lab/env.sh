@@ -40,13 +40,3 @@ if command -v go >/dev/null 2>&1; then
 	[ -n "$GOBIN_DIR" ] || GOBIN_DIR="$(go env GOPATH)/bin"
 	export PATH="$PATH:$GOBIN_DIR" # xcaddy, pebble
 fi
-
-# The Go checksum database has no entry for these modules (its lookup
-# answers 404, so `go get` in xcaddy's fresh build module stops with
-# "verifying go.mod: ... 404 Not Found"): their checksums come from the
-# module proxy alone. Found with, in an empty module and a fresh
-# GOMODCACHE, GONOSUMDB= GOFLAGS=-mod=mod go mod download -json MODULE@VERSION
-# for every caddy-dns and libdns module of the build (and, the same way,
-# for caddy-storage-redis and its redislock, go-redis and miniredis: all
-# verify). Every other module is verified against the checksum database.
-export GONOSUMDB="${GONOSUMDB:-github.com/caddy-dns/rfc2136}"
