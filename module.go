@@ -212,16 +212,11 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	case wait < 0:
 		wait = 0
 	}
-	p.writer = &solver.Provider{
-		Mapper:            mapper,
-		Logger:            ctx.Logger(),
-		AuthoritativeWait: wait,
-		Memo:              new(solver.Memo),
-	}
-	p.sweeper = solver.NewSweeper(p.writer)
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
+	p.writer = p.app.newWriter(mapper, ctx.Logger(), wait)
+	p.sweeper = solver.NewSweeper(p.writer)
 	parent := owner(ctx)
 	p.app.register(p, parent)
 	if wait > 0 {

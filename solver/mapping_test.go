@@ -372,7 +372,7 @@ func TestMapStaticAndTemplate(t *testing.T) {
 			t.Errorf("Map(%q) = %v", tc.domain, err)
 			continue
 		}
-		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain == nil || got.Chain.End != tc.wantNm {
+		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain.End != tc.wantNm {
 			t.Errorf("Map(%q) = {%q %q %q rule %q chain %v}; want {%q %q %q rule %q}", tc.domain,
 				got.Domain, got.Name, got.Zone, matchOf(got.Rule), got.Chain, tc.wantDomain, tc.wantNm, tc.wantZone, tc.wantRule.Match)
 		}
@@ -559,7 +559,7 @@ func TestMapFollow(t *testing.T) {
 			if got.Name != tc.wantEnd || got.Zone != tc.wantZone || got.Domain != "example.com" {
 				t.Errorf("Map = {%q %q %q}, want {example.com %q %q}", got.Domain, got.Name, got.Zone, tc.wantEnd, tc.wantZone)
 			}
-			if got.Chain == nil || len(got.Chain.Hops) != tc.wantHops || got.Chain.Start != start || got.Chain.End != tc.wantEnd {
+			if len(got.Chain.Hops) != tc.wantHops || got.Chain.Start != start || got.Chain.End != tc.wantEnd {
 				t.Fatalf("Map chain = %+v, want %d hops from %s to %s", got.Chain, tc.wantHops, start, tc.wantEnd)
 			}
 			for i, h := range got.Chain.Hops {
