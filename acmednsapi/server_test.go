@@ -309,10 +309,9 @@ func TestKeyNeverLogged(t *testing.T) {
 
 // TestRateLimits: the requests of an account, or of a source, beyond their
 // burst within one instant are refused. Each case runs in a synctest
-// bubble, where the key checks take no time: on the wall clock, a slow
-// run (bcrypt under the race detector on a busy machine) let a second
-// pass and a token came back (2 runs of 50 under -race let the third
-// request through).
+// bubble, where the key checks take no time: on the wall clock, a run
+// slower than a second (bcrypt under the race detector on a busy machine)
+// got a token back and let the third request through (2 runs of 50).
 func TestRateLimits(t *testing.T) {
 	t.Run("account", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
