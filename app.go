@@ -221,16 +221,24 @@ func (a *App) waitOps(ctx context.Context) {
 	}
 }
 
-// register adds an alias provider of the config, loaded by owner, and
-// wires it to the app's journal and metrics.
-func (a *App) register(p *Provider, owner caddy.Module) {
+// newWriter returns the write path of an alias provider, wired to the
+// app's journal and metrics (mapper's resolver counts its queries in
+// them) from the start: nothing of it is set after it exists, so no
+// provider is registered, or writes, with a writer half wired.
+func (a *App) newWriter(mapper *solver.Mapper, logger *zap.Logger, wait time.Duration) *solver.Provider {
+	mapper.Resolver.Sent = a.metrics.querySent
+	w := &solver.Provider{Mapper: mapper, Logger: logger, AuthoritativeWait: wait, Memo: new(solver.Memo), Observer: a.metrics}
+	// Without storage (the check command) the journal stays a nil
+	// interface: a nil *storageJournal in it would not compare nil.
 	if a.journal != nil {
-		p.writer.Journal = a.journal
+		w.Journal = a.journal
 	}
-	p.writer.Observer = a.metrics
-	if p.writer != nil && p.writer.Mapper != nil && p.writer.Mapper.Resolver != nil {
-		p.writer.Mapper.Resolver.Sent = a.metrics.querySent
-	}
+	return w
+}
+
+// register adds an alias provider of the config, loaded by owner, whose
+// writer newWriter built.
+func (a *App) register(p *Provider, owner caddy.Module) {
 	a.modules.addProvider(p, owner)
 }
 

@@ -219,16 +219,11 @@ func (p *Provider) provision(ctx caddy.Context, parent caddy.Module) error {
 	case wait < 0:
 		wait = 0
 	}
-	p.writer = &solver.Provider{
-		Mapper:            mapper,
-		Logger:            ctx.Logger(),
-		AuthoritativeWait: wait,
-		Memo:              new(solver.Memo),
-	}
-	p.sweeper = solver.NewSweeper(p.writer)
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
+	p.writer = p.app.newWriter(mapper, ctx.Logger(), wait)
+	p.sweeper = solver.NewSweeper(p.writer)
 	p.app.register(p, parent)
 	if wait > 0 {
 		p.fastPath(parent, ctx.Logger())

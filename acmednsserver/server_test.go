@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/zap"
@@ -306,30 +307,39 @@ func TestKeyNeverLogged(t *testing.T) {
 	}
 }
 
+// TestRateLimits: the requests of an account, or of a source, beyond their
+// burst within one instant are refused. Each case runs in a synctest
+// bubble, where the key checks take no time: on the wall clock, a run
+// slower than a second (bcrypt under the race detector on a busy machine)
+// got a token back and let the third request through (2 runs of 50).
 func TestRateLimits(t *testing.T) {
 	t.Run("account", func(t *testing.T) {
-		s, _, _, obs := testServer(t, Limits{AccountRate: 1, AccountBurst: 2})
-		codes := []int{}
-		for i := range 3 {
-			codes = append(codes, update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(fmt.Sprint(i)))).Code)
-		}
-		if !slices.Equal(codes, []int{200, 200, 429}) || obs.got["alice/refused_rate"] != 1 {
-			t.Fatalf("codes %v, outcomes %v", codes, obs.got)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			s, _, _, obs := testServer(t, Limits{AccountRate: 1, AccountBurst: 2})
+			codes := []int{}
+			for i := range 3 {
+				codes = append(codes, update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(fmt.Sprint(i)))).Code)
+			}
+			if !slices.Equal(codes, []int{200, 200, 429}) || obs.got["alice/refused_rate"] != 1 {
+				t.Fatalf("codes %v, outcomes %v", codes, obs.got)
+			}
+		})
 	})
 	t.Run("source, before the key check", func(t *testing.T) {
-		s, _, _, obs := testServer(t, Limits{SourceRate: 1, SourceBurst: 2})
-		codes := []int{}
-		for range 3 {
-			codes = append(codes, update(s, "2001:db8::1", "alice", "wrong", body("a1", digest("x"))).Code)
-		}
-		// Another address of the same /64 shares the bucket; another
-		// network does not.
-		codes = append(codes, update(s, "2001:db8::2", "alice", "wrong", body("a1", digest("x"))).Code)
-		codes = append(codes, update(s, "2001:db8:1::1", "alice", "wrong", body("a1", digest("x"))).Code)
-		if !slices.Equal(codes, []int{401, 401, 429, 429, 401}) || obs.got["/refused_rate"] != 2 {
-			t.Fatalf("codes %v, outcomes %v", codes, obs.got)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			s, _, _, obs := testServer(t, Limits{SourceRate: 1, SourceBurst: 2})
+			codes := []int{}
+			for range 3 {
+				codes = append(codes, update(s, "2001:db8::1", "alice", "wrong", body("a1", digest("x"))).Code)
+			}
+			// Another address of the same /64 shares the bucket; another
+			// network does not.
+			codes = append(codes, update(s, "2001:db8::2", "alice", "wrong", body("a1", digest("x"))).Code)
+			codes = append(codes, update(s, "2001:db8:1::1", "alice", "wrong", body("a1", digest("x"))).Code)
+			if !slices.Equal(codes, []int{401, 401, 429, 429, 401}) || obs.got["/refused_rate"] != 2 {
+				t.Fatalf("codes %v, outcomes %v", codes, obs.got)
+			}
+		})
 	})
 }
 

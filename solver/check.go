@@ -249,24 +249,26 @@ func (c *Checker) Verify(ctx context.Context, domain string, checks Checks) (Tar
 	return c.run(ctx, domain, checks, true)
 }
 
-// run builds the report on top of Mapper.Resolve, the one path that
-// decides where a challenge is written: its typed error becomes the
-// chain's finding, and the nameservers and CAA add theirs.
+// run builds the report on top of Mapper.resolve, the one path that
+// decides where a challenge is written: its *ResolveError (typed by the
+// signature, so no other error can reach here) becomes the chain's
+// finding, or its target's chain the report's, and the nameservers and CAA
+// add theirs.
 func (c *Checker) run(ctx context.Context, domain string, checks Checks, stopEarly bool) (Target, *Report) {
 	rep := c.Mapper.report(domain)
-	target, err := c.Mapper.Resolve(ctx, domain)
-	if re := (*ResolveError)(nil); errors.As(err, &re) {
-		rep.Chain, rep.Fix = re.Chain, re.Fix
-		rep.add(re.Err, true)
+	target, fail := c.Mapper.resolve(ctx, domain)
+	if fail != nil {
+		rep.Chain, rep.Fix = fail.Chain, fail.Fix
+		rep.add(fail.Err, true)
 	} else {
-		rep.Chain, rep.OK, rep.chainOK = *target.Chain, true, true
+		rep.Chain, rep.OK, rep.chainOK = target.Chain, true, true
 	}
 	wildcard := strings.HasPrefix(Normalize(domain), "*.")
 	if wildcard {
 		rep.Domain = "*." + rep.Domain
 	}
 	defer rep.judge()
-	if errors.Is(err, ErrNoRule) {
+	if fail != nil && errors.Is(fail.Err, ErrNoRule) {
 		return Target{}, rep
 	}
 	if checks&CheckNameservers != 0 && !(stopEarly && rep.blocked()) {
@@ -275,7 +277,7 @@ func (c *Checker) run(ctx context.Context, domain string, checks Checks, stopEar
 	if checks&CheckCAA != 0 && !(stopEarly && rep.blocked()) {
 		c.checkCAA(ctx, rep, wildcard)
 	}
-	if rep.blocked() || err != nil {
+	if rep.blocked() || fail != nil {
 		return Target{}, rep
 	}
 	return target, rep

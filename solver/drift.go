@@ -31,7 +31,7 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 	if len(rep.Chain.Hops) > 0 {
 		inZone = parent(inZone)
 	}
-	zone, hosts, err := r.ZoneServers(ctx, inZone, c.nsTimeout())
+	zone, hosts, err := r.Authorities().ZoneServers(ctx, inZone, c.nsTimeout())
 	if err != nil {
 		rep.add(errorOf(ErrLookup, "finding the authoritative nameservers of %s: %v", rep.ChallengeName, err), true)
 		return
@@ -103,7 +103,7 @@ func (c *Checker) checkNameservers(ctx context.Context, rep *Report) {
 // (a lame delegation) and counts as failing.
 func (c *Checker) askCNAME(ctx context.Context, name, addr, zone, owner string) NameserverAnswer {
 	ans := NameserverAnswer{Name: name, Address: addr}
-	msg, err := c.Mapper.Resolver.AskAuthoritative(ctx, addr, owner, dns.TypeCNAME, c.nsTimeout())
+	msg, err := c.Mapper.Resolver.Authorities().Ask(ctx, addr, owner, dns.TypeCNAME, c.nsTimeout())
 	switch {
 	case err != nil:
 		ans.Error = strings.TrimPrefix(err.Error(), addr+" ")

@@ -129,7 +129,7 @@ type Target struct {
 	Name   string // the alias name the TXT record is written at
 	Zone   string // the alias zone that contains Name
 	Rule   *Rule  // the rule that produced the mapping
-	Chain  *Chain // the CNAME chain of the challenge name that led to Name
+	Chain  Chain  // the CNAME chain of the challenge name that led to Name
 }
 
 // Mapper maps domains onto alias targets.
@@ -262,6 +262,17 @@ func (m *Mapper) plan(domain string) (rule *Rule, alias, record string, err erro
 // share a challenge name. It never returns a target outside the rule's
 // zones (or, without zones, outside the zone the alias lies in).
 func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
+	target, fail := m.resolve(ctx, domain)
+	if fail != nil {
+		return Target{}, fail
+	}
+	return target, nil
+}
+
+// resolve is Resolve with its failure typed, for the Checker, which builds
+// its report from the failure's chain and fix: no error of another type
+// can reach it.
+func (m *Mapper) resolve(ctx context.Context, domain string) (Target, *ResolveError) {
 	d := strings.TrimPrefix(Normalize(domain), "*.")
 	fail := &ResolveError{Domain: d}
 	rule, alias, record, err := m.plan(domain)
@@ -284,7 +295,7 @@ func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
 	}
 	var target Target
 	if err == nil {
-		target, err = m.target(ctx, d, rule, &chain)
+		target, err = m.target(ctx, d, rule, chain)
 	}
 	if err == nil {
 		return target, nil
@@ -298,7 +309,7 @@ func (m *Mapper) Resolve(ctx context.Context, domain string) (Target, error) {
 
 // target places the alias of domain under rule in its zone. In follow mode
 // the alias is where chain ends.
-func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain *Chain) (Target, error) {
+func (m *Mapper) target(ctx context.Context, d string, rule *Rule, chain Chain) (Target, error) {
 	t := Target{Domain: d, Rule: rule, Chain: chain}
 	var err error
 	if rule.Follow {

@@ -204,7 +204,7 @@ func newTestResolver(t testing.TB, d *fakeDNS) (*Resolver, *fakeClock) {
 	}
 	clk := newFakeClock()
 	r.exchange = d.exchange
-	r.now = clk.Now
+	r.cache.now = clk.Now
 	return r, clk
 }
 
@@ -372,7 +372,7 @@ func TestMapStaticAndTemplate(t *testing.T) {
 			t.Errorf("Map(%q) = %v", tc.domain, err)
 			continue
 		}
-		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain == nil || got.Chain.End != tc.wantNm {
+		if got.Domain != tc.wantDomain || got.Name != tc.wantNm || got.Zone != tc.wantZone || got.Rule != tc.wantRule || got.Chain.End != tc.wantNm {
 			t.Errorf("Map(%q) = {%q %q %q rule %q chain %v}; want {%q %q %q rule %q}", tc.domain,
 				got.Domain, got.Name, got.Zone, matchOf(got.Rule), got.Chain, tc.wantDomain, tc.wantNm, tc.wantZone, tc.wantRule.Match)
 		}
@@ -559,7 +559,7 @@ func TestMapFollow(t *testing.T) {
 			if got.Name != tc.wantEnd || got.Zone != tc.wantZone || got.Domain != "example.com" {
 				t.Errorf("Map = {%q %q %q}, want {example.com %q %q}", got.Domain, got.Name, got.Zone, tc.wantEnd, tc.wantZone)
 			}
-			if got.Chain == nil || len(got.Chain.Hops) != tc.wantHops || got.Chain.Start != start || got.Chain.End != tc.wantEnd {
+			if len(got.Chain.Hops) != tc.wantHops || got.Chain.Start != start || got.Chain.End != tc.wantEnd {
 				t.Fatalf("Map chain = %+v, want %d hops from %s to %s", got.Chain, tc.wantHops, start, tc.wantEnd)
 			}
 			for i, h := range got.Chain.Hops {
@@ -909,7 +909,7 @@ func TestResolverIsolated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(live.cache); n != 1 {
+	if n := len(live.cache.entries); n != 1 {
 		t.Errorf("diagnostic lookups put %d entries into the live cache, want only its own 1", n-1)
 	}
 
@@ -919,20 +919,20 @@ func TestResolverIsolated(t *testing.T) {
 	if _, err := live.Refreshing().Query(ctx, "_acme-challenge.live.example.com", dns.TypeCNAME); err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := live.lookupCache(question{"_acme-challenge.live.example.com.", dns.TypeCNAME}); !ok || !strings.Contains(c.msg.String(), "moved.validation.example.org") {
+	if c, ok := live.cache.lookup(question{"_acme-challenge.live.example.com.", dns.TypeCNAME}); !ok || !strings.Contains(c.msg.String(), "moved.validation.example.org") {
 		t.Errorf("the refreshed answer is not in the live cache")
 	}
 
 	// Full of live answers: a new one is stored all the same, one old
 	// entry makes room, and the cache stays within its bound.
 	for i := range maxCacheEntries - 1 {
-		live.cache[question{fmt.Sprintf("filler%d.", i), dns.TypeA}] = cached{expires: live.now().Add(time.Minute)}
+		live.cache.entries[question{fmt.Sprintf("filler%d.", i), dns.TypeA}] = cached{expires: live.cache.now().Add(time.Minute)}
 	}
 	d.cname("_acme-challenge.new.example.com", "z.example.net")
 	if _, err := live.Query(ctx, "_acme-challenge.new.example.com", dns.TypeCNAME); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := live.lookupCache(question{"_acme-challenge.new.example.com.", dns.TypeCNAME}); !ok || len(live.cache) != maxCacheEntries {
-		t.Errorf("a full cache did not take the new answer within its bound (%d entries)", len(live.cache))
+	if _, ok := live.cache.lookup(question{"_acme-challenge.new.example.com.", dns.TypeCNAME}); !ok || len(live.cache.entries) != maxCacheEntries {
+		t.Errorf("a full cache did not take the new answer within its bound (%d entries)", len(live.cache.entries))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,10 +39,43 @@ const (
 // MaxNameservers, or at addresses that are not global unicast.
 var ErrNotAsked = errors.New("not asked")
 
+// Authorities asks the authoritative nameservers of zones directly, past
+// the recursive resolvers and their caches: which servers a zone has
+// (ZoneServers walks the delegation when the resolvers cannot say), what
+// one of them answers (Ask), and whether all of them serve a record yet
+// (WaitServed). Its Resolver finds the servers' names and addresses and
+// sends every query, within that view's budget and counted by its Sent.
+type Authorities struct{ r *Resolver }
+
+// Authorities returns r's way to the authoritative servers of zones.
+func (r *Resolver) Authorities() Authorities { return Authorities{r} }
+
+// Ask sends one non-recursive query to one server, bypassing every cache,
+// within timeout (the resolver's own if zero). A server that answers
+// neither NOERROR nor NXDOMAIN is an error.
+func (auth Authorities) Ask(ctx context.Context, server, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
+	req := new(dns.Msg)
+	req.SetQuestion(FQDN(name), qtype)
+	req.RecursionDesired = false
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	msg, err := auth.r.send(ctx, req, server, true)
+	if err != nil {
+		return nil, err
+	}
+	if msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
+		return nil, fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
+	}
+	return msg, nil
+}
+
 // Nameservers returns the NS of zone, as the resolvers see them, sorted by
 // name, with the addresses to ask them at (see nameservers for the bounds).
-func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, error) {
-	msg, err := r.Query(ctx, zone, dns.TypeNS)
+func (auth Authorities) Nameservers(ctx context.Context, zone string) ([]Nameserver, error) {
+	msg, err := auth.r.Query(ctx, zone, dns.TypeNS)
 	if err != nil {
 		return nil, fmt.Errorf("looking up the nameservers of %s: %w", Normalize(zone), err)
 	}
@@ -56,7 +88,7 @@ func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, 
 	if len(names) == 0 {
 		return nil, fmt.Errorf("looking up the nameservers of %s: no NS records", Normalize(zone))
 	}
-	return r.nameservers(ctx, names, nil), nil
+	return auth.nameservers(ctx, names, nil), nil
 }
 
 // nameservers finds the addresses of the named servers, from glue if it
@@ -64,7 +96,7 @@ func (r *Resolver) Nameservers(ctx context.Context, zone string) ([]Nameserver, 
 // MaxNameserverAddrs each, each address once, and only global unicast
 // addresses unless PrivateNameservers allows the rest. The names left out
 // carry ErrNotAsked.
-func (r *Resolver) nameservers(ctx context.Context, names []string, glue []dns.RR) []Nameserver {
+func (auth Authorities) nameservers(ctx context.Context, names []string, glue []dns.RR) []Nameserver {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	out := make([]Nameserver, 0, len(names))
@@ -76,15 +108,15 @@ func (r *Resolver) nameservers(ctx context.Context, names []string, glue []dns.R
 			out = append(out, h)
 			continue
 		}
-		addrs := r.glue(glue, name)
+		addrs := auth.glue(glue, name)
 		if len(addrs) == 0 {
-			addrs, h.Err = r.addresses(ctx, name)
+			addrs, h.Err = auth.addresses(ctx, name)
 		}
 		private := false
 		for _, a := range addrs {
 			switch {
 			case len(h.Addrs) == MaxNameserverAddrs || seen[a]:
-			case !r.PrivateNameservers && !globalUnicast(a):
+			case !auth.r.PrivateNameservers && !globalUnicast(a):
 				private = true
 			default:
 				seen[a] = true
@@ -110,17 +142,17 @@ func globalUnicast(addr string) bool {
 	return ip.IsGlobalUnicast() && !ip.IsPrivate()
 }
 
-func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error) {
+func (auth Authorities) addresses(ctx context.Context, host string) ([]string, error) {
 	var addrs []string
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		msg, err := r.Query(ctx, host, qtype)
+		msg, err := auth.r.Query(ctx, host, qtype)
 		if err != nil {
 			if qtype == dns.TypeA {
 				return nil, err
 			}
 			continue
 		}
-		addrs = append(addrs, r.glue(msg.Answer, host)...)
+		addrs = append(addrs, auth.glue(msg.Answer, host)...)
 	}
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("nameserver %s has no address", host)
@@ -129,8 +161,8 @@ func (r *Resolver) addresses(ctx context.Context, host string) ([]string, error)
 }
 
 // glue returns the addresses ("ip:port") that rrs give for host.
-func (r *Resolver) glue(rrs []dns.RR, host string) []string {
-	port := r.NameserverPort
+func (auth Authorities) glue(rrs []dns.RR, host string) []string {
+	port := auth.r.NameserverPort
 	if port == "" {
 		port = "53"
 	}
@@ -149,68 +181,28 @@ func (r *Resolver) glue(rrs []dns.RR, host string) []string {
 	return addrs
 }
 
-// FindZone returns the zone that name lies in, by the SOA record that the
-// resolvers return for it or for the closest enclosing name that has one.
-// CNAME answers are skipped: the zone of the name itself is wanted.
-//
-// certmagic's FindZoneByFQDN does the same walk, but solver imports no
-// Caddy code, and that walk goes through certmagic's own package-level
-// SOA cache and resolvers: outside this Resolver's per-request query
-// budgets (Budget), its isolated and refreshing views, its bounded cache
-// and its Sent counter, which every other lookup of a check goes through.
-func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
-	return r.findZone(ctx, name, false)
-}
-
-// findZone walks up from name to the first name with an SOA. With
-// pastFailures it walks on past names the resolvers fail on, to the closest
-// enclosing zone that resolves.
-func (r *Resolver) findZone(ctx context.Context, name string, pastFailures bool) (string, error) {
-	var errs []error
-	for n := Normalize(name); n != ""; n = parent(n) {
-		msg, err := r.Query(ctx, n, dns.TypeSOA)
-		if err != nil {
-			if !pastFailures {
-				return "", fmt.Errorf("finding the zone of %s: %w", Normalize(name), err)
-			}
-			errs = append(errs, err)
-			continue
-		}
-		// slices.Concat, not append: msg is shared through the cache.
-		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
-			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
-				return Normalize(soa.Hdr.Name), nil
-			}
-		}
-	}
-	if len(errs) > 0 {
-		return "", fmt.Errorf("no zone encloses %s: %w", Normalize(name), errors.Join(errs...))
-	}
-	return "", fmt.Errorf("finding the zone of %s: no SOA record found up to the root (resolvers: %s)", Normalize(name), strings.Join(r.servers, ", "))
-}
-
 // ZoneServers returns the zone that name lies in and its nameservers. When
 // the resolvers cannot answer for the zone at all (every nameserver of it
 // down, a lame delegation), the delegation is read from the closest
 // enclosing zone that does resolve, by asking its servers directly, so that
 // a report can name the servers that fail.
-func (r *Resolver) ZoneServers(ctx context.Context, name string, timeout time.Duration) (string, []Nameserver, error) {
-	zone, err := r.FindZone(ctx, name)
+func (auth Authorities) ZoneServers(ctx context.Context, name string, timeout time.Duration) (string, []Nameserver, error) {
+	zone, err := auth.r.FindZone(ctx, name)
 	if err == nil {
-		hosts, err := r.Nameservers(ctx, zone)
+		hosts, err := auth.Nameservers(ctx, zone)
 		return zone, hosts, err
 	}
-	enclosing, perr := r.findZone(ctx, parent(name), true)
+	enclosing, perr := auth.r.findZone(ctx, parent(name), true)
 	if perr != nil {
 		return "", nil, err
 	}
-	parentHosts, perr := r.Nameservers(ctx, enclosing)
+	parentHosts, perr := auth.Nameservers(ctx, enclosing)
 	if perr != nil {
 		return "", nil, err
 	}
 	for _, h := range parentHosts {
 		for _, addr := range h.Addrs {
-			if zone, hosts, ok := r.referral(ctx, addr, name, enclosing, timeout); ok {
+			if zone, hosts, ok := auth.referral(ctx, addr, name, enclosing, timeout); ok {
 				return zone, hosts, nil
 			}
 		}
@@ -220,13 +212,13 @@ func (r *Resolver) ZoneServers(ctx context.Context, name string, timeout time.Du
 
 // referral asks the server at addr, authoritative for the enclosing zone,
 // where name is delegated to. ok is false when it does not answer usefully.
-func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, timeout time.Duration) (string, []Nameserver, bool) {
-	msg, err := r.AskAuthoritative(ctx, addr, name, dns.TypeNS, timeout)
+func (auth Authorities) referral(ctx context.Context, addr, name, enclosing string, timeout time.Duration) (string, []Nameserver, bool) {
+	msg, err := auth.Ask(ctx, addr, name, dns.TypeNS, timeout)
 	if err != nil {
 		return "", nil, false
 	}
 	if msg.Authoritative {
-		hosts, err := r.Nameservers(ctx, enclosing)
+		hosts, err := auth.Nameservers(ctx, enclosing)
 		return enclosing, hosts, err == nil
 	}
 	zone := ""
@@ -246,110 +238,5 @@ func (r *Resolver) referral(ctx context.Context, addr, name, enclosing string, t
 	if zone == "" {
 		return "", nil, false
 	}
-	return zone, r.nameservers(ctx, names, msg.Extra), true
-}
-
-// propagationPoll is how often WaitServed asks again: an authoritative
-// server usually serves an update within milliseconds.
-const propagationPoll = 50 * time.Millisecond
-
-// WaitServed blocks until every authoritative server of zone serves value
-// among the TXT records at name, and returns the largest TTL they gave it:
-// how long a recursive resolver may keep an answer without it. The CA may
-// ask any of them (Let's Encrypt validates from several perspectives), so
-// one that lags fails the challenge as surely as none.
-func (r *Resolver) WaitServed(ctx context.Context, zone, name, value string) (time.Duration, error) {
-	hosts, err := r.Nameservers(ctx, zone)
-	if err != nil {
-		return 0, err
-	}
-	type server struct{ name, addr string }
-	var pending []server
-	var notAsked []error
-	for _, h := range hosts {
-		switch {
-		case errors.Is(h.Err, ErrNotAsked):
-			notAsked = append(notAsked, fmt.Errorf("%s: %w", h.Name, h.Err))
-		case h.Err != nil:
-			return 0, fmt.Errorf("%s: %w", Normalize(zone), h.Err)
-		}
-		for _, a := range h.Addrs {
-			pending = append(pending, server{h.Name, a})
-		}
-	}
-	if len(pending) == 0 {
-		return 0, fmt.Errorf("no nameserver of %s can be asked whether it serves the record: %w", Normalize(zone), errors.Join(notAsked...))
-	}
-	var lastErr error
-	var ttl uint32
-	for {
-		pending = slices.DeleteFunc(pending, func(s server) bool {
-			msg, err := r.AskAuthoritative(ctx, s.addr, name, dns.TypeTXT, 0)
-			if err != nil {
-				lastErr = fmt.Errorf("%s (%s): %w", s.name, s.addr, err)
-				return false
-			}
-			served, t := servesTXT(msg, name, value)
-			ttl = max(ttl, t)
-			return served
-		})
-		if len(pending) == 0 {
-			return time.Duration(ttl) * time.Second, nil
-		}
-		select {
-		case <-ctx.Done():
-			var names []string
-			for _, s := range pending {
-				names = append(names, fmt.Sprintf("%s (%s)", s.name, s.addr))
-			}
-			return 0, fmt.Errorf("TXT %s is not served by %s: %w", Normalize(name), strings.Join(names, ", "), errors.Join(ctx.Err(), lastErr))
-		case <-time.After(propagationPoll):
-		}
-	}
-}
-
-// WaitRecursive blocks until every resolver answers value among the TXT
-// records at name, asking them past this resolver's cache (theirs cannot
-// be bypassed: that is what is waited out).
-func (r *Resolver) WaitRecursive(ctx context.Context, name, value string) error {
-	req := new(dns.Msg)
-	req.SetQuestion(FQDN(name), dns.TypeTXT)
-	req.RecursionDesired = true
-	req.SetEdns0(4096, false)
-	pending := slices.Clone(r.servers)
-	var lastErr error
-	for {
-		pending = slices.DeleteFunc(pending, func(server string) bool {
-			msg, err := r.send(ctx, req, server, false)
-			if err != nil {
-				lastErr = err
-				return false
-			}
-			served, _ := servesTXT(msg, name, value)
-			return served
-		})
-		if len(pending) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("resolver %s still answers TXT %s without the new value: %w", strings.Join(pending, ", "), Normalize(name), errors.Join(ctx.Err(), lastErr))
-		case <-time.After(recursivePoll):
-		}
-	}
-}
-
-// recursivePoll is how often WaitRecursive asks again: what it waits for
-// is a cached answer's TTL running out, seconds rather than milliseconds.
-const recursivePoll = 250 * time.Millisecond
-
-// servesTXT reports whether msg answers value among the TXT records at
-// name, and with which TTL.
-func servesTXT(msg *dns.Msg, name, value string) (bool, uint32) {
-	for _, rr := range msg.Answer {
-		if txt, ok := rr.(*dns.TXT); ok && Normalize(txt.Hdr.Name) == Normalize(name) && strings.Join(txt.Txt, "") == value {
-			return true, txt.Hdr.Ttl
-		}
-	}
-	return false, 0
+	return zone, auth.nameservers(ctx, names, msg.Extra), true
 }

@@ -108,7 +108,7 @@ func TestNameserverFanOut(t *testing.T) {
 func TestWaitServedNeedsAskableServer(t *testing.T) {
 	d, r := newCheckDNS(t)
 	d.addr["ns1.example.com"] = []string{"127.0.0.2"}
-	_, err := r.WaitServed(context.Background(), "example.com", "_acme-challenge.example.com", "x")
+	_, err := r.Authorities().WaitServed(context.Background(), "example.com", "_acme-challenge.example.com", "x")
 	if err == nil || !strings.Contains(err.Error(), "no nameserver of example.com can be asked") || !strings.Contains(err.Error(), "private_nameservers") {
 		t.Fatalf("WaitServed = %v, want a refusal naming private_nameservers", err)
 	}

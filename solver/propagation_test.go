@@ -78,7 +78,7 @@ func TestWaitServed(t *testing.T) {
 				r.exchange = f.exchange
 				ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
 				defer cancel()
-				ttl, err := r.WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
+				ttl, err := r.Authorities().WaitServed(ctx, "validation.example.org", "_acme-challenge.example.com.validation.example.org", "token-value")
 				if tt.wantErr == "" {
 					if err != nil {
 						t.Fatalf("WaitServed: %v", err)

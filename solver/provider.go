@@ -253,7 +253,7 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 	}
 	wroteAt := p.clock()
 	wctx, cancel := context.WithTimeout(ctx, p.AuthoritativeWait)
-	ttl, err := p.Mapper.Resolver.WaitServed(wctx, target.Zone, target.Name, rr.Data)
+	ttl, err := p.Mapper.Resolver.Authorities().WaitServed(wctx, target.Zone, target.Name, rr.Data)
 	cancel()
 	if err != nil {
 		err = fmt.Errorf("waiting for the alias zone %s to serve the challenge of %s: %w", target.Zone, domain, err)

@@ -5,16 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-// Resolver sends queries to recursive resolvers and caches the answers for
-// their TTL, so that a busy server does not repeat the same lookups.
+// Resolver sends queries to recursive resolvers, through a cache of their
+// answers (answerCache), within a view's budget: it follows CNAME chains
+// (Follow) and finds zones (FindZone). What asks authoritative servers
+// directly is Authorities, which sends through it.
 type Resolver struct {
 	// NameserverPort is the port authoritative servers are asked on
 	// directly (drift, propagation): "53" when empty, as everywhere but
@@ -28,17 +30,10 @@ type Resolver struct {
 
 	servers []string
 	timeout time.Duration
-	now     func() time.Time
 	// exchange sends one query to one server; tests replace it.
 	exchange func(ctx context.Context, req *dns.Msg, server string) (*dns.Msg, error)
 
-	mu    sync.Mutex
-	cache map[question]cached
-	// parent, if set, is a resolver whose cache this one reads but never
-	// fills (Isolated), or, with refresh, fills but never reads
-	// (Refreshing).
-	parent  *Resolver
-	refresh bool
+	cache *answerCache
 	// budget, if set, bounds the queries this view sends.
 	budget *Budget
 	// Sent, if set, is told of every query sent: to a recursive resolver,
@@ -75,22 +70,7 @@ func (r *Resolver) WithBudget(b *Budget) *Resolver {
 	return v
 }
 
-type question struct {
-	name  string
-	qtype uint16
-}
-
-type cached struct {
-	msg     *dns.Msg
-	server  string
-	expires time.Time
-}
-
-const (
-	maxCacheTTL     = 60 * time.Second
-	maxCacheEntries = 10000
-	defaultTimeout  = 5 * time.Second
-)
+const defaultTimeout = 5 * time.Second
 
 // NewResolver returns a resolver that asks servers (host or host:port) in
 // order. With no servers it uses those of /etc/resolv.conf.
@@ -105,7 +85,7 @@ func NewResolver(servers []string, timeout time.Duration) (*Resolver, error) {
 	if timeout <= 0 {
 		timeout = defaultTimeout
 	}
-	r := &Resolver{timeout: timeout, now: time.Now, cache: make(map[question]cached)}
+	r := &Resolver{timeout: timeout, cache: newAnswerCache(time.Now)}
 	r.exchange = func(ctx context.Context, req *dns.Msg, server string) (*dns.Msg, error) {
 		return exchange(ctx, req, server, timeout)
 	}
@@ -149,7 +129,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 // answer: the one that answered first).
 func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*dns.Msg, string, error) {
 	q := question{FQDN(name), qtype}
-	if c, ok := r.lookupCache(q); ok {
+	if c, ok := r.cache.lookup(q); ok {
 		return c.msg, c.server, nil
 	}
 	req := new(dns.Msg)
@@ -167,7 +147,7 @@ func (r *Resolver) queryFrom(ctx context.Context, name string, qtype uint16) (*d
 			errs = append(errs, err)
 			continue
 		}
-		r.store(q, msg, server)
+		r.cache.store(q, msg, server)
 		return msg, server, nil
 	}
 	return nil, "", fmt.Errorf("%w: %s %s: %w", ErrLookup, dns.TypeToString[qtype], q.name, errors.Join(errs...))
@@ -205,7 +185,7 @@ func exchange(ctx context.Context, req *dns.Msg, server string, timeout time.Dur
 // API's checks of arbitrary names) must not push the answers that live
 // challenges use out of r's bounded cache.
 func (r *Resolver) Isolated() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, cache: make(map[question]cached), parent: r}
+	return r.view(r.cache.isolated())
 }
 
 // Refreshing returns a resolver that asks the same servers without
@@ -213,138 +193,51 @@ func (r *Resolver) Isolated() *Resolver {
 // must see a record just published, and what it saw must be what live
 // challenges see next.
 func (r *Resolver) Refreshing() *Resolver {
-	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, now: r.now, exchange: r.exchange, parent: r, refresh: true}
+	return r.view(r.cache.refreshing())
 }
 
-func (r *Resolver) lookupCache(q question) (cached, bool) {
-	if r.refresh {
-		return cached{}, false
-	}
-	r.mu.Lock()
-	c, ok := r.cache[q]
-	r.mu.Unlock()
-	if ok && r.now().Before(c.expires) {
-		return c, true
-	}
-	if r.parent != nil {
-		return r.parent.lookupCache(q)
-	}
-	return cached{}, false
+// view returns a resolver like r (its servers, settings and Sent, no
+// budget) that reads and fills cache.
+func (r *Resolver) view(cache *answerCache) *Resolver {
+	return &Resolver{NameserverPort: r.NameserverPort, PrivateNameservers: r.PrivateNameservers, Sent: r.Sent, servers: r.servers, timeout: r.timeout, exchange: r.exchange, cache: cache}
 }
 
-func (r *Resolver) store(q question, msg *dns.Msg, server string) {
-	if r.refresh {
-		r.parent.store(q, msg, server)
-		return
-	}
-	ttl := answerTTL(msg)
-	if ttl <= 0 {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.put(q, msg, server, ttl)
-	r.putZoneHints(q, msg, server, ttl)
+// FindZone returns the zone that name lies in, by the SOA record that the
+// resolvers return for it or for the closest enclosing name that has one.
+// CNAME answers are skipped: the zone of the name itself is wanted.
+//
+// certmagic's FindZoneByFQDN does the same walk, but solver imports no
+// Caddy code, and that walk goes through certmagic's own package-level
+// SOA cache and resolvers: outside this Resolver's per-request query
+// budgets (Budget), its isolated and refreshing views, its bounded cache
+// and its Sent counter, which every other lookup of a check goes through.
+func (r *Resolver) FindZone(ctx context.Context, name string) (string, error) {
+	return r.findZone(ctx, name, false)
 }
 
-// zoneHintDepth bounds the names a negative answer gives zone hints for:
-// the zone lookups that follow a chain's lookups ask at the challenge name
-// and at its parent.
-const zoneHintDepth = 3
-
-// putZoneHints stores what a negative answer says about zones: an NXDOMAIN
-// or NODATA answer for q with the SOA of zone Z in its authority section
-// says that q and its ancestors below Z lie in Z, exactly what an SOA
-// question at each of them would be answered (NODATA with that SOA). A
-// periodic check that resolved _acme-challenge.<name> then finds its zone
-// without one SOA query per name. Called with r.mu held.
-func (r *Resolver) putZoneHints(q question, msg *dns.Msg, server string, ttl time.Duration) {
-	if len(msg.Answer) > 0 {
-		return
-	}
-	var soa *dns.SOA
-	for _, rr := range msg.Ns {
-		if s, ok := rr.(*dns.SOA); ok && InZone(q.name, s.Hdr.Name) {
-			soa = s
+// findZone walks up from name to the first name with an SOA. With
+// pastFailures it walks on past names the resolvers fail on, to the closest
+// enclosing zone that resolves.
+func (r *Resolver) findZone(ctx context.Context, name string, pastFailures bool) (string, error) {
+	var errs []error
+	for n := Normalize(name); n != ""; n = parent(n) {
+		msg, err := r.Query(ctx, n, dns.TypeSOA)
+		if err != nil {
+			if !pastFailures {
+				return "", fmt.Errorf("finding the zone of %s: %w", Normalize(name), err)
+			}
+			errs = append(errs, err)
+			continue
 		}
-	}
-	if soa == nil {
-		return
-	}
-	hint := new(dns.Msg)
-	hint.Ns = []dns.RR{soa}
-	for n, i := Normalize(q.name), 0; i < zoneHintDepth && n != Normalize(soa.Hdr.Name) && InZone(n, soa.Hdr.Name); n, i = parent(n), i+1 {
-		if hq := (question{FQDN(n), dns.TypeSOA}); hq != q {
-			if _, known := r.cache[hq]; !known {
-				r.put(hq, hint, server, ttl)
+		// slices.Concat, not append: msg is shared through the cache.
+		for _, rr := range slices.Concat(msg.Answer, msg.Ns) {
+			if soa, ok := rr.(*dns.SOA); ok && InZone(n, soa.Hdr.Name) {
+				return Normalize(soa.Hdr.Name), nil
 			}
 		}
 	}
-}
-
-// put stores one answer, within the cache's bound. Called with r.mu held.
-func (r *Resolver) put(q question, msg *dns.Msg, server string, ttl time.Duration) {
-	now := r.now()
-	if len(r.cache) >= maxCacheEntries {
-		for k, c := range r.cache {
-			if !now.Before(c.expires) {
-				delete(r.cache, k)
-			}
-		}
-		// Full of live answers: one of them (the map's iteration order
-		// picks which) makes room. Refusing the new answer instead would
-		// shut out, for as long as the cache stays full, the answers that
-		// every name shares (a zone's nameservers, its SOA), which are then
-		// asked again for each name: a monitor run over more names than
-		// the cache holds paid that once per name.
-		for k := range r.cache {
-			if len(r.cache) < maxCacheEntries {
-				break
-			}
-			delete(r.cache, k)
-		}
+	if len(errs) > 0 {
+		return "", fmt.Errorf("no zone encloses %s: %w", Normalize(name), errors.Join(errs...))
 	}
-	r.cache[q] = cached{msg: msg, server: server, expires: now.Add(ttl)}
-}
-
-// answerTTL is how long msg may be cached: the smallest TTL in its answer, or
-// for a negative answer the SOA's negative TTL (RFC 2308), capped.
-func answerTTL(msg *dns.Msg) time.Duration {
-	ttl := uint32(maxCacheTTL / time.Second)
-	if len(msg.Answer) > 0 {
-		for _, rr := range msg.Answer {
-			ttl = min(ttl, rr.Header().Ttl)
-		}
-	} else {
-		neg := uint32(0)
-		for _, rr := range msg.Ns {
-			if soa, ok := rr.(*dns.SOA); ok {
-				neg = min(soa.Hdr.Ttl, soa.Minttl)
-			}
-		}
-		ttl = min(ttl, neg)
-	}
-	return time.Duration(ttl) * time.Second
-}
-
-// AskAuthoritative sends one non-recursive query to one server, bypassing
-// every cache, within timeout (the resolver's own if zero). A server that
-// answers neither NOERROR nor NXDOMAIN is an error.
-func (r *Resolver) AskAuthoritative(ctx context.Context, server, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
-	req := new(dns.Msg)
-	req.SetQuestion(FQDN(name), qtype)
-	req.RecursionDesired = false
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	msg, err := r.send(ctx, req, server, true)
-	if err != nil {
-		return nil, err
-	}
-	if msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError {
-		return nil, fmt.Errorf("%s answered %s", server, dns.RcodeToString[msg.Rcode])
-	}
-	return msg, nil
+	return "", fmt.Errorf("finding the zone of %s: no SOA record found up to the root (resolvers: %s)", Normalize(name), strings.Join(r.servers, ", "))
 }

@@ -3,6 +3,7 @@ package solver
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,8 @@ import (
 // naming the domain (and the zone or name at fault); the Checker's finding
 // carries the kind's code, and the fix is set exactly when publishing the
 // mapping's CNAME mends the delegation. Nothing else (a code string, a
-// message) is needed to tell the kinds apart.
+// message) is needed to tell the kinds apart. The Checker reports the
+// chain as far as the failure's.
 func TestResolveTypedErrors(t *testing.T) {
 	const (
 		domain    = "shop.example.com"
@@ -92,6 +94,9 @@ func TestResolveTypedErrors(t *testing.T) {
 			if err := rep.Err(); !errors.As(err, &de) || de.Code() != tt.code || !errors.Is(err, tt.want) || rep.Fix != re.Fix {
 				t.Errorf("report: %v (code %v, fix %q); want code %s, fix %q", err, de, rep.Fix, tt.code, re.Fix)
 			}
+			if rep.OK || !reflect.DeepEqual(rep.Chain, re.Chain) {
+				t.Errorf("report: OK %v, chain %+v; want not OK, with the chain as far as Resolve followed it: %+v", rep.OK, rep.Chain, re.Chain)
+			}
 			if transient := tt.want == ErrLookup; de.Transient() != transient || (rep.Verdict == VerdictUnknown) != transient {
 				t.Errorf("verdict %s, transient %v; want transient %v", rep.Verdict, de.Transient(), transient)
 			}
@@ -100,7 +105,7 @@ func TestResolveTypedErrors(t *testing.T) {
 }
 
 // TestResolveTarget: a passing resolve returns the target with the chain
-// that led there, for every mode.
+// that led there, for every mode, and the Checker reports that chain.
 func TestResolveTarget(t *testing.T) {
 	const challenge = "_acme-challenge.shop.example.com"
 	for _, tc := range []struct {
@@ -114,10 +119,16 @@ func TestResolveTarget(t *testing.T) {
 		d := newFakeDNS("example.com", "validation.example.org", "hop.example")
 		d.chain(challenge, "a.hop.example", tc.end)
 		res, _ := newTestResolver(t, d)
-		target, err := (&Mapper{Resolver: res, Default: tc.rule(t)}).Resolve(context.Background(), "*.shop.example.com")
+		m := &Mapper{Resolver: res, Default: tc.rule(t)}
+		target, err := m.Resolve(context.Background(), "*.shop.example.com")
 		if err != nil || target.Name != tc.end || target.Zone != "validation.example.org" || target.Domain != "shop.example.com" ||
-			target.Chain == nil || len(target.Chain.Hops) != 2 || target.Chain.End != tc.end {
+			len(target.Chain.Hops) != 2 || target.Chain.End != tc.end {
 			t.Errorf("Resolve = %+v, %v; want %s with its two-hop chain", target, err, tc.end)
+		}
+		// The report is made of the same target: its chain, passing.
+		checked, rep := (&Checker{Mapper: m}).Verify(context.Background(), "*.shop.example.com", CheckChain)
+		if !rep.OK || rep.Err() != nil || !reflect.DeepEqual(rep.Chain, target.Chain) || checked.Name != target.Name {
+			t.Errorf("report: OK %v, %v, chain %+v, target %s; want the resolved target and its chain %+v", rep.OK, rep.Err(), rep.Chain, checked.Name, target.Chain)
 		}
 	}
 }
