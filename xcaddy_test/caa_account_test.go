@@ -19,6 +19,9 @@ import (
 // domain whose CAA does not bind it. Pebble does not enforce CAA, so the
 // gate's refusal, and the order count staying at zero, is the proof.
 func TestGateCAAAccountURI(t *testing.T) {
+	// the CAA identity Pebble's directory lists (meta.caaIdentities), which
+	// the gate judges against ahead of gateSite's caa_identities
+	const pebbleCA = "pebble.letsencrypt.org"
 	requireLab(t)
 	label := randomLabel(t, "acct-")
 	good := label + "-good.example.com"
@@ -32,14 +35,14 @@ func TestGateCAAAccountURI(t *testing.T) {
 
 	other := ours[:strings.LastIndex(ours, "/")+1] + "999999"
 	publish(t, delegation(trap))
-	publish(t, fmt.Sprintf(`%s. 60 IN CAA 0 issue "pebble.example; accounturi=%s"`, trap, other))
+	publish(t, fmt.Sprintf(`%s. 60 IN CAA 0 issue "%s; accounturi=%s"`, trap, pebbleCA, other))
 	mark := pebbleMark(t)
 	c := startCaddyfileOn(t, first.storage, "", gateSite([]string{trap}, ""))
 	line := c.waitLine(gateRefused, "identifier", trap, 60*time.Second)
 	if got := line.str("finding"); got != solver.CodeCAAAccountURI {
 		t.Errorf("the gate names finding %q, want %q: %s", got, solver.CodeCAAAccountURI, line.raw)
 	}
-	binding := fmt.Sprintf(`%s. 300 IN CAA 0 issue "pebble.example; accounturi=%s"`, trap, ours)
+	binding := fmt.Sprintf(`%s. 300 IN CAA 0 issue "%s; accounturi=%s"`, trap, pebbleCA, ours)
 	if got := line.str("publish"); got != binding {
 		t.Errorf("the refusal prints %q, want the record binding this server's account: %s", got, binding)
 	}
@@ -58,7 +61,7 @@ func TestGateCAAAccountURI(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errOut, code := runCheckCmd(t, "--config", config, good)
-	want := fmt.Sprintf(`%s. 300 IN CAA 0 issue "pebble.example; accounturi=%s"`, good, ours)
+	want := fmt.Sprintf(`%s. 300 IN CAA 0 issue "%s; accounturi=%s"`, good, pebbleCA, ours)
 	if code != 0 || !strings.Contains(out, want) {
 		t.Errorf("caddy dns-alias check exited %d and does not print %s:\n%s\n%s", code, want, out, errOut)
 	}

@@ -75,8 +75,8 @@ func TestDocsSystemdDropIn(t *testing.T) {
 func runEffectiveExecStart(t *testing.T, unit []byte, name, dropIn, secret string) string {
 	t.Helper()
 	dir := t.TempDir()
-	// systemd refuses --test as root; the unit files must be readable by
-	// the user it runs as.
+	// systemd --test runs as nobody (systemdTestDump): the unit files must
+	// be readable by it.
 	for _, d := range []string{filepath.Dir(dir), dir} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -140,7 +140,13 @@ func systemdTestDump(t *testing.T, dir string) (string, []string) {
 	}
 	args := []string{bin, "--test", "--system", "--unit=caddy.service", "--no-pager"}
 	if os.Geteuid() == 0 {
-		args = append([]string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)
+		// systemd refuses --test as root. And `ip netns exec` (the lab's
+		// namespace) mounts a /sys of its own without the cgroup file
+		// system, without which the loader does not start: mount one in
+		// a private mount namespace, for this command alone.
+		args = append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+			`mount -t cgroup2 none /sys/fs/cgroup && exec "$@"`, "sh",
+			"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)
 	}
 	cmd := exec.CommandContext(testCtx(t, time.Minute), args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":", "SYSTEMD_LOG_TARGET=console")
