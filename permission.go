@@ -148,17 +148,11 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 func (p *Permission) check(ctx context.Context, name string) (time.Duration, error) {
 	target, rep := p.app.Admit(ctx, name)
 	if err := rep.Err(); target.Name == "" {
-		// Logged here, once per check, not once per handshake (a flood of
-		// handshakes for one unknown name makes one check per
-		// negative_ttl), and sampled per reason (a flood of made-up names
-		// makes one line per reason per refusalLogEvery).
-		reason := solver.CodeLookup
-		var de *solver.DelegationError
-		if errors.As(err, &de) {
-			reason = de.Code()
-		}
-		p.refusals.write(zap.InfoLevel, reason, "on-demand certificate refused",
-			zap.String("name", solver.Printable(name)), clientField(clientAddr(ctx)), zap.String("reason", reason), zap.Error(err))
+		// Logged here, once per check, not once per handshake: a flood of
+		// handshakes for one unknown name makes one line per negative_ttl,
+		// and the checks are bounded (per client, in all, per domain). Not
+		// sampled: it is the line that tells a customer's name apart.
+		p.logger.Info("on-demand certificate refused", zap.String("name", solver.Printable(name)), clientField(clientAddr(ctx)), zap.Error(err))
 		return 0, err
 	}
 	ttl := rep.ChainTTL()

@@ -128,7 +128,7 @@ func TestRefusalLogSampled(t *testing.T) {
 		}
 		wg.Wait()
 		r.write(zapcore.WarnLevel, solver.LimitDomainRate, "refused for load")
-		r.write(zapcore.InfoLevel, solver.CodeNoDelegation, "refused")
+		r.write(zapcore.WarnLevel, solver.LimitMaxChecks, "refused")
 		time.Sleep(refusalLogEvery)
 		r.write(zapcore.WarnLevel, solver.LimitPerAddress, "refused for load")
 		var got []string

@@ -17,10 +17,10 @@ import (
 // those not logged.
 const refusalLogEvery = 10 * time.Second
 
-// refusalLog writes the refusals' lines through zap's sampler, one sampler
-// per reason (a limit that refused for load, or the code of a verdict), so
-// that a flood refused for one reason does not hide the lines of another.
-// The reasons are a fixed set, so are the samplers.
+// refusalLog writes the lines of refusals for load through zap's sampler,
+// one sampler per reason (the limit that refused), so that a flood refused
+// by one limit does not hide the lines of another. The limits are a fixed
+// set, so are the samplers.
 type refusalLog struct {
 	base    *zap.Logger
 	mu      sync.Mutex
