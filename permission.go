@@ -51,10 +51,10 @@ type Permission struct {
 	// client addresses that have none under way. Default: 64.
 	MaxChecks int `json:"max_checks,omitempty"`
 
-	// How many of those checks the handshakes of one client address (an
-	// IPv4 address, an IPv6 /64) may have started; more are refused at
-	// once, not remembered. -1: no limit (and no reserved quarter).
-	// Default: 4.
+	// Once half of max_checks are under way, how many of those checks the
+	// handshakes of one client address (an IPv4 address, an IPv6 /64) may
+	// have started; more are refused at once, not remembered. -1: no
+	// limit (and no reserved quarter). Default: 4.
 	MaxChecksPerAddress int `json:"max_checks_per_address,omitempty"`
 
 	// The same for one client network (an IPv4 /24, an IPv6 /48). -1: no

@@ -41,9 +41,10 @@ type Admission struct {
 	// under way (unless MaxChecksPerAddress is -1). Default:
 	// DefaultMaxChecks.
 	MaxChecks int
-	// MaxChecksPerAddress bounds the checks under way that the questions
-	// of one client address (an IPv4 address, an IPv6 /64) started; more
-	// are refused at once (ErrOverload). -1 turns the bound off. Default:
+	// MaxChecksPerAddress bounds, once half of MaxChecks are under way,
+	// the checks under way that the questions of one client address (an
+	// IPv4 address, an IPv6 /64) started; more are refused at once
+	// (ErrOverload). -1 turns the bound off. Default:
 	// DefaultMaxChecksPerAddress.
 	MaxChecksPerAddress int
 	// MaxChecksPerNetwork is the same for a client's wider network (an

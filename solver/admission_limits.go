@@ -49,13 +49,14 @@ const (
 	DefaultMaxChecks = 64
 	// DefaultMaxChecksPerAddress: a browser asks for one new name at a
 	// time, a platform's own monitoring for a few; 4 lets a client behind
-	// a NAT be many of them, and 16 flooding addresses of distinct
-	// networks still leave the reserved quarter of max_checks to the
-	// others.
+	// a NAT be many of them once the pool is contended, and 16 flooding
+	// addresses of distinct networks still leave the reserved quarter of
+	// max_checks to the others.
 	DefaultMaxChecksPerAddress = 4
 	// DefaultMaxChecksPerNetwork: one IPv4 /24 or IPv6 /48 (a site, a
-	// hosting customer) takes at most a quarter of the default
-	// max_checks, however many addresses it floods from.
+	// hosting customer) starts no more checks once half of the default
+	// max_checks are under way and it holds a quarter, however many
+	// addresses it floods from.
 	DefaultMaxChecksPerNetwork = 16
 	// DefaultDomainRate: a customer who points 30 names at the platform
 	// within a minute has them all checked at once; a flood of made-up
@@ -68,21 +69,25 @@ const (
 )
 
 // admitCheck decides whether a check for name, asked by a client of host
-// and network (invalid prefixes: no client), may start now. Each client's
-// share is taken before the pool's: refused when its address or network
-// has its most under way, when MaxChecks are under way (the last quarter
-// only for addresses with none), or when name's registrable domain spent
-// its budget. Called with a.mu held.
+// and network (invalid prefixes: no client), may start now. While fewer
+// than half of MaxChecks are under way, any client may start one (a
+// platform's script that warms 30 new names at once is served at once);
+// from then on each client's share is taken before the pool's: refused
+// when its address or network has its most under way, when MaxChecks are
+// under way (the last quarter only for addresses with none), or when
+// name's registrable domain spent its budget. Called with a.mu held.
 func (a *Admission) admitCheck(name string, host, network netip.Prefix) error {
-	perAddress := bound(a.MaxChecksPerAddress, DefaultMaxChecksPerAddress)
-	if host.IsValid() && perAddress >= 0 && a.held[host] >= perAddress {
-		return overload(LimitPerAddress, name, "%d under way for the client %s, the most max_checks_per_address allows", a.held[host], host)
-	}
-	if limit := bound(a.MaxChecksPerNetwork, DefaultMaxChecksPerNetwork); network.IsValid() && limit >= 0 && a.held[network] >= limit {
-		return overload(LimitPerNetwork, name, "%d under way for the clients in %s, the most max_checks_per_network allows", a.held[network], network)
-	}
 	limit := cmp.Or(a.MaxChecks, DefaultMaxChecks)
 	running := len(a.flights)
+	perAddress := bound(a.MaxChecksPerAddress, DefaultMaxChecksPerAddress)
+	if contended := running >= limit/2; contended {
+		if host.IsValid() && perAddress >= 0 && a.held[host] >= perAddress {
+			return overload(LimitPerAddress, name, "%d under way for the client %s, the most max_checks_per_address allows once half of max_checks are under way", a.held[host], host)
+		}
+		if perNetwork := bound(a.MaxChecksPerNetwork, DefaultMaxChecksPerNetwork); network.IsValid() && perNetwork >= 0 && a.held[network] >= perNetwork {
+			return overload(LimitPerNetwork, name, "%d under way for the clients in %s, the most max_checks_per_network allows once half of max_checks are under way", a.held[network], network)
+		}
+	}
 	if running >= limit {
 		return overload(LimitMaxChecks, name, "%d under way, the most max_checks allows", running)
 	}
