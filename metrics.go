@@ -26,8 +26,9 @@ type counters struct {
 	served       prometheus.Histogram
 	sweepRemoved prometheus.Counter
 	dnsQueries   *prometheus.CounterVec // kind: recursive, direct
-	// permissionOverload counts handshakes refused for load (max_checks,
-	// domain_rate), which say nothing about the names.
+	// permissionOverload counts handshakes refused for load (max_checks
+	// and the per-client bounds, domain_rate), which say nothing about the
+	// names.
 	permissionOverload prometheus.Counter
 }
 
@@ -48,7 +49,7 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
 			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
 		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
-			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
+			Help: "On-demand handshakes the permission module refused for load (max_checks, max_checks_per_address, max_checks_per_network or domain_rate), without judging the name."}),
 	},
 		delegations: delegationCollector{snapshot: snapshot,
 			names: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "delegations"),
