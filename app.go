@@ -121,7 +121,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
-	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter),
+		reach: &solver.Reachability{MaxGap: reachGap(time.Duration(a.SweepAfter))}}
 	a.monitorKey = monitorKey(ctx.Storage())
 	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
 	if err != nil {
@@ -224,12 +225,23 @@ func (a *App) waitOps(ctx context.Context) {
 func (a *App) register(p *Provider, owner caddy.Module) {
 	if a.journal != nil {
 		p.writer.Journal = a.journal
+		p.sweeper.Reach = a.journal.reach
 	}
+	p.sweeper.Siblings = a.sweepers
 	p.writer.Observer = a.metrics
 	if p.writer != nil && p.writer.Mapper != nil && p.writer.Mapper.Resolver != nil {
 		p.writer.Mapper.Resolver.Sent = a.metrics.querySent
 	}
 	a.modules.addProvider(p, owner)
+}
+
+// sweepers returns the sweepers of the config's alias providers.
+func (a *App) sweepers() []*solver.Sweeper {
+	var out []*solver.Sweeper
+	for _, p := range a.modules.providers() {
+		out = append(out, p.sweeper)
+	}
+	return out
 }
 
 // policyMap returns the policies, built from the tls app on first use
