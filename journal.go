@@ -46,11 +46,13 @@ func (j storageJournal) observe(err error) error {
 	return err
 }
 
-// probe asks the storage about the journal's directory, so that its
-// reachability is known between the journal's own operations (a missing
-// directory is an answer).
+// probe lists the journal's directory (not recursively: one request to
+// most storages), so that the storage's reachability is known between the
+// journal's own operations (a missing directory is an answer). Not Stat or
+// Load: caddy-storage-redis v1.8.1 answers those with fs.ErrNotExist when
+// Redis is down.
 func (j storageJournal) probe(ctx context.Context) error {
-	_, err := j.storage.Stat(ctx, journalPrefix)
+	_, err := j.storage.List(ctx, journalPrefix, false)
 	if j.observe(err); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return j.storageErr("probing", journalPrefix, err)
 	}

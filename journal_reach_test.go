@@ -3,6 +3,7 @@ package alias
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,9 +20,10 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
-// switchedStorage is a view of a shared storage that fails every call, as
-// a Redis client does when the server is gone, while down is set: one
-// instance's connection to the storage.
+// switchedStorage is a view of a shared storage that fails every call
+// while down is set, as caddy-storage-redis v1.8.1 does when Redis is gone:
+// one instance's connection to the storage. Like that module, it answers
+// Load and Stat with fs.ErrNotExist then, not with an error.
 type switchedStorage struct {
 	certmagic.Storage
 	down atomic.Bool
@@ -52,7 +54,7 @@ func (s *switchedStorage) Delete(ctx context.Context, key string) error {
 
 func (s *switchedStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if err := s.err(); err != nil {
-		return nil, err
+		return nil, fs.ErrNotExist
 	}
 	return s.Storage.Load(ctx, key)
 }
@@ -66,7 +68,7 @@ func (s *switchedStorage) List(ctx context.Context, prefix string, rec bool) ([]
 
 func (s *switchedStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
 	if err := s.err(); err != nil {
-		return certmagic.KeyInfo{}, err
+		return certmagic.KeyInfo{}, fs.ErrNotExist
 	}
 	return s.Storage.Stat(ctx, key)
 }
