@@ -122,7 +122,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
-	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter),
+		reach: &solver.Reachability{MaxGap: reachGap(time.Duration(a.SweepAfter))}}
 	a.accounts.storage = ctx.Storage()
 	a.monitorKey = monitorKey(ctx.Storage())
 	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
@@ -236,10 +237,31 @@ func (a *App) newWriter(mapper *solver.Mapper, logger *zap.Logger, wait time.Dur
 	return w
 }
 
+// newSweeper returns the sweeper of a writer newWriter built: it judges
+// staleness by the journal's reachability and knows the other alias
+// setups of the config, whose entries it leaves to them.
+func (a *App) newSweeper(w *solver.Provider) *solver.Sweeper {
+	s := solver.NewSweeper(w)
+	if a.journal != nil {
+		s.Reach = a.journal.reach
+	}
+	s.Siblings = a.sweepers
+	return s
+}
+
 // register adds an alias provider of the config, loaded by owner, whose
 // writer newWriter built.
 func (a *App) register(p *Provider, owner caddy.Module) {
 	a.modules.addProvider(p, owner)
+}
+
+// sweepers returns the sweepers of the config's alias providers.
+func (a *App) sweepers() []*solver.Sweeper {
+	var out []*solver.Sweeper
+	for _, p := range a.modules.providers() {
+		out = append(out, p.sweeper)
+	}
+	return out
 }
 
 // policyMap returns the policies, built from the tls app on first use

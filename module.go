@@ -223,7 +223,7 @@ func (p *Provider) provision(ctx caddy.Context, parent caddy.Module) error {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
 	p.writer = p.app.newWriter(mapper, ctx.Logger(), wait)
-	p.sweeper = solver.NewSweeper(p.writer)
+	p.sweeper = p.app.newSweeper(p.writer)
 	p.app.register(p, parent)
 	if wait > 0 {
 		p.fastPath(parent, ctx.Logger())
