@@ -245,7 +245,7 @@ func (a *App) newSweeper(w *solver.Provider) *solver.Sweeper {
 	if a.journal != nil {
 		s.Reach = a.journal.reach
 	}
-	s.Siblings = a.sweepers
+	s.Siblings = a.modules.sweepers
 	return s
 }
 
@@ -253,15 +253,6 @@ func (a *App) newSweeper(w *solver.Provider) *solver.Sweeper {
 // writer newWriter built.
 func (a *App) register(p *Provider, owner caddy.Module) {
 	a.modules.addProvider(p, owner)
-}
-
-// sweepers returns the sweepers of the config's alias providers.
-func (a *App) sweepers() []*solver.Sweeper {
-	var out []*solver.Sweeper
-	for _, p := range a.modules.providers() {
-		out = append(out, p.sweeper)
-	}
-	return out
 }
 
 // policyMap returns the policies, built from the tls app on first use

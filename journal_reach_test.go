@@ -150,8 +150,8 @@ func newInstance(t *testing.T, storage certmagic.Storage, w solver.Writer, after
 		if err := rule.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		wp := &solver.Provider{Mapper: &solver.Mapper{Default: rule}, Logger: app.logger}
-		p := &Provider{writer: wp, sweeper: solver.NewSweeper(wp)}
+		wp := &solver.Provider{Mapper: &solver.Mapper{Default: rule}, Logger: app.logger, Journal: app.journal}
+		p := &Provider{writer: wp, sweeper: app.newSweeper(wp)}
 		app.register(p, nil)
 		in.alias = append(in.alias, p)
 	}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 // registry is what the modules of one config registered with its app while
@@ -96,4 +98,13 @@ func (r *registry) presentedCount() float64 {
 		n += len(p.writer.Presented())
 	}
 	return float64(n)
+}
+
+// sweepers returns the sweepers of the config's alias providers.
+func (r *registry) sweepers() []*solver.Sweeper {
+	var out []*solver.Sweeper
+	for _, p := range r.providers() {
+		out = append(out, p.sweeper)
+	}
+	return out
 }
