@@ -229,11 +229,11 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "min_ttl":
 			p.MinTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_checks":
-			p.MaxChecks, err = intArg(d, opt)
+			p.MaxChecks, err = caddyconf.IntArg(d, opt)
 		case "domain_rate":
-			p.DomainRate, err = intArg(d, opt)
+			p.DomainRate, err = caddyconf.IntArg(d, opt)
 		case "cache_size":
-			p.CacheSize, err = intArg(d, opt)
+			p.CacheSize, err = caddyconf.IntArg(d, opt)
 		case "ask":
 			var url string
 			if !d.AllArgs(&url) {

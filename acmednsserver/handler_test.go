@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -163,8 +164,8 @@ func TestHandlerValidate(t *testing.T) {
 
 // TestHandlerWrites: through the handler of a running config, an
 // account's update is written at its own name by the inner provider and
-// journalled; the third value removes the first; a wrong key writes
-// nothing; the admin listing finds the endpoint through its zone writer.
+// journalled as a held value leased for the value lifetime; three values
+// stay; a wrong key writes nothing; the admin listing finds the endpoint through its zone writer.
 func TestHandlerWrites(t *testing.T) {
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alice-key"), bcrypt.MinCost)
@@ -204,8 +205,8 @@ func TestHandlerWrites(t *testing.T) {
 		}
 	}
 	calls := takeCalls()
-	if len(calls) != 4 || calls[3].op != "delete" || calls[3].value != digest("1") {
-		t.Fatalf("calls %+v, want three appends and the delete of the first value", calls)
+	if len(calls) != 3 || calls[2].op != "append" {
+		t.Fatalf("calls %+v, want three appends and no delete", calls)
 	}
 	for _, c := range calls {
 		if c.zone != endpointZone+"." || c.name != "a1" {
@@ -213,11 +214,11 @@ func TestHandlerWrites(t *testing.T) {
 		}
 	}
 	entries := journalEntries(t, dir)
-	if len(entries) != 2 {
-		t.Fatalf("journal: %d entries, want the two values held", len(entries))
+	if len(entries) != 3 {
+		t.Fatalf("journal: %d entries, want the three values held", len(entries))
 	}
 	for _, e := range entries {
-		if e.Name != name || e.Zone != endpointZone {
+		if e.Name != name || e.Zone != endpointZone || e.Lease != time.Hour {
 			t.Errorf("journal entry %+v", e)
 		}
 	}
