@@ -181,20 +181,7 @@ func TestHandlerWrites(t *testing.T) {
 	}
 	h := alias.RunningZoneWriters()[0].Owner().(*Handler)
 	takeCalls()
-	update := func(key, value string) int {
-		r := httptest.NewRequest(http.MethodPost, "/update", strings.NewReader(fmt.Sprintf(`{"subdomain":"a1","txt":%q}`, value)))
-		r.Header.Set("X-Api-User", "alice")
-		r.Header.Set("X-Api-Key", key)
-		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"}))
-		rec := httptest.NewRecorder()
-		if err := h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
-			t.Fatal("/update passed on")
-			return nil
-		})); err != nil {
-			t.Fatal(err)
-		}
-		return rec.Code
-	}
+	update := func(key, value string) int { return handlerUpdate(t, h, key, value) }
 	name := "a1." + endpointZone
 	if code := update("wrong", digest("0")); code != http.StatusUnauthorized || len(takeCalls()) != 0 {
 		t.Fatalf("wrong key: status %d", code)
@@ -229,6 +216,24 @@ func TestHandlerWrites(t *testing.T) {
 	if !passed {
 		t.Error("/index.html was not passed on")
 	}
+}
+
+// handlerUpdate posts value as alice's update with key through h, from
+// 192.0.2.1, and returns the status.
+func handlerUpdate(t *testing.T, h *Handler, key, value string) int {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/update", strings.NewReader(fmt.Sprintf(`{"subdomain":"a1","txt":%q}`, value)))
+	r.Header.Set("X-Api-User", "alice")
+	r.Header.Set("X-Api-Key", key)
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"}))
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Fatal("/update passed on")
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Code
 }
 
 // journalEntries reads the alias journal's entries from the file storage

@@ -349,23 +349,3 @@ func TestKeyChecksBounded(t *testing.T) {
 		t.Fatalf("status %d, writes %d, outcomes %v", w.Code, recs.writes, obs.got)
 	}
 }
-
-func TestRoutes(t *testing.T) {
-	s, _, _, _ := testServer(t, Limits{})
-	for _, tc := range []struct {
-		method, path string
-		status       int
-	}{
-		{"GET", "/health", 200},
-		{"HEAD", "/health", 200},
-		{"POST", "/health", 405},
-		{"GET", "/update", 405},
-		{"GET", "/other", 404},
-	} {
-		w := httptest.NewRecorder()
-		s.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
-		if w.Code != tc.status {
-			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, w.Code, tc.status)
-		}
-	}
-}
