@@ -130,7 +130,10 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.observe(registeredLabel, Registered)
-	s.logger.Info("acme-dns account registered", zap.String("account", a.Username), zap.String("subdomain", a.Subdomain), zap.Stringer("source", src))
+	// The one record every domain that uses the account must publish;
+	// `caddy acme-dns check --account <username> <domain>` checks it.
+	s.logger.Info("acme-dns account registered", zap.String("account", a.Username), zap.String("subdomain", a.Subdomain), zap.Stringer("source", src),
+		zap.String("publish", "_acme-challenge.<domain> CNAME "+a.Subdomain+"."+s.zone+"."))
 	out := registration{Username: a.Username, Password: key, FullDomain: a.Subdomain + "." + s.zone, Subdomain: a.Subdomain, AllowFrom: echo}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
