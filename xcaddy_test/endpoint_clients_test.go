@@ -6,6 +6,7 @@ package xcaddy_test
 // hook that posts to /update as acme-dns's own certbot hook does.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -151,5 +152,39 @@ func TestEndpointCertbot(t *testing.T) {
 	}
 	if strings.Contains(c.log.String(), a.key) {
 		t.Error("Caddy's log shows the account's key")
+	}
+}
+
+// TestEndpointOnboardingCheck: `caddy acme-dns check` asks the running
+// Caddy's admin API to check domains against an account before a client's
+// first order: a domain delegated to the account's fulldomain passes the
+// whole check (chain, the production zone's nameservers, CAA), one without
+// the CNAME fails with the record to publish, and the command exits 1.
+func TestEndpointOnboardingCheck(t *testing.T) {
+	requireLab(t)
+	a := newEndpointAccount(t)
+	good, missing := randomLabel(t, "epo-")+".example.com", randomLabel(t, "epm-")+".example.com"
+	a.delegate(t, good)
+	c, _ := startEndpoint(t, "", "", a)
+	run := func(domains ...string) (string, int) {
+		cmd := exec.CommandContext(testCtx(t, time.Minute), caddyBin, append([]string{"acme-dns", "check", "--account", a.user, "--address", c.admin}, domains...)...)
+		cmd.Dir = t.TempDir()
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			return string(out), 0
+		case errors.As(err, &exit):
+			return string(out), exit.ExitCode()
+		}
+		t.Fatalf("caddy acme-dns check: %v\n%s", err, out)
+		return "", 0
+	}
+	if out, code := run(good); code != 0 || !strings.Contains(out, good) || !strings.Contains(out, " ok ") {
+		t.Errorf("check of %s, delegated: exit %d\n%s", good, code, out)
+	}
+	fix := fmt.Sprintf("fix: _acme-challenge.%s. 300 IN CNAME %s.", missing, a.fullDomain())
+	if out, code := run(good, missing); code != 1 || !strings.Contains(out, fix) {
+		t.Errorf("check of %s, not delegated: exit %d, want 1 with %q\n%s", missing, code, fix, out)
 	}
 }
