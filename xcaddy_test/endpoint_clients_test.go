@@ -19,9 +19,10 @@ import (
 )
 
 // TestEndpointRestartKeeps: Caddy exits (SIGTERM) once lego's value is
-// written, before the CA's validation, and starts again on the same
-// storage: the value stays in DNS across the restart, the restarted Caddy
-// knows it from the journal, and lego's certificate is issued.
+// written, before the CA's validation (lego waits a fixed 10 s after its
+// update before it asks the CA), and starts again on the same storage: the
+// value stays in DNS across the restart, the restarted Caddy knows it from
+// the journal, and lego's certificate is issued.
 func TestEndpointRestartKeeps(t *testing.T) {
 	requireLab(t)
 	a := newEndpointAccount(t)
@@ -33,8 +34,11 @@ func TestEndpointRestartKeeps(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	first := startCaddyfileOn(t, storage, "", site)
 	waitHealth(t, first, base)
+	const legoWait = 10 * time.Second
+	t.Setenv("LEGO_DNS_PROPAGATION_WAIT", legoWait.String())
 	r := startLego(t, base, a, a.key, domain)
 	value := waitAliasTXT(t, a.fullDomain(), time.Minute, first)
+	written := time.Now()
 	first.cmd.Process.Signal(syscall.SIGTERM)
 	first.waitExit(20 * time.Second)
 	if got := aliasTXT(t, a.fullDomain()); !slices.Equal(got, value) {
@@ -42,6 +46,9 @@ func TestEndpointRestartKeeps(t *testing.T) {
 	}
 	restarted := startCaddyfileOn(t, storage, "", site)
 	waitHealth(t, restarted, base)
+	if took := time.Since(written); took >= legoWait {
+		t.Fatalf("the restart took %s, past lego's wait of %s before the validation", took, legoWait)
+	}
 	if err := r.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("lego failed across the restart: %v; its output:\n%s", err, r.out.String())
 	}
