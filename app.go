@@ -155,8 +155,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 }
 
 // Start builds the policy map, if the gate has not needed it yet, and
-// starts the journal's renewals and sweeps and the periodic delegation
-// checks.
+// starts the journal's renewals and sweeps, the periodic delegation
+// checks and the zone writers' owners' tending (ZoneTender).
 func (a *App) Start() error {
 	a.policyMap()
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -170,6 +170,7 @@ func (a *App) Start() error {
 			wg.Go(func() { rounds.run(loopCtx) })
 		}
 		wg.Go(func() { a.watch.loop(loopCtx) })
+		wg.Go(func() { tendZones(loopCtx, &a.modules) })
 		wg.Wait()
 	}()
 	return nil

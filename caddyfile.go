@@ -1,8 +1,6 @@
 package alias
 
 import (
-	"strconv"
-
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -81,7 +79,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.PrivateNameservers = true
 		case "max_hops":
-			n, err := intArg(d, "max_hops")
+			n, err := caddyconf.IntArg(d, "max_hops")
 			if err != nil {
 				return err
 			}
@@ -185,19 +183,6 @@ func unmarshalACMEDNS(d *caddyfile.Dispenser) (*providers.ACMEDNSAccount, error)
 	return acct, nil
 }
 
-// intArg reads the one integer argument of the subdirective field.
-func intArg(d *caddyfile.Dispenser, field string) (int, error) {
-	var s string
-	if !d.AllArgs(&s) {
-		return 0, d.ArgErr()
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, d.Errf("%s: %v", field, err)
-	}
-	return n, nil
-}
-
 var _ caddyfile.Unmarshaler = (*Provider)(nil)
 
 func init() {
@@ -232,7 +217,7 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		case "check_interval":
 			app.CheckInterval, err = caddyconf.DurationArg(d, field, true)
 		case "check_concurrency":
-			app.CheckConcurrency, err = intArg(d, field)
+			app.CheckConcurrency, err = caddyconf.IntArg(d, field)
 		default:
 			err = d.Errf("unrecognized dns_alias option '%s'", field)
 		}

@@ -226,15 +226,15 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "min_ttl":
 			p.MinTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_checks":
-			p.MaxChecks, err = intArg(d, opt)
+			p.MaxChecks, err = caddyconf.IntArg(d, opt)
 		case "max_checks_per_address":
-			p.MaxChecksPerAddress, err = intArg(d, opt)
+			p.MaxChecksPerAddress, err = caddyconf.IntArg(d, opt)
 		case "max_checks_per_network":
-			p.MaxChecksPerNetwork, err = intArg(d, opt)
+			p.MaxChecksPerNetwork, err = caddyconf.IntArg(d, opt)
 		case "domain_rate":
-			p.DomainRate, err = intArg(d, opt)
+			p.DomainRate, err = caddyconf.IntArg(d, opt)
 		case "cache_size":
-			p.CacheSize, err = intArg(d, opt)
+			p.CacheSize, err = caddyconf.IntArg(d, opt)
 		case "ask":
 			var url string
 			if !d.AllArgs(&url) {

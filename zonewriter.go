@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/libdns/libdns"
 
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
@@ -53,18 +54,64 @@ func NewZoneWriter(ctx caddy.Context, owner caddy.Module, cfg ZoneWriterConfig) 
 // Owner is the module that made the writer.
 func (w *ZoneWriter) Owner() caddy.Module { return w.owner }
 
-// Present writes value at name, waits until the zone's authoritative
-// servers serve it, and journals it; the app's exit waits for it.
-func (w *ZoneWriter) Present(ctx context.Context, name, value string) error {
+// Hold writes value at name as a held value (solver.Provider.Hold): it
+// stays in DNS and in the journal across restarts and reloads until
+// Unhold, or until the sweep finds its lease (renewed by Rehold) run out.
+// The app's exit waits for it, and does not withdraw it.
+func (w *ZoneWriter) Hold(ctx context.Context, name, value string, lease time.Duration) (served bool, err error) {
 	w.p.app.ops.Add(1)
 	defer w.p.app.ops.Done()
-	return w.p.writer.PresentAt(ctx, name, value)
+	return w.p.writer.Hold(ctx, name, value, lease)
 }
 
-// Remove deletes value at name, which Present wrote, and no other.
-func (w *ZoneWriter) Remove(ctx context.Context, name, value string) error {
-	_, err := w.p.DeleteRecords(ctx, solver.FQDN(name), []libdns.Record{libdns.TXT{Name: solver.FQDN(name), Text: value}})
-	return err
+// Unhold removes the held value at name, record and journal entry.
+func (w *ZoneWriter) Unhold(ctx context.Context, name, value string) error {
+	w.p.app.ops.Add(1)
+	defer w.p.app.ops.Done()
+	return w.p.writer.Unhold(ctx, name, value)
+}
+
+// Holding lists the held values of the writer's zone from the journal.
+func (w *ZoneWriter) Holding(ctx context.Context) ([]solver.JournalEntry, error) {
+	return w.p.writer.Holding(ctx)
+}
+
+// Rehold renews the lease of the held value at name, written at written.
+func (w *ZoneWriter) Rehold(ctx context.Context, name, value string, written time.Time, lease time.Duration) error {
+	return w.p.writer.Rehold(ctx, name, value, written, lease)
+}
+
+// ZoneTender is a zone writer's owner that tends the values it holds in
+// its zone (ages them, renews the ones it keeps): the dns_alias app's run
+// loop calls TendZone while the config runs, first at its Start and then
+// after the delay each call returns.
+type ZoneTender interface {
+	TendZone(ctx context.Context) (next time.Duration)
+}
+
+// tendZones runs the config's zone tenders until ctx ends, each on a
+// goroutine of its own.
+func tendZones(ctx context.Context, modules *registry) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, zw := range modules.zoneWriters() {
+		tender, ok := zw.owner.(ZoneTender)
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			t := time.NewTimer(0)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					t.Reset(max(tender.TendZone(ctx), time.Second))
+				}
+			}
+		})
+	}
 }
 
 // RunningZoneWriters lists the zone writers of the running config, for

@@ -18,6 +18,8 @@ func init() {
 // API:
 //
 //	GET /dns-alias/acme-dns/accounts   every endpoint's accounts
+//	GET /dns-alias/acme-dns/check?account=<user>&domain=<domain>[&domain=...][&ca=<CAA identity>]
+//	                                   each domain's delegation to the account's fulldomain
 //
 // It prints no key and no key hash.
 type AdminAPI struct{}
@@ -34,6 +36,7 @@ func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 func (a AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/dns-alias/acme-dns/accounts", Handler: caddy.AdminHandlerFunc(a.handleAccounts)},
+		{Pattern: "/dns-alias/acme-dns/check", Handler: caddy.AdminHandlerFunc(a.handleCheck)},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -63,6 +64,19 @@ type Handler struct {
 	Resolvers          []string       `json:"resolvers,omitempty"`
 	PrivateNameservers bool           `json:"private_nameservers,omitempty"`
 	AuthoritativeWait  caddy.Duration `json:"authoritative_wait,omitempty"`
+
+	// How long a value stays after it was written (default 1h); an
+	// account's two newest stay until newer ones replace them. Values
+	// survive restarts and reloads: they are in the journal.
+	ValueLifetime caddy.Duration `json:"value_lifetime,omitempty"`
+	// The most values one account holds (default 16, at least 2): a
+	// write beyond it removes the oldest first.
+	MaxValues int `json:"max_values,omitempty"`
+	// How long /update may take (default 20s, 1s to 25s): a value
+	// written but not yet served by every authoritative server by then
+	// is answered 200, and the client's propagation check waits for
+	// the rest.
+	UpdateTimeout caddy.Duration `json:"update_timeout,omitempty"`
 
 	server *Server
 	zone   string
@@ -136,12 +150,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	server, err := New(Config{
 		Zone:     zone,
 		Accounts: accounts,
-		Records:  writer,
+		Records:  zoneRecords{writer},
 		Logger:   ctx.Logger(),
 		Observer: updates,
 		ClientIP: clientIP,
 		Register: register,
 		HTTPReq:  h.HTTPReq,
+		Values: ValueRules{Lifetime: time.Duration(h.ValueLifetime), MaxValues: h.MaxValues,
+			UpdateTimeout: time.Duration(h.UpdateTimeout)},
 	})
 	if err != nil {
 		return fmt.Errorf("acme_dns_server: %w", err)
@@ -157,6 +173,40 @@ func clientIP(r *http.Request) (netip.Addr, error) {
 	s, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	a, err := netip.ParseAddr(s)
 	return a.Unmap(), err
+}
+
+// TendZone ages and renews the endpoint's values (Server.Tend); the
+// dns_alias app's run loop calls it while the config runs.
+func (h *Handler) TendZone(ctx context.Context) time.Duration { return h.server.Tend(ctx) }
+
+// zoneRecords adapts the zone writer to the server's Records port: the
+// values are held values (alias.ZoneWriter.Hold), which outlive the
+// process.
+type zoneRecords struct{ w *alias.ZoneWriter }
+
+func (z zoneRecords) Present(ctx context.Context, name, value string, lease time.Duration) (bool, error) {
+	return z.w.Hold(ctx, name, value, lease)
+}
+
+func (z zoneRecords) Remove(ctx context.Context, name, value string) error {
+	return z.w.Unhold(ctx, name, value)
+}
+
+func (z zoneRecords) Held(ctx context.Context) ([]Held, error) {
+	entries, err := z.w.Holding(ctx)
+	out := make([]Held, 0, len(entries))
+	for _, e := range entries {
+		seen := e.Written
+		if e.Seen.After(seen) {
+			seen = e.Seen
+		}
+		out = append(out, Held{Name: e.Name, Value: e.Value, Written: e.Written, Seen: seen})
+	}
+	return out, err
+}
+
+func (z zoneRecords) Keep(ctx context.Context, h Held, lease time.Duration) error {
+	return z.w.Rehold(ctx, h.Name, h.Value, h.Written, lease)
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -234,6 +284,9 @@ func (s accountStore) Save(ctx context.Context, a Account) error {
 //	    resolvers <ip[:port]...>
 //	    private_nameservers
 //	    authoritative_wait <duration | -1>
+//	    value_lifetime <duration>   # default 1h
+//	    max_values <n>              # per account, default 16
+//	    update_timeout <duration>   # default 20s
 //	}
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	s := new(Handler)
@@ -281,6 +334,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.PrivateNameservers = true
 		case "authoritative_wait":
 			h.AuthoritativeWait, err = caddyconf.DurationArg(d, field, true)
+		case "value_lifetime":
+			h.ValueLifetime, err = caddyconf.DurationArg(d, field, false)
+		case "update_timeout":
+			h.UpdateTimeout, err = caddyconf.DurationArg(d, field, false)
+		case "max_values":
+			h.MaxValues, err = caddyconf.IntArg(d, field)
 		default:
 			err = d.Errf("unrecognized acme_dns_server option '%s'", field)
 		}
@@ -296,4 +355,5 @@ var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+	_ alias.ZoneTender            = (*Handler)(nil)
 )

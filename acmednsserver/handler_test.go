@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -163,8 +164,8 @@ func TestHandlerValidate(t *testing.T) {
 
 // TestHandlerWrites: through the handler of a running config, an
 // account's update is written at its own name by the inner provider and
-// journalled; the third value removes the first; a wrong key writes
-// nothing; the admin listing finds the endpoint through its zone writer.
+// journalled as a held value leased for the value lifetime; three values
+// stay; a wrong key writes nothing; the admin listing finds the endpoint through its zone writer.
 func TestHandlerWrites(t *testing.T) {
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alice-key"), bcrypt.MinCost)
@@ -180,20 +181,7 @@ func TestHandlerWrites(t *testing.T) {
 	}
 	h := alias.RunningZoneWriters()[0].Owner().(*Handler)
 	takeCalls()
-	update := func(key, value string) int {
-		r := httptest.NewRequest(http.MethodPost, "/update", strings.NewReader(fmt.Sprintf(`{"subdomain":"a1","txt":%q}`, value)))
-		r.Header.Set("X-Api-User", "alice")
-		r.Header.Set("X-Api-Key", key)
-		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"}))
-		rec := httptest.NewRecorder()
-		if err := h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
-			t.Fatal("/update passed on")
-			return nil
-		})); err != nil {
-			t.Fatal(err)
-		}
-		return rec.Code
-	}
+	update := func(key, value string) int { return handlerUpdate(t, h, key, value) }
 	name := "a1." + endpointZone
 	if code := update("wrong", digest("0")); code != http.StatusUnauthorized || len(takeCalls()) != 0 {
 		t.Fatalf("wrong key: status %d", code)
@@ -204,8 +192,8 @@ func TestHandlerWrites(t *testing.T) {
 		}
 	}
 	calls := takeCalls()
-	if len(calls) != 4 || calls[3].op != "delete" || calls[3].value != digest("1") {
-		t.Fatalf("calls %+v, want three appends and the delete of the first value", calls)
+	if len(calls) != 3 || calls[2].op != "append" {
+		t.Fatalf("calls %+v, want three appends and no delete", calls)
 	}
 	for _, c := range calls {
 		if c.zone != endpointZone+"." || c.name != "a1" {
@@ -213,11 +201,11 @@ func TestHandlerWrites(t *testing.T) {
 		}
 	}
 	entries := journalEntries(t, dir)
-	if len(entries) != 2 {
-		t.Fatalf("journal: %d entries, want the two values held", len(entries))
+	if len(entries) != 3 {
+		t.Fatalf("journal: %d entries, want the three values held", len(entries))
 	}
 	for _, e := range entries {
-		if e.Name != name || e.Zone != endpointZone {
+		if e.Name != name || e.Zone != endpointZone || e.Lease != time.Hour {
 			t.Errorf("journal entry %+v", e)
 		}
 	}
@@ -228,6 +216,24 @@ func TestHandlerWrites(t *testing.T) {
 	if !passed {
 		t.Error("/index.html was not passed on")
 	}
+}
+
+// handlerUpdate posts value as alice's update with key through h, from
+// 192.0.2.1, and returns the status.
+func handlerUpdate(t *testing.T, h *Handler, key, value string) int {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/update", strings.NewReader(fmt.Sprintf(`{"subdomain":"a1","txt":%q}`, value)))
+	r.Header.Set("X-Api-User", "alice")
+	r.Header.Set("X-Api-Key", key)
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"}))
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		t.Fatal("/update passed on")
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Code
 }
 
 // journalEntries reads the alias journal's entries from the file storage

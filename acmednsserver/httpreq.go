@@ -63,7 +63,8 @@ func httpReqValue(r *http.Request, a *account) (string, *refusal) {
 func (s *Server) drop(r *http.Request, a *account, value string) *refusal {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	i := slices.Index(a.values, value)
+	s.load(r.Context(), a)
+	i := slices.IndexFunc(a.values, func(v heldValue) bool { return v.value == value })
 	if i < 0 {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"strings"
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
@@ -105,7 +106,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "malformed_json_payload", fmt.Sprintf("body: %v", err), RefusedValue)
 		return
 	}
-	allow, err := ParseAllowFrom(body.AllowFrom)
+	allow, echo, err := registerAllowFrom(body.AllowFrom)
 	if err != nil {
 		refuse(http.StatusBadRequest, "invalid_allowfrom_cidr", fmt.Sprintf("allowfrom: %v", err), RefusedValue)
 		return
@@ -129,14 +130,31 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.observe(registeredLabel, Registered)
-	s.logger.Info("acme-dns account registered", zap.String("account", a.Username), zap.String("subdomain", a.Subdomain), zap.Stringer("source", src))
-	out := registration{Username: a.Username, Password: key, FullDomain: a.Subdomain + "." + s.zone, Subdomain: a.Subdomain, AllowFrom: []string{}}
-	for _, p := range allow {
-		out.AllowFrom = append(out.AllowFrom, p.String())
-	}
+	// The one record every domain that uses the account must publish;
+	// `caddy acme-dns check --account <username> <domain>` checks it.
+	s.logger.Info("acme-dns account registered", zap.String("account", a.Username), zap.String("subdomain", a.Subdomain), zap.Stringer("source", src),
+		zap.String("publish", "_acme-challenge.<domain> CNAME "+a.Subdomain+"."+s.zone+"."))
+	out := registration{Username: a.Username, Password: key, FullDomain: a.Subdomain + "." + s.zone, Subdomain: a.Subdomain, AllowFrom: echo}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(out)
+}
+
+// registerAllowFrom reads /register's allowfrom as acme-dns does: each
+// entry a network in CIDR notation (brackets around an IPv6 address
+// dropped), a bare address refused; the entries are echoed as sent, not
+// normalised.
+func registerAllowFrom(entries []string) ([]netip.Prefix, []string, error) {
+	allow, echo := make([]netip.Prefix, 0, len(entries)), make([]string, 0, len(entries))
+	for _, e := range entries {
+		e = strings.NewReplacer("[", "", "]", "").Replace(e)
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%q is not a network in CIDR notation (a single address is written /32 or /128)", e)
+		}
+		allow, echo = append(allow, p.Masked()), append(echo, e)
+	}
+	return allow, echo, nil
 }
 
 // randomKey is a new account's key: 40 characters of base64url, as

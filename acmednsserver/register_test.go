@@ -68,6 +68,10 @@ func TestRegister(t *testing.T) {
 		{"with allowfrom", "10.0.0.1", `{"allowfrom":["192.0.2.0/24"]}`, 201, `"allowfrom":["192.0.2.0/24"]`},
 		{"source outside allow_from", "192.0.2.1", "", 403, "forbidden"},
 		{"bad allowfrom", "10.0.0.1", `{"allowfrom":["192.0.2.0/33"]}`, 400, "invalid_allowfrom_cidr"},
+		// As acme-dns: echoed as sent (not masked), brackets dropped, a
+		// bare address refused.
+		{"allowfrom echoed as sent", "10.0.0.1", `{"allowfrom":["192.0.2.7/24","[2001:db8::1]/64"]}`, 201, `"allowfrom":["192.0.2.7/24","2001:db8::1/64"]`},
+		{"bare IP in allowfrom", "10.0.0.1", `{"allowfrom":["192.0.2.7"]}`, 400, "invalid_allowfrom_cidr"},
 		{"not JSON", "10.0.0.1", `allowfrom`, 400, "malformed_json_payload"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

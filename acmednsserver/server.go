@@ -8,10 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
@@ -21,12 +20,30 @@ import (
 
 // Records is the server's one way to DNS: confined, journalled writes and
 // deletes of TXT values at a name of the alias zone (the alias provider's
-// writer, adapted in the Caddy handler module).
+// zone writer, adapted in the Caddy handler module). The values it holds
+// outlive the process: they stay in DNS and in the journal until Remove,
+// or until nobody renews them (Keep) within their lease.
 type Records interface {
-	// Present writes value at name, where it stays until Remove.
-	Present(ctx context.Context, name, value string) error
-	// Remove deletes value at name, which Present wrote, and no other.
+	// Present writes value at name, leased for lease, and waits, as long
+	// as ctx allows, until every authoritative server of the zone serves
+	// it; served says whether they all did. No error: the value is
+	// written.
+	Present(ctx context.Context, name, value string, lease time.Duration) (served bool, err error)
+	// Remove deletes value at name, record and journal entry.
 	Remove(ctx context.Context, name, value string) error
+	// Held lists the values held at the zone's names, whoever wrote them
+	// (this process, the one before it, another instance on the same
+	// storage).
+	Held(ctx context.Context) ([]Held, error)
+	// Keep renews a held value's lease from now.
+	Keep(ctx context.Context, h Held, lease time.Duration) error
+}
+
+// Held is a value held at a name: when it was written, and when its lease
+// was last renewed.
+type Held struct {
+	Name, Value   string
+	Written, Seen time.Time
 }
 
 // Outcome is what became of an update, for metrics.
@@ -67,6 +84,9 @@ type Config struct {
 	// HTTPReq turns lego's httpreq API on (POST /present and /cleanup
 	// with basic auth), for clients that clean up after themselves.
 	HTTPReq bool
+	// Values are the rules of the values an account holds: how long each
+	// stays, how many at most, and how long an update may take.
+	Values ValueRules
 }
 
 // Server serves the acme-dns API for the configured accounts and, with
@@ -82,6 +102,7 @@ type Server struct {
 	reg      *Register
 	httpreq  bool
 	limits   Limits
+	rules    ValueRules
 	// registered holds the registered accounts used since the config
 	// was loaded, by user name (at most maxCachedRegistered).
 	mu         sync.Mutex
@@ -99,21 +120,15 @@ type Server struct {
 // account is an Account and the values it holds, oldest first.
 type account struct {
 	Account
-	name   string // Subdomain.zone
-	label  string // for metrics
-	limit  *limiter
-	mu     sync.Mutex
-	values []string
+	name  string // Subdomain.zone
+	label string // for metrics
+	limit *limiter
+	mu    sync.Mutex
+	// values are the account's values, oldest first; loaded is set once
+	// they were read from the journal (Records.Held).
+	values []heldValue
+	loaded bool
 }
-
-// maxHeld bounds the values an account holds while removes of its oldest
-// ones fail: past it, updates are refused until a remove succeeds, so that
-// a DNS provider refusing deletes cannot make the zone grow without end.
-const maxHeld = 4
-
-// keep is how many of an account's newest values stay: acme-dns's
-// semantics, which lets an apex and its wildcard validate at once.
-const keep = 2
 
 // maxBody bounds an update's body: {"subdomain":"<36>","txt":"<43>"} is
 // about 100 bytes.
@@ -142,7 +157,11 @@ func New(cfg Config) (*Server, error) {
 		reg:        cfg.Register,
 		httpreq:    cfg.HTTPReq,
 		limits:     limits,
+		rules:      cfg.Values.withDefaults(),
 		registered: make(map[string]*account),
+	}
+	if err := s.rules.validate(); err != nil {
+		return nil, err
 	}
 	if s.reg != nil && (len(s.reg.AllowFrom) == 0 || s.reg.Store == nil) {
 		return nil, errors.New("register: allow_from: at least one network may register (an open registration would let anyone take names in the zone)")
@@ -206,37 +225,6 @@ func remoteAddr(r *http.Request) (netip.Addr, error) {
 	}
 	a, err := netip.ParseAddr(host)
 	return a.Unmap(), err
-}
-
-// Handles reports whether the server answers path; the handler passes
-// other requests on.
-func (s *Server) Handles(path string) bool {
-	return path == "/update" || path == "/health" || path == "/register" && s.reg != nil ||
-		(path == "/present" || path == "/cleanup") && s.httpreq
-}
-
-// ServeHTTP answers /update, /health and, if on, /register, /present and
-// /cleanup.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		w.WriteHeader(http.StatusOK)
-	case r.URL.Path == "/update" && r.Method == http.MethodPost:
-		s.update(w, r)
-	case r.URL.Path == "/register" && r.Method == http.MethodPost && s.reg != nil:
-		s.register(w, r)
-	case (r.URL.Path == "/present" || r.URL.Path == "/cleanup") && r.Method == http.MethodPost && s.httpreq:
-		s.httpReq(w, r, strings.TrimPrefix(r.URL.Path, "/"))
-	case s.Handles(r.URL.Path):
-		allow := "POST"
-		if r.URL.Path == "/health" {
-			allow = "GET, HEAD"
-		}
-		w.Header().Set("Allow", allow)
-		reply(w, http.StatusMethodNotAllowed, "method_not_allowed")
-	default:
-		reply(w, http.StatusNotFound, "not_found")
-	}
 }
 
 // refusal is an update refused: what the client is told (acme-dns's own
@@ -347,7 +335,9 @@ func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err := dec.Decode(&body); err != nil {
-		return "", &refusal{http.StatusBadRequest, "malformed_json_payload", RefusedValue, fmt.Sprintf("body: %v", err)}
+		// acme-dns reads a body it cannot decode as one naming no
+		// subdomain, not the account's: 401 forbidden.
+		return "", &refusal{http.StatusUnauthorized, "forbidden", RefusedValue, fmt.Sprintf("body: %v", err)}
 	}
 	if body.Subdomain != a.Subdomain {
 		return "", &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, fmt.Sprintf("subdomain %q is not the account's", body.Subdomain)}
@@ -355,59 +345,10 @@ func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
 	return s.put(r.Context(), a, body.TXT)
 }
 
-// put writes value at the account's name; the two newest values stay,
-// older ones are removed.
-func (s *Server) put(ctx context.Context, a *account, value string) (string, *refusal) {
-	if err := solver.ValidDigest(value); err != nil {
-		return "", &refusal{http.StatusBadRequest, "bad_txt", RefusedValue, err.Error()}
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if i := slices.Index(a.values, value); i >= 0 {
-		// Written already: it becomes the newest again.
-		a.values = append(slices.Delete(a.values, i, i+1), value)
-		return value, nil
-	}
-	if len(a.values) >= maxHeld {
-		s.trim(ctx, a)
-		if len(a.values) >= maxHeld {
-			return "", &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("the account holds %d values whose removal failed", len(a.values))}
-		}
-	}
-	if err := s.records.Present(ctx, a.name, value); err != nil {
-		return "", &refusal{http.StatusInternalServerError, "write_failed", Failed, err.Error()}
-	}
-	a.values = append(a.values, value)
-	s.trim(ctx, a)
-	return value, nil
-}
-
-// trim removes an account's values beyond the newest keep, oldest first,
-// stopping at the first failure (the value stays held, and the next update
-// tries again). a.mu is held.
-func (s *Server) trim(ctx context.Context, a *account) {
-	for len(a.values) > keep {
-		if err := s.records.Remove(context.WithoutCancel(ctx), a.name, a.values[0]); err != nil {
-			s.logger.Warn("removing an acme-dns account's oldest value failed; the next update tries again",
-				zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", a.values[0]), zap.Error(err))
-			return
-		}
-		a.values = a.values[1:]
-	}
-}
-
 // Accounts lists the configured accounts and the registered ones used
 // since the config was loaded, without their key hashes, by user name.
 func (s *Server) Accounts() []AccountInfo {
-	s.mu.Lock()
-	all := make([]*account, 0, len(s.accounts)+len(s.registered))
-	for _, a := range s.accounts {
-		all = append(all, a)
-	}
-	for _, a := range s.registered {
-		all = append(all, a)
-	}
-	s.mu.Unlock()
+	all := s.known()
 	out := make([]AccountInfo, 0, len(all))
 	for _, a := range all {
 		a.mu.Lock()

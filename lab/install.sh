@@ -54,7 +54,8 @@ fi
 
 # --- Debian packages -------------------------------------------------------
 need_pkgs=()
-for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools pdns-server pdns-backend-sqlite3 sqlite3 systemd openssl iproute2 curl ca-certificates; do
+# certbot: the acme-dns endpoint's lab tests run Debian's certbot with a manual hook.
+for p in bind9 bind9-utils bind9-dnsutils unbound redis-server redis-tools pdns-server pdns-backend-sqlite3 sqlite3 systemd openssl iproute2 curl ca-certificates certbot; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	if [ "$status" != "install ok installed" ]; then
 		need_pkgs+=("$p")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/libdns/libdns"
@@ -136,32 +135,6 @@ func (p *Provider) present(ctx context.Context, zone string, rr libdns.RR) (libd
 		return nil, fmt.Errorf("refusing to write TXT %s for %s: outside alias zone %s", target.Name, domain, target.Zone)
 	}
 	return p.presentTarget(ctx, target, original, rr)
-}
-
-// PresentAt writes value at name, a name inside one of the default rule's
-// zones, through that rule's writer, as every challenge write is made
-// (journal, one record per value, the authoritative wait), for a caller
-// that is told the alias name itself rather than a production domain: the
-// acme-dns endpoint, whose accounts each own one name. DeleteRecords with
-// the same name and value removes it. The journal entry's domain is name.
-func (p *Provider) PresentAt(ctx context.Context, name, value string) error {
-	name = Normalize(name)
-	rule := p.Mapper.Default
-	if rule == nil || len(rule.Zones) == 0 {
-		return fmt.Errorf("refusing to write TXT %s: no alias zone configured", name)
-	}
-	if err := ValidName(name + "."); err != nil {
-		return fmt.Errorf("refusing to write TXT %s: %w", name, err)
-	}
-	zone := rule.zoneOf(name)
-	if zone == "" || zone == name {
-		return fmt.Errorf("refusing to write TXT %s: outside alias zones %s", name, strings.Join(rule.Zones, ", "))
-	}
-	if err := ValidDigest(value); err != nil {
-		return fmt.Errorf("refusing to write TXT %s: %w", name, err)
-	}
-	_, err := p.presentTarget(ctx, Target{Domain: name, Name: name, Zone: zone, Rule: rule}, name, libdns.RR{Name: name, Type: "TXT", Data: value})
-	return err
 }
 
 // presentTarget writes rr at target, the checked mapping of the challenge

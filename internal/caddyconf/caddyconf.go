@@ -6,6 +6,7 @@ package caddyconf
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -52,6 +53,19 @@ func DurationArg(d *caddyfile.Dispenser, field string, off bool) (caddy.Duration
 		return 0, d.Errf("%s: %v", field, err)
 	}
 	return caddy.Duration(dur), nil
+}
+
+// IntArg reads the one integer argument of the subdirective field.
+func IntArg(d *caddyfile.Dispenser, field string) (int, error) {
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, d.Errf("%s: %v", field, err)
+	}
+	return n, nil
 }
 
 // StorageName names a storage for errors: its Caddy module ID (e.g.
