@@ -116,12 +116,12 @@ func TestMonitor(t *testing.T) {
 	}
 }
 
-// TestMonitorQueryBound measures what one periodic run costs for 500
+// TestMonitorQueryBound measures what one periodic run costs for 250
 // tracked names of one zone, delegated in template mode: every query the
 // DNS server (resolver and authoritative at once here) receives. README's
 // Monitoring section quotes the per-name figure; the bound keeps it true.
 func TestMonitorQueryBound(t *testing.T) {
-	const names = 500
+	const names = 250
 	l := startGateLab(t, nil)
 	p := l.app.policies[1].provider
 	var subjects, records []string
