@@ -163,12 +163,13 @@ func TestMonitorQueryBound(t *testing.T) {
 
 // checkTrackedFrozen runs one periodic check of a's tracked names in a
 // synctest bubble, whose clock stands still while the test's DNS server
-// answers: however late a busy machine makes an answer, it comes within
-// every timeout (a nameserver silent for 2 s is "unknown"), and the
-// answers the names share (the test zones' negative TTL is 1 s) stay
-// cached for the whole run. Outside one, 1 run in 50 under -race found a
-// name of 200 "unknown". A run that emits events cannot run in one: the
-// event's context, made in the bubble, is cancelled from outside.
+// answers: no context timeout passes however late a busy machine makes an
+// answer (a nameserver silent for 2 s is "unknown": 1 run in 50 under
+// -race found a name of 200 so), and the answers the names share (the
+// test zones' negative TTL is 1 s) stay cached for the whole run. The UDP
+// socket's own read deadline (miekg/dns: 2 s) still runs on the wall
+// clock. A run that emits events cannot run in one: the event's context,
+// made in the bubble, is cancelled from outside.
 func checkTrackedFrozen(t *testing.T, a *App) {
 	t.Helper()
 	synctest.Test(t, func(t *testing.T) { a.watch.checkTracked(context.Background()) })
