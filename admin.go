@@ -16,7 +16,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/acme-alias/caddy-dns-alias/acmednsapi"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -43,7 +42,6 @@ const (
 //	GET  /dns-alias/presented                           challenge records presented now
 //	GET  /dns-alias/status[?domain=<domain>][&state=<s>] the tracked names' health
 //	POST /dns-alias/recheck?domain=<domain>[&domain=...] check again now
-//	GET  /dns-alias/acme-dns/accounts                   the acme-dns endpoints' accounts
 //
 // None prints record values or any credential.
 type AdminAPI struct{}
@@ -63,7 +61,6 @@ func (a AdminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/dns-alias/presented", Handler: caddy.AdminHandlerFunc(a.handlePresented)},
 		{Pattern: "/dns-alias/status", Handler: caddy.AdminHandlerFunc(a.handleStatus)},
 		{Pattern: "/dns-alias/recheck", Handler: caddy.AdminHandlerFunc(a.handleRecheck)},
-		{Pattern: "/dns-alias/acme-dns/accounts", Handler: caddy.AdminHandlerFunc(a.handleACMEDNSAccounts)},
 	}
 }
 
@@ -248,31 +245,6 @@ func (AdminAPI) handlePresented(w http.ResponseWriter, r *http.Request) error {
 		for _, pr := range p.writer.Presented() {
 			out = append(out, presentedRecord{pr, int64(now.Sub(pr.Since) / time.Second)})
 		}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(out)
-}
-
-// endpointAccounts are the accounts of one acme-dns endpoint, without
-// their key hashes.
-type endpointAccounts struct {
-	Zone     string                   `json:"zone"`
-	Accounts []acmednsapi.AccountInfo `json:"accounts"`
-}
-
-// handleACMEDNSAccounts lists every acme-dns endpoint's accounts: the
-// configured ones and the registered ones used since the config loaded.
-func (AdminAPI) handleACMEDNSAccounts(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
-	}
-	app, err := runningApp()
-	if err != nil {
-		return err
-	}
-	out := []endpointAccounts{}
-	for _, h := range app.modules.acmeDNSEndpoints() {
-		out = append(out, endpointAccounts{Zone: h.zone, Accounts: h.server.Accounts()})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(out)

@@ -44,13 +44,14 @@ type App struct {
 	// How many names the periodic checks check at once. Default: 8.
 	CheckConcurrency int `json:"check_concurrency,omitempty"`
 
-	logger  *zap.Logger
-	ctx     caddy.Context
-	journal *storageJournal // nil without storage (the check command)
-	caa     caaDirectory
-	events  *caddyevents.App
-	metrics *metrics
-	watch   *watcher
+	logger   *zap.Logger
+	ctx      caddy.Context
+	journal  *storageJournal // nil without storage (the check command)
+	caa      caaDirectory
+	accounts acmeAccounts
+	events   *caddyevents.App
+	metrics  *metrics
+	watch    *watcher
 	// monitorKey is the key of watch's state in monitors, "" for an app that
 	// was not provisioned from a config (the check command, tests).
 	monitorKey string
@@ -121,7 +122,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.SweepInterval = cmp.Or(a.SweepInterval, caddy.Duration(defaultSweepInterval))
 	a.CheckInterval = cmp.Or(a.CheckInterval, caddy.Duration(defaultCheckInterval))
 	a.CheckConcurrency = cmp.Or(a.CheckConcurrency, defaultCheckConcurrency)
-	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter)}
+	a.journal = &storageJournal{storage: ctx.Storage(), lease: time.Duration(a.SweepAfter),
+		reach: &solver.Reachability{MaxGap: reachGap(time.Duration(a.SweepAfter))}}
+	a.accounts.storage = ctx.Storage()
 	a.monitorKey = monitorKey(ctx.Storage())
 	shared, _, err := monitors.LoadOrNew(a.monitorKey, func() (caddy.Destructor, error) { return &monitor{}, nil })
 	if err != nil {
@@ -232,6 +235,18 @@ func (a *App) newWriter(mapper *solver.Mapper, logger *zap.Logger, wait time.Dur
 		w.Journal = a.journal
 	}
 	return w
+}
+
+// newSweeper returns the sweeper of a writer newWriter built: it judges
+// staleness by the journal's reachability and knows the other alias
+// setups of the config, whose entries it leaves to them.
+func (a *App) newSweeper(w *solver.Provider) *solver.Sweeper {
+	s := solver.NewSweeper(w)
+	if a.journal != nil {
+		s.Reach = a.journal.reach
+	}
+	s.Siblings = a.modules.sweepers
+	return s
 }
 
 // register adds an alias provider of the config, loaded by owner, whose

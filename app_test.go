@@ -48,6 +48,10 @@ _acme-challenge.loop2 CNAME _acme-challenge.loop.example.com.
 *.wild CNAME _acme-challenge.x.validation.example.org.
 _acme-challenge.caa CNAME _acme-challenge.caa.example.com.validation.example.org.
 caa CAA 0 issue "other-ca.example"
+_acme-challenge.bound CNAME _acme-challenge.bound.example.com.validation.example.org.
+bound CAA 0 issue "ca.example; accounturi=https://ca.example/acme/acct/other"
+_acme-challenge.ours CNAME _acme-challenge.ours.example.com.validation.example.org.
+ours CAA 0 issue "ca.example; accounturi=https://ca.example/acme/acct/1"
 `},
 	)
 	key := srv.Key()

@@ -18,26 +18,21 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
-// caaDirectory remembers the CAA identities that ACME directories publish
-// (meta.caaIdentities, RFC 8555 §7.1.1), by directory URL: CAA must be
-// judged against the CA the policy asks, not a fixed list.
+// caaDirectory reads the CAA identities that ACME directories publish
+// (meta.caaIdentities, RFC 8555 §7.1.1): CAA must be judged against the CA
+// the policy asks, not a fixed list. acmez keeps every directory it read
+// for 12 hours, shared with certmagic's orders, so a directory is read
+// once; what is remembered here is a directory that could not be read, so
+// that the checks of many names do not each wait for it.
 type caaDirectory struct {
-	mu      sync.Mutex
-	entries map[string]caaEntry
-	client  func(roots []string) (*http.Client, error) // tests replace it
+	mu       sync.Mutex
+	failures map[string]time.Time                       // by directory URL and roots: when reading it last failed
+	client   func(roots []string) (*http.Client, error) // tests replace it
 }
 
-type caaEntry struct {
-	ids     []string
-	expires time.Time
-}
-
-// caaDirectoryTTL is how long a directory's identities are remembered;
-// caaFailureTTL how long a failure to read them is.
-const (
-	caaDirectoryTTL = 24 * time.Hour
-	caaFailureTTL   = time.Minute
-)
+// caaFailureTTL is how long a directory that could not be read is not
+// asked again.
+const caaFailureTTL = time.Minute
 
 // forPolicy returns the CAA identities of the CA that pol's alias
 // provider obtains certificates from: its ACME directory's caaIdentities,
@@ -62,28 +57,29 @@ func (d *caaDirectory) forPolicy(ctx context.Context, pol *policy, logger *zap.L
 	return configured
 }
 
-// identities fetches (or remembers) the caaIdentities of the directory at
-// url, trusting roots (PEM files) besides the system's.
+// identities reads the caaIdentities of the directory at url, trusting
+// roots (PEM files) besides the system's, unless reading it failed less
+// than caaFailureTTL ago.
 func (d *caaDirectory) identities(ctx context.Context, url string, roots []string) ([]string, error) {
 	key := url + "\x00" + strings.Join(roots, "\x00")
 	d.mu.Lock()
-	e, ok := d.entries[key]
+	failed, ok := d.failures[key]
 	d.mu.Unlock()
-	if ok && time.Now().Before(e.expires) {
-		return e.ids, nil
+	if ok && time.Since(failed) < caaFailureTTL {
+		return nil, fmt.Errorf("ACME directory %s: not asked again within %s of a failure", url, caaFailureTTL)
 	}
 	ids, err := d.fetch(ctx, url, roots)
-	ttl := caaDirectoryTTL
-	if err != nil {
-		ttl = caaFailureTTL
-	}
 	d.mu.Lock()
-	if d.entries == nil {
-		d.entries = map[string]caaEntry{}
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.failures, key)
+		return ids, nil
 	}
-	d.entries[key] = caaEntry{ids: ids, expires: time.Now().Add(ttl)}
-	d.mu.Unlock()
-	return ids, err
+	if d.failures == nil {
+		d.failures = map[string]time.Time{}
+	}
+	d.failures[key] = time.Now()
+	return nil, err
 }
 
 func (d *caaDirectory) fetch(ctx context.Context, url string, roots []string) ([]string, error) {
@@ -98,8 +94,9 @@ func (d *caaDirectory) fetch(ctx context.Context, url string, roots []string) ([
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// acmez's client, which certmagic orders with: it shares one cache of
-	// directories by URL with certmagic's orders. It reads the whole body,
-	// as for those orders: the URL is the operator's CA, not outside input.
+	// directories by URL with certmagic's orders (12 hours). It reads the
+	// whole body, as for those orders: the URL is the operator's CA, not
+	// outside input.
 	dir, err := (&acme.Client{Directory: url, HTTPClient: client}).GetDirectory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ACME directory %s: %w", url, err)

@@ -3,11 +3,11 @@ package alias
 import (
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/providers"
 )
 
@@ -49,13 +49,13 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "provider":
-			raw, err := unmarshalInner(d)
+			raw, err := caddyconf.InnerProvider(d)
 			if err != nil {
 				return err
 			}
 			p.ProviderRaw = raw
 		case "zone", "zones":
-			zones, err := atLeastOneArg(d)
+			zones, err := caddyconf.AtLeastOneArg(d)
 			if err != nil {
 				return err
 			}
@@ -70,7 +70,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.Follow = true
 		case "resolvers":
-			resolvers, err := atLeastOneArg(d)
+			resolvers, err := caddyconf.AtLeastOneArg(d)
 			if err != nil {
 				return err
 			}
@@ -87,13 +87,13 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.MaxHops = n
 		case "authoritative_wait":
-			dur, err := durationArg(d, "authoritative_wait", true)
+			dur, err := caddyconf.DurationArg(d, "authoritative_wait", true)
 			if err != nil {
 				return err
 			}
 			p.AuthoritativeWait = dur
 		case "caa_identities":
-			ids, err := atLeastOneArg(d)
+			ids, err := caddyconf.AtLeastOneArg(d)
 			if err != nil {
 				return err
 			}
@@ -120,7 +120,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 func unmarshalRule(d *caddyfile.Dispenser) (*Rule, error) {
 	rule := new(Rule)
 	var err error
-	if rule.Match, err = atLeastOneArg(d); err != nil {
+	if rule.Match, err = caddyconf.AtLeastOneArg(d); err != nil {
 		return nil, err
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -135,13 +135,13 @@ func unmarshalRule(d *caddyfile.Dispenser) (*Rule, error) {
 			}
 			rule.Follow = true
 		case "zone", "zones":
-			zones, err := atLeastOneArg(d)
+			zones, err := caddyconf.AtLeastOneArg(d)
 			if err != nil {
 				return nil, err
 			}
 			rule.Zones = append(rule.Zones, zones...)
 		case "provider":
-			if rule.ProviderRaw, err = unmarshalInner(d); err != nil {
+			if rule.ProviderRaw, err = caddyconf.InnerProvider(d); err != nil {
 				return nil, err
 			}
 		case "acme_dns":
@@ -185,45 +185,6 @@ func unmarshalACMEDNS(d *caddyfile.Dispenser) (*providers.ACMEDNSAccount, error)
 	return acct, nil
 }
 
-// unmarshalInner parses `provider <name> ...` the way Caddy's own dns
-// directives load a dns.providers module.
-func unmarshalInner(d *caddyfile.Dispenser) ([]byte, error) {
-	if !d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, "dns.providers."+name)
-	if err != nil {
-		return nil, err
-	}
-	return caddyconfig.JSONModuleObject(unm, "name", name, nil), nil
-}
-
-func atLeastOneArg(d *caddyfile.Dispenser) ([]string, error) {
-	args := d.RemainingArgs()
-	if len(args) == 0 {
-		return nil, d.ArgErr()
-	}
-	return args, nil
-}
-
-// durationArg reads the one argument of the subdirective field: a duration
-// (Caddy's syntax, days included), or -1 for off where off is allowed.
-func durationArg(d *caddyfile.Dispenser, field string, off bool) (caddy.Duration, error) {
-	var s string
-	if !d.AllArgs(&s) {
-		return 0, d.ArgErr()
-	}
-	if off && s == "-1" {
-		return -1, nil
-	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil {
-		return 0, d.Errf("%s: %v", field, err)
-	}
-	return caddy.Duration(dur), nil
-}
-
 // intArg reads the one integer argument of the subdirective field.
 func intArg(d *caddyfile.Dispenser, field string) (int, error) {
 	var s string
@@ -265,11 +226,11 @@ func parseAppOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		var err error
 		switch field := d.Val(); field {
 		case "sweep_after":
-			app.SweepAfter, err = durationArg(d, field, false)
+			app.SweepAfter, err = caddyconf.DurationArg(d, field, false)
 		case "sweep_interval":
-			app.SweepInterval, err = durationArg(d, field, false)
+			app.SweepInterval, err = caddyconf.DurationArg(d, field, false)
 		case "check_interval":
-			app.CheckInterval, err = durationArg(d, field, true)
+			app.CheckInterval, err = caddyconf.DurationArg(d, field, true)
 		case "check_concurrency":
 			app.CheckConcurrency, err = intArg(d, field)
 		default:

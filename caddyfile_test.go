@@ -4,10 +4,11 @@ import (
 	"strings"
 	"testing"
 
-	_ "github.com/caddy-dns/rfc2136"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	_ "github.com/acme-alias/caddy-dns-alias/internal/dnsupdate"
 )
 
 const rfc2136Block = `provider rfc2136 {

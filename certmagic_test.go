@@ -2,7 +2,7 @@ package alias
 
 // These tests drive certmagic's own DNS01Solver (Present, Wait, CleanUp) with
 // the dns.providers.alias module provisioned as Caddy provisions it, writing
-// through caddy-dns/rfc2136 into an in-process DNS server that also serves
+// through RFC 2136 updates (internal/dnsupdate) into an in-process DNS server that also serves
 // as the resolver. The server's UPDATE log shows what the inner provider was
 // asked to do.
 
@@ -18,7 +18,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	_ "github.com/caddy-dns/rfc2136"
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3/acme"
 	"github.com/miekg/dns"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+	_ "github.com/acme-alias/caddy-dns-alias/internal/dnsupdate"
 )
 
 const (

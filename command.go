@@ -87,6 +87,9 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, errors.New("the config uses no dns.providers.alias")
 	}
 	app.setPolicies(pols)
+	if app.accounts.storage, err = configStorage(ctx, cfg); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
 
 	if len(domains) == 0 {
 		domains = configDomains(pols, hostNames)
@@ -103,6 +106,28 @@ func cmdCheck(fl caddycmd.Flags) (int, error) {
 		return 1, fmt.Errorf("delegation check failed for %d of %d domains: %s", len(failed), len(domains), strings.Join(failed, ", "))
 	}
 	return 0, nil
+}
+
+// configStorage is the storage the config names, or Caddy's default, as
+// `caddy run` would use it: where the ACME accounts that CAA's accounturi
+// is judged against are kept.
+func configStorage(ctx caddy.Context, cfg []byte) (certmagic.Storage, error) {
+	var c caddy.Config
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if c.StorageRaw == nil {
+		return caddy.DefaultStorage, nil
+	}
+	mod, err := ctx.LoadModule(&c, "StorageRaw")
+	if err != nil {
+		return nil, fmt.Errorf("loading the config's storage: %w", err)
+	}
+	storage, err := mod.(caddy.StorageConverter).CertMagicStorage()
+	if err != nil {
+		return nil, fmt.Errorf("opening the config's storage: %w", err)
+	}
+	return storage, nil
 }
 
 // configPolicies reads a JSON config's TLS automation policies, in order,

@@ -24,7 +24,7 @@ const (
 )
 
 // checker returns the delegation checker of name's policy, judging CAA
-// against that policy's CA, or a report of why no alias provider covers
+// against that policy's CA and ACME account, or a report of why no alias provider covers
 // name.
 func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.Checker, *Provider, *solver.Report) {
 	pol, p := a.policyFor(name)
@@ -43,7 +43,7 @@ func (a *App) checker(ctx context.Context, name string, use cacheUse) (*solver.C
 		}
 		m = &view
 	}
-	return &solver.Checker{Mapper: m, CAIdentities: a.caa.forPolicy(ctx, pol, a.logger)}, p, nil
+	return &solver.Checker{Mapper: m, Issuer: func(ctx context.Context) solver.Issuer { return a.issuer(ctx, pol) }}, p, nil
 }
 
 // checkRequest is what the checks of one request for people (an admin

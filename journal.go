@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -35,21 +35,28 @@ type storageJournal struct {
 	// entries well within it (its sweep_after), and no sweep removes an
 	// entry within its lease.
 	lease time.Duration
+	// reach records every storage operation's outcome, for the sweep's
+	// staleness rule (solver.Reachability); nil records nothing.
+	reach *solver.Reachability
 }
 
-// storageName names a storage for errors: its Caddy module ID (e.g.
-// caddy.storage.redis; storage modules that are their own certmagic
-// storage have one), file_system and its path, or else its Go type.
-// Never the storage's String(), which for some modules is their whole
-// configuration.
-func storageName(s certmagic.Storage) string {
-	switch s := s.(type) {
-	case caddy.Module:
-		return string(s.CaddyModule().ID)
-	case *certmagic.FileStorage:
-		return "file_system " + s.Path
+// observe records the outcome of a storage operation and returns err.
+func (j storageJournal) observe(err error) error {
+	j.reach.Observe(time.Now(), err)
+	return err
+}
+
+// probe lists the journal's directory (not recursively: one request to
+// most storages), so that the storage's reachability is known between the
+// journal's own operations (a missing directory is an answer). Not Stat or
+// Load: caddy-storage-redis v1.8.1 answers those with fs.ErrNotExist when
+// Redis is down.
+func (j storageJournal) probe(ctx context.Context) error {
+	_, err := j.storage.List(ctx, journalPrefix, false)
+	if j.observe(err); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return j.storageErr("probing", journalPrefix, err)
 	}
-	return fmt.Sprintf("%T", s)
+	return nil
 }
 
 // storageErr wraps a storage's error with what was done and the storage's
@@ -60,7 +67,7 @@ func (j storageJournal) storageErr(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, storageName(j.storage), err)
+	return fmt.Errorf("%s challenge journal key %s in storage %s: %w", op, key, caddyconf.StorageName(j.storage), err)
 }
 
 // key is where the entry with this ID is stored. IDs are this process's own
@@ -82,7 +89,7 @@ func (j storageJournal) Put(ctx context.Context, e solver.JournalEntry) error {
 	if err != nil {
 		return err
 	}
-	return j.storageErr("storing", key, j.storage.Store(ctx, key, data))
+	return j.storageErr("storing", key, j.observe(j.storage.Store(ctx, key, data)))
 }
 
 func (j storageJournal) Delete(ctx context.Context, id string) error {
@@ -99,7 +106,7 @@ func (j storageJournal) DeleteKey(ctx context.Context, key string) error {
 	if !isJournalKey(key) {
 		return fmt.Errorf("refusing to delete storage key %q: not a challenge journal entry under %s/", key, journalPrefix)
 	}
-	err := j.storage.Delete(ctx, key)
+	err := j.observe(j.storage.Delete(ctx, key))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // another instance was first
 	}
@@ -123,7 +130,7 @@ func isJournalKey(key string) bool {
 // with the directory itself instead of the keys in it.
 func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error) {
 	keys, err := j.storage.List(ctx, journalPrefix, true)
-	if errors.Is(err, fs.ErrNotExist) {
+	if j.observe(err); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
@@ -143,7 +150,7 @@ func (j storageJournal) List(ctx context.Context) ([]solver.JournalEntry, error)
 			continue
 		}
 		data, err := j.storage.Load(ctx, k)
-		if errors.Is(err, fs.ErrNotExist) {
+		if j.observe(err); errors.Is(err, fs.ErrNotExist) {
 			continue // deleted meanwhile by another instance
 		}
 		if err != nil {
@@ -178,24 +185,19 @@ type journalRounds struct {
 
 // run renews this process's journal entries every third of sweep_after (at
 // most every sweep_interval; on a goroutine of its own, so that a slow
-// sweep never delays it) and sweeps orphans at once and then every
-// sweep_interval, until ctx ends.
+// sweep never delays it), probing the storage as it goes, and sweeps
+// orphans at once and then every sweep_interval, until ctx ends.
 func (r journalRounds) run(ctx context.Context) {
-	after, interval := r.after, r.interval
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		renew := time.NewTicker(max(min(after/3, interval), 100*time.Millisecond))
+		renew := time.NewTicker(r.renewEvery())
 		defer renew.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-renew.C:
-				for _, p := range r.modules.providers() {
-					if err := p.sweeper.Renew(ctx); err != nil && ctx.Err() == nil {
-						r.logger.Warn("renewing challenge journal entries", zap.Error(err))
-					}
-				}
+				r.renew(ctx)
 			}
 		}
 	})
@@ -208,30 +210,86 @@ func (r journalRounds) run(ctx context.Context) {
 			return
 		case <-sweep.C:
 			r.sweepLocked(ctx)
-			sweep.Reset(interval)
+			sweep.Reset(r.interval)
 		}
 	}
+}
+
+// renewEvery is how often the entries are renewed and the storage probed.
+func (r journalRounds) renewEvery() time.Duration {
+	return max(min(r.after/3, r.interval), 100*time.Millisecond)
+}
+
+// reachGap is the longest time between two observations of the storage
+// that the sweep still counts as one unbroken reachable run
+// (solver.Reachability): more than one renewal round, less than the two
+// thirds of sweep_after a live owner's entry needs to go stale.
+func reachGap(after time.Duration) time.Duration { return after / 2 }
+
+// renew renews each provider's entries, or, after one of its renewals
+// failed, restores them under the sweep lock (solver.Sweeper.Restore),
+// and then probes the storage, so that its reachability is known even
+// when nothing is in flight.
+func (r journalRounds) renew(ctx context.Context) {
+	for _, p := range r.modules.providers() {
+		if !p.sweeper.Missed() {
+			if err := p.sweeper.Renew(ctx); err != nil && ctx.Err() == nil {
+				r.logger.Warn("renewing challenge journal entries", zap.Error(err))
+			}
+			continue
+		}
+		unlock, err := r.lock(ctx, r.renewEvery())
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.Warn("renewing challenge journal entries after a failed renewal: the sweep lock is not free yet; trying again next round", zap.Error(err))
+			}
+			continue
+		}
+		_, err = p.sweeper.Restore(ctx)
+		unlock()
+		if err != nil && ctx.Err() == nil {
+			r.logger.Warn("renewing challenge journal entries after a failed renewal", zap.Error(err))
+		}
+	}
+	r.journal.probe(ctx)
+}
+
+// lock takes the storage-wide sweep lock, waiting at most wait, and
+// returns its release.
+func (r journalRounds) lock(ctx context.Context, wait time.Duration) (unlock func(), err error) {
+	storage := r.journal.storage
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	err = storage.Lock(lctx, sweepLockName)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := storage.Unlock(context.WithoutCancel(ctx), sweepLockName); err != nil {
+			r.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
+		}
+	}, nil
 }
 
 // sweepLocked sweeps under the storage-wide sweep lock, so that the
 // instances of a cluster take turns; if the lock is not free within an
 // interval (at most a minute), this round is skipped.
 func (r journalRounds) sweepLocked(ctx context.Context) {
-	storage := r.journal.storage
-	lctx, cancel := context.WithTimeout(ctx, min(r.interval, time.Minute))
-	err := storage.Lock(lctx, sweepLockName)
-	cancel()
+	unlock, err := r.lock(ctx, min(r.interval, time.Minute))
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return
+		}
+		// A storage that is down fails its locks too (or lets them
+		// time out): say which it was.
+		if perr := r.journal.probe(ctx); perr != nil {
+			r.logger.Debug("challenge journal sweep skipped: storage unreachable", zap.Error(perr))
+		} else {
 			r.logger.Debug("challenge journal sweep skipped: the sweep lock stayed taken", zap.Error(err))
 		}
 		return
 	}
-	defer func() {
-		if err := storage.Unlock(context.WithoutCancel(ctx), sweepLockName); err != nil {
-			r.logger.Warn("releasing the challenge journal sweep lock", zap.Error(err))
-		}
-	}()
+	defer unlock()
 	for _, p := range r.modules.providers() {
 		removed, err := p.sweeper.Sweep(ctx, r.after)
 		r.metrics.sweepRemoved.Add(float64(removed))

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/acme-alias/caddy-dns-alias/acmednsapi"
 )
 
 // metrics are the app's Prometheus collectors, registered with the config's
@@ -28,14 +26,10 @@ type counters struct {
 	served       prometheus.Histogram
 	sweepRemoved prometheus.Counter
 	dnsQueries   *prometheus.CounterVec // kind: recursive, direct
-	// permissionOverload counts handshakes refused for load (max_checks,
-	// domain_rate), which say nothing about the names.
+	// permissionOverload counts handshakes refused for load (max_checks
+	// and the per-client bounds, domain_rate), which say nothing about the
+	// names.
 	permissionOverload prometheus.Counter
-	// acmeDNSUpdates counts the acme-dns endpoint's updates by account
-	// and outcome: its series are bounded by the configured accounts
-	// (a request naming no account counts as "unknown"), times the
-	// outcomes.
-	acmeDNSUpdates *prometheus.CounterVec
 }
 
 func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metrics {
@@ -55,9 +49,7 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dns_queries_total",
 			Help: "DNS queries the alias providers sent, to the resolvers (recursive) or to authoritative servers directly (direct)."}, []string{"kind"}),
 		permissionOverload: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "permission_overload_total",
-			Help: "On-demand handshakes the permission module refused for load (max_checks or domain_rate), without judging the name."}),
-		acmeDNSUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "acme_dns_updates_total",
-			Help: "Updates to the acme-dns endpoint, by account (unknown: no configured account) and outcome (written, refused_auth, refused_value, refused_rate, failed)."}, []string{"account", "outcome"}),
+			Help: "On-demand handshakes the permission module refused for load (max_checks, max_checks_per_address, max_checks_per_network or domain_rate), without judging the name."}),
 	},
 		delegations: delegationCollector{snapshot: snapshot,
 			names: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "delegations"),
@@ -79,7 +71,7 @@ func newMetrics(presented func() float64, snapshot func() monitorSnapshot) *metr
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.delegations, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload, m.dnsQueries, m.acmeDNSUpdates}
+	return []prometheus.Collector{m.delegations, m.gateRefusals, m.writes, m.deletes, m.served, m.presented, m.sweepRemoved, m.permissionOverload, m.dnsQueries}
 }
 
 // register adds the collectors to reg; a registry that has them already
@@ -106,14 +98,6 @@ func result(err error) string {
 func (m *metrics) Wrote(err error)        { m.writes.WithLabelValues(result(err)).Inc() }
 func (m *metrics) Deleted(err error)      { m.deletes.WithLabelValues(result(err)).Inc() }
 func (m *metrics) Served(d time.Duration) { m.served.Observe(d.Seconds()) }
-
-// Updated makes the metrics the acme-dns endpoint's observer.
-func (m *metrics) Updated(account string, o acmednsapi.Outcome) {
-	if account == "" {
-		account = "unknown"
-	}
-	m.acmeDNSUpdates.WithLabelValues(account, string(o)).Inc()
-}
 
 // querySent counts a DNS query an alias provider's resolver sent.
 func (m *metrics) querySent(direct bool) {

@@ -126,6 +126,13 @@ func (Provider) CaddyModule() caddy.ModuleInfo {
 // Provision loads the inner providers, expands placeholders and validates
 // the mapping, so that bad config fails at `caddy validate`.
 func (p *Provider) Provision(ctx caddy.Context) error {
+	return p.provision(ctx, owner(ctx))
+}
+
+// provision builds the provider for the module parent, which loaded it (an
+// ACME issuer, the tls app) or made it (NewZoneWriter's caller), and
+// registers it with the config's dns_alias app.
+func (p *Provider) provision(ctx caddy.Context, parent caddy.Module) error {
 	repl := caddy.NewReplacer()
 	expand := func(ss []string) []string {
 		out := make([]string, len(ss))
@@ -216,8 +223,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
 	}
 	p.writer = p.app.newWriter(mapper, ctx.Logger(), wait)
-	p.sweeper = solver.NewSweeper(p.writer)
-	parent := owner(ctx)
+	p.sweeper = p.app.newSweeper(p.writer)
 	p.app.register(p, parent)
 	if wait > 0 {
 		p.fastPath(parent, ctx.Logger())

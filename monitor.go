@@ -22,6 +22,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -88,7 +89,7 @@ func (*monitor) Destruct() error { return nil }
 var monitors = caddy.NewUsagePool()
 
 // monitorKey names the monitor of the names kept in storage s.
-func monitorKey(s certmagic.Storage) string { return "dns_alias.monitor " + storageName(s) }
+func monitorKey(s certmagic.Storage) string { return "dns_alias.monitor " + caddyconf.StorageName(s) }
 
 const (
 	defaultCheckInterval    = time.Hour

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -15,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -29,9 +29,10 @@ func init() {
 // synthesis and no loop. The nameservers and CAA are left to the gate
 // before the order (see App.Admit).
 // Answers are cached, concurrent handshakes for one name share one check,
-// and the checks under way are bounded in total and per registrable
-// domain, so a flood of handshakes for unknown names stays a trickle of DNS
-// queries, goroutines and sockets.
+// and the checks under way are bounded per client address and network, in
+// total and per registrable domain, so a flood of handshakes for unknown
+// names stays a trickle of DNS queries, goroutines and sockets, and one
+// client (or a few) cannot take the checks that the others need.
 type Permission struct {
 	// How long a refusal is remembered. Default: 1 minute.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
@@ -47,8 +48,19 @@ type Permission struct {
 
 	// How many checks may run at once. A handshake for a name that would
 	// start one more is refused at once (not remembered: the next
-	// handshake asks again). Default: 64.
+	// handshake asks again). The last quarter starts only checks for
+	// client addresses that have none under way. Default: 64.
 	MaxChecks int `json:"max_checks,omitempty"`
+
+	// Once half of max_checks are under way, how many of those checks the
+	// handshakes of one client address (an IPv4 address, an IPv6 /64) may
+	// have started; more are refused at once, not remembered. -1: no
+	// limit (and no reserved quarter). Default: 4.
+	MaxChecksPerAddress int `json:"max_checks_per_address,omitempty"`
+
+	// The same for one client network (an IPv4 /24, an IPv6 /48). -1: no
+	// limit. Default: 16.
+	MaxChecksPerNetwork int `json:"max_checks_per_network,omitempty"`
 
 	// How many checks a minute may start for the names under one
 	// registrable domain (e.g. example.co.uk); more are refused at once,
@@ -67,32 +79,7 @@ type Permission struct {
 	also      caddytls.OnDemandPermission
 	logger    *zap.Logger
 	app       *App
-	overload  *sampledLog
-}
-
-// overloadLogEvery bounds the log lines of refusals for load: a flood
-// makes one line per 10 s, with the count of those not logged.
-const overloadLogEvery = 10 * time.Second
-
-// sampledLog lets one line through per period and counts the rest.
-type sampledLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// allow reports whether a line may be logged now, and how many were held
-// back since the last one.
-func (s *sampledLog) allow(now time.Time, every time.Duration) (bool, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.last.IsZero() && now.Sub(s.last) < every {
-		s.suppressed++
-		return false, 0
-	}
-	n := s.suppressed
-	s.last, s.suppressed = now, 0
-	return true, n
+	refusals  *refusalLog
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,7 +92,8 @@ func (Permission) CaddyModule() caddy.ModuleInfo {
 
 // Provision sets up the cache and the optional ask endpoint.
 func (p *Permission) Provision(ctx caddy.Context) error {
-	p.logger, p.overload = ctx.Logger(), new(sampledLog)
+	p.logger = ctx.Logger()
+	p.refusals = newRefusalLog(p.logger)
 	var err error
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
@@ -125,6 +113,10 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("max_checks: must not be negative, got %d", p.MaxChecks)
 	case p.DomainRate < -1:
 		return fmt.Errorf("domain_rate: must be positive, or -1 for no limit, got %d", p.DomainRate)
+	case p.MaxChecksPerAddress < -1:
+		return fmt.Errorf("max_checks_per_address: must be positive, or -1 for no limit, got %d", p.MaxChecksPerAddress)
+	case p.MaxChecksPerNetwork < -1:
+		return fmt.Errorf("max_checks_per_network: must be positive, or -1 for no limit, got %d", p.MaxChecksPerNetwork)
 	}
 	if p.PermissionRaw != nil {
 		mod, err := ctx.LoadModule(p, "PermissionRaw")
@@ -144,6 +136,9 @@ func (p *Permission) Provision(ctx caddy.Context) error {
 		MaxEntries:  p.CacheSize,
 		MaxChecks:   p.MaxChecks,
 		DomainRate:  p.DomainRate,
+
+		MaxChecksPerAddress: p.MaxChecksPerAddress,
+		MaxChecksPerNetwork: p.MaxChecksPerNetwork,
 	}
 	p.app.modules.addPermission(p)
 	return nil
@@ -155,8 +150,10 @@ func (p *Permission) check(ctx context.Context, name string) (time.Duration, err
 	target, rep := p.app.Admit(ctx, name)
 	if err := rep.Err(); target.Name == "" {
 		// Logged here, once per check, not once per handshake: a flood of
-		// handshakes for one unknown name makes one line per negative_ttl.
-		p.logger.Info("on-demand certificate refused", zap.String("name", solver.Printable(name)), zap.Error(err))
+		// handshakes for one unknown name makes one line per negative_ttl,
+		// and the checks are bounded (per client, in all, per domain). Not
+		// sampled: it is the line that tells a customer's name apart.
+		p.logger.Info("on-demand certificate refused", zap.String("name", solver.Printable(name)), clientField(clientAddr(ctx)), zap.Error(err))
 		return 0, err
 	}
 	ttl := rep.ChainTTL()
@@ -183,13 +180,12 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 		// ask for, one by one.
 		return fmt.Errorf("%s: %w: a wildcard name is never admitted for on-demand TLS", name, caddytls.ErrPermissionDenied)
 	}
-	if err := p.admission.Allow(ctx, name); err != nil {
-		if errors.Is(err, solver.ErrOverload) {
+	client := clientAddr(ctx)
+	if err := p.admission.Allow(ctx, name, client); err != nil {
+		if o := (*solver.OverloadError)(nil); errors.As(err, &o) {
 			p.app.metrics.permissionOverload.Inc()
-			if ok, held := p.overload.allow(time.Now(), overloadLogEvery); ok {
-				p.logger.Warn("on-demand certificate refused for load; the next handshake asks again",
-					zap.String("name", name), zap.Int("not_logged_since_last", held), zap.Error(err))
-			}
+			p.refusals.write(zap.WarnLevel, o.Limit, "on-demand certificate refused for load; the next handshake asks again",
+				zap.String("name", name), clientField(client), zap.String("limit", o.Limit), zap.Error(err))
 		}
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)
 	}
@@ -207,6 +203,8 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 //	    min_ttl      <duration>
 //	    cache_size   <n>
 //	    max_checks   <n>
+//	    max_checks_per_address <n, -1 for no limit>
+//	    max_checks_per_network <n, -1 for no limit>
 //	    domain_rate  <checks per minute, -1 for no limit>
 //	    ask          <url>                       # sugar for: permission http { endpoint <url> }
 //	    permission   <module> [<module options>] # another tls.permission module
@@ -222,13 +220,17 @@ func (p *Permission) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "permission":
 			p.PermissionRaw, err = unmarshalNestedPermission(d, p.PermissionRaw)
 		case "negative_ttl":
-			p.NegativeTTL, err = durationArg(d, opt, false)
+			p.NegativeTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_ttl":
-			p.MaxTTL, err = durationArg(d, opt, false)
+			p.MaxTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "min_ttl":
-			p.MinTTL, err = durationArg(d, opt, false)
+			p.MinTTL, err = caddyconf.DurationArg(d, opt, false)
 		case "max_checks":
 			p.MaxChecks, err = intArg(d, opt)
+		case "max_checks_per_address":
+			p.MaxChecksPerAddress, err = intArg(d, opt)
+		case "max_checks_per_network":
+			p.MaxChecksPerNetwork, err = intArg(d, opt)
 		case "domain_rate":
 			p.DomainRate, err = intArg(d, opt)
 		case "cache_size":

@@ -83,10 +83,17 @@ https:// {
 			min_ttl 10s
 			cache_size 500
 			max_checks 16
+			max_checks_per_address 2
+			max_checks_per_network 8
 			domain_rate 120
 			ask http://localhost:9123/customers
 		}`,
-			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"min_ttl":10000000000,"cache_size":500,"max_checks":16,"domain_rate":120,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
+			want: `{"module":"alias","negative_ttl":30000000000,"max_ttl":120000000000,"min_ttl":10000000000,"cache_size":500,"max_checks":16,"max_checks_per_address":2,"max_checks_per_network":8,"domain_rate":120,"permission":{"module":"http","endpoint":"http://localhost:9123/customers"}}`,
+		},
+		{
+			name:       "per-client bounds off",
+			permission: "permission alias {\n\t\t\tmax_checks_per_address -1\n\t\t\tmax_checks_per_network -1\n\t\t}",
+			want:       `{"module":"alias","max_checks_per_address":-1,"max_checks_per_network":-1}`,
 		},
 		{
 			name:       "domain_rate off",
@@ -148,6 +155,8 @@ func TestPermissionCaddyfileErrors(t *testing.T) {
 		{"cache_size not a number", "permission alias {\n cache_size lots\n }", "cache_size"},
 		{"max_checks not a number", "permission alias {\n max_checks many\n }", "max_checks"},
 		{"domain_rate not a number", "permission alias {\n domain_rate fast\n }", "domain_rate"},
+		{"max_checks_per_address not a number", "permission alias {\n max_checks_per_address few\n }", "max_checks_per_address"},
+		{"max_checks_per_network without value", "permission alias {\n max_checks_per_network\n }", "wrong argument count"},
 		{"min_ttl not a duration", "permission alias {\n min_ttl 5\n }", "min_ttl"},
 		{"ask without url", "permission alias {\n ask\n }", "wrong argument count"},
 		{"with on_demand_tls ask", "ask http://localhost/\n permission alias", "already specified"},
@@ -185,6 +194,9 @@ func TestPermissionValidate(t *testing.T) {
 		{"negative max_checks", `,"max_checks":-3`, "max_checks: must not be negative"},
 		{"domain_rate below -1", `,"domain_rate":-2`, "domain_rate: must be positive, or -1 for no limit"},
 		{"domain_rate off", `,"domain_rate":-1,"max_checks":8,"min_ttl":"1m"`, ""},
+		{"per-client bounds", `,"max_checks_per_address":2,"max_checks_per_network":-1`, ""},
+		{"max_checks_per_address below -1", `,"max_checks_per_address":-2`, "max_checks_per_address: must be positive, or -1 for no limit"},
+		{"max_checks_per_network below -1", `,"max_checks_per_network":-5`, "max_checks_per_network: must be positive, or -1 for no limit"},
 		{"unparsable duration", `,"max_ttl":"soon"`, `tls.permission.alias: time: invalid duration "soon"`},
 		{"unknown field", `,"ttl":"1m"`, "unknown field"},
 	}
@@ -442,13 +454,13 @@ func TestPermissionAsksNoNameserver(t *testing.T) {
 
 // TestPermissionOverload: with every check slot taken, handshakes for other
 // names are refused at once with ErrPermissionDenied, counted, and logged
-// once per overloadLogEvery with the count of the lines held back; the
+// once per refusalLogEvery with the count of the lines held back; the
 // refusal is not remembered, so the next handshake after the load passed is
 // checked and admitted.
 func TestPermissionOverload(t *testing.T) {
 	l := startPermLab(t, `{"max_checks":1}`)
 	core, logs := observer.New(zap.WarnLevel)
-	l.perm.logger = zap.New(core)
+	l.perm.refusals = newRefusalLog(zap.New(core))
 	release := make(chan struct{})
 	check := l.perm.admission.Check
 	l.perm.admission.Check = func(ctx context.Context, name string) (time.Duration, error) {
@@ -473,7 +485,7 @@ func TestPermissionOverload(t *testing.T) {
 		t.Errorf("permission_overload_total grew by %v, want 100", n)
 	}
 	if n := logs.FilterMessageSnippet("refused for load").Len(); n != 1 {
-		t.Errorf("%d log lines for 100 refusals within %s, want 1", n, overloadLogEvery)
+		t.Errorf("%d log lines for 100 refusals within %s, want 1", n, refusalLogEvery)
 	}
 	close(release)
 	<-stuck

@@ -129,7 +129,7 @@ func TestReadmeVersions(t *testing.T) {
 	}
 	goVersion := find(`(?m)^go (\d+\.\d+\.\d+)$`, string(gomod), "go line in go.mod")
 	caddyVersion := find(`(?m)^\s+github\.com/caddyserver/caddy/v2 (v\S+)$`, string(gomod), "Caddy in go.mod")
-	rfc2136Version := find(`(?m)^\s+github\.com/caddy-dns/rfc2136 (v\S+)$`, string(gomod), "caddy-dns/rfc2136 in go.mod")
+	rfc2136Version := find(`(?m)^RFC2136_VERSION=(v\S+)$`, string(envsh), "RFC2136_VERSION in lab/env.sh")
 	xcaddyVersion := find(`(?m)^XCADDY_VERSION=(v\S+)$`, string(envsh), "XCADDY_VERSION in lab/env.sh")
 	pebbleVersion := find(`(?m)^PEBBLE_VERSION=(v\S+)$`, string(envsh), "PEBBLE_VERSION in lab/env.sh")
 	caddyMinor := caddyVersion[:strings.LastIndex(caddyVersion, ".")]

@@ -6,11 +6,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 // registry is what the modules of one config registered with its app while
 // Caddy provisioned them: the alias providers, each with the module that
-// loaded it, the permission modules and the acme-dns endpoints.
+// loaded it, the permission modules and the zone writers.
 type registry struct {
 	mu    sync.Mutex
 	alias []registration
@@ -19,7 +21,7 @@ type registry struct {
 	// registered (globalIssuers); nil if it is no alias provider.
 	usesGlobal  [][2]int
 	permissions []*Permission
-	endpoints   []*ACMEDNSServer
+	writers     []*ZoneWriter
 }
 
 // registration is an alias provider and the module that loaded it: an ACME
@@ -46,19 +48,19 @@ func (r *registry) addPermission(p *Permission) {
 	r.permissions = append(r.permissions, p)
 }
 
-// addEndpoint adds an acme-dns endpoint, whose accounts the admin API
-// lists.
-func (r *registry) addEndpoint(h *ACMEDNSServer) {
+// addWriter adds a zone writer, which the module that made it finds again
+// through RunningZoneWriters.
+func (r *registry) addWriter(w *ZoneWriter) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.endpoints = append(r.endpoints, h)
+	r.writers = append(r.writers, w)
 }
 
-// acmeDNSEndpoints lists the acme-dns endpoints.
-func (r *registry) acmeDNSEndpoints() []*ACMEDNSServer {
+// zoneWriters lists the zone writers.
+func (r *registry) zoneWriters() []*ZoneWriter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.endpoints)
+	return slices.Clone(r.writers)
 }
 
 // forgetAdmission drops what the permission modules remember of name.
@@ -96,4 +98,13 @@ func (r *registry) presentedCount() float64 {
 		n += len(p.writer.Presented())
 	}
 	return float64(n)
+}
+
+// sweepers returns the sweepers of the config's alias providers.
+func (r *registry) sweepers() []*solver.Sweeper {
+	var out []*solver.Sweeper
+	for _, p := range r.providers() {
+		out = append(out, p.sweeper)
+	}
+	return out
 }

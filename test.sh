@@ -2,8 +2,10 @@
 # Runs every test of caddy-dns-alias on a Debian machine, as root:
 #   1. installs the lab's servers and tools (lab/install.sh);
 #   2. starts the host-services canary (lab/canary.sh: Debian's own BIND,
-#      Unbound and Redis, started as their packages start them) and runs
-#      lab/install.sh once more, which must leave them running;
+#      Unbound and Redis, started as their packages start them), once as a
+#      machine where they never ran sees it (lab/fresh-machine.sh) and once
+#      for the whole run, and runs lab/install.sh once more, which must
+#      leave them running;
 #   3. outside the lab's namespace, where the module proxy is: gofmt, go vet
 #      (which compiles every package and test), Caddy built with xcaddy
 #      (lab/build-caddy.sh --lab; CADDY_BIN=... skips it) and lego
@@ -29,15 +31,23 @@ export LAB_DIR
 # time here is shown too, when known.
 E2E_EXPECTED="about 11 minutes (10m33s measured on a quiet machine, 10m15s-10m25s with both cores busy)"
 
-bash lab/install.sh
-echo "== the host-services canary: Debian's BIND, Unbound and Redis, as their packages run them"
-bash lab/canary.sh start
 lab_started=0
+# Every exit, a failure included, stops what this script started (the
+# canary's stop stops only what its start started).
 cleanup() {
 	[ "$lab_started" = 1 ] && bash lab/lab.sh down >/dev/null 2>&1
 	bash lab/canary.sh stop || true
 }
 trap cleanup EXIT
+
+bash lab/install.sh
+echo "== the host-services canary on a machine where their services never ran (lab/fresh-machine.sh: empty /run and /var/lib/unbound)"
+fresh="$(mktemp -d)"
+LAB_DIR="$fresh/lab" CANARY_DIR="$fresh/canary" bash lab/fresh-machine.sh \
+	bash -c 'bash lab/canary.sh start && bash lab/canary.sh check; rc=$?; bash lab/canary.sh stop; exit $rc'
+rm -rf "$fresh"
+echo "== the host-services canary: Debian's BIND, Unbound and Redis, as their packages run them"
+bash lab/canary.sh start
 bash lab/install.sh # again, now that they run: it must leave them alone
 
 test -z "$(gofmt -l .)" || {

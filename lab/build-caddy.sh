@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Caddy the way users do, with xcaddy: this working tree's plugin plus
-# the DNS providers the tests and examples use (rfc2136, cloudflare,
+# Builds Caddy the way users do, with xcaddy: this working tree's plugin and
+# its acme-dns endpoint (the package acmednsserver, which xcaddy imports from
+# the replaced module without a go get of its own) plus the DNS providers the tests and examples use (rfc2136, cloudflare,
 # route53), at the versions lab/env.sh pins (Caddy's from go.mod), and any
 # module you add.
 #
@@ -70,6 +71,7 @@ command -v xcaddy >/dev/null || go install "github.com/caddyserver/xcaddy/cmd/xc
 cd "$(mktemp -d)"
 xcaddy build "$CADDY_VERSION" --output "$out" \
 	--with "github.com/acme-alias/caddy-dns-alias=$CDA_ROOT" \
+	--with "github.com/acme-alias/caddy-dns-alias/acmednsserver" \
 	--with "github.com/caddy-dns/rfc2136@$RFC2136_VERSION" \
 	--with "github.com/caddy-dns/cloudflare@$CLOUDFLARE_VERSION" \
 	--with "github.com/caddy-dns/route53@$ROUTE53_VERSION" \

@@ -17,8 +17,13 @@
 # /etc/default/named; /etc/init.d/redis-server with /etc/redis/redis.conf);
 # unbound from /etc/unbound/unbound.conf included as it is, on port 5353,
 # because Debian's named holds port 53 of the same namespace, as on any host
-# that runs both. A service whose Debian pid file names a live process is
-# the host's: it is watched, never started or stopped.
+# that runs both, after what its unit and init script run before the daemon
+# (unbound-helper chroot_setup and root_trust_anchor_update: on a machine
+# where the package's service never ran, /var/lib/unbound/root.key, which
+# Debian's unbound.conf reads, exists only once the latter has run). A
+# service whose Debian pid file names a live process is the host's: it is
+# watched, never started or stopped. A start that fails stops what it
+# started before it exits.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAB_DIR="$(realpath -m "${LAB_DIR:-$HERE/../.lab}")"
@@ -58,10 +63,34 @@ start_one() { # NAME
 	named) in_ns /etc/init.d/named start >"$CANARY_DIR/named.out" 2>&1 ;;
 	redis) in_ns /etc/init.d/redis-server start >"$CANARY_DIR/redis.out" 2>&1 ;;
 	unbound)
-		printf 'include: "/etc/unbound/unbound.conf"\nserver:\n\tport: %s\n' "$UNBOUND_CANARY_PORT" >"$CANARY_DIR/unbound.conf"
-		in_ns unbound -c "$CANARY_DIR/unbound.conf" >"$CANARY_DIR/unbound.out" 2>&1
+		# What unbound.service runs before the daemon (its ExecStartPre
+		# lines, '-': a failure there does not stop the start), with
+		# /etc/default/unbound as its EnvironmentFile.
+		(
+			set -a
+			[ ! -r /etc/default/unbound ] || . /etc/default/unbound
+			/usr/libexec/unbound-helper chroot_setup || true
+			/usr/libexec/unbound-helper root_trust_anchor_update || true
+		) >"$CANARY_DIR/unbound.out" 2>&1
+		# The daemon's own messages go to a file of the canary's: a config
+		# it cannot load is otherwise said only to syslog.
+		printf 'include: "/etc/unbound/unbound.conf"\nserver:\n\tport: %s\n\tuse-syslog: no\n\tlogfile: "%s"\n' \
+			"$UNBOUND_CANARY_PORT" "$CANARY_DIR/unbound.log" >"$CANARY_DIR/unbound.conf"
+		touch "$CANARY_DIR/unbound.log"
+		chown unbound "$CANARY_DIR/unbound.log" 2>/dev/null || true
+		in_ns unbound -c "$CANARY_DIR/unbound.conf" >>"$CANARY_DIR/unbound.out" 2>&1 || {
+			cat "$CANARY_DIR/unbound.log" >>"$CANARY_DIR/unbound.out"
+			return 1
+		}
 		;;
 	esac
+}
+
+# start_failed MESSAGE: stop what this start started, then fail.
+start_failed() {
+	log "$*"
+	cmd_stop
+	exit 1
 }
 
 cmd_start() {
@@ -84,16 +113,20 @@ cmd_start() {
 		fi
 		start_one "$name" || {
 			cat "$CANARY_DIR/$name.out" >&2
-			die "$name did not start"
+			start_failed "$name did not start"
 		}
 		for i in $(seq 1 50); do
 			pid=$(tr -dc 0-9 2>/dev/null <"$pidf" || true)
 			[ -n "$pid" ] && alive "$pid" "$comm" && answers "$name" && break
 			sleep 0.2
 		done
-		answers "$name" || die "$name (pid ${pid:-none}) does not answer in $CANARY_NETNS"
+		# Recorded before the verdict, so that a failed start stops it too.
+		[ -z "$pid" ] || ! alive "$pid" "$comm" || echo "$name $comm $pid started" >>"$CANARY_DIR/pids"
+		answers "$name" || {
+			cat "$CANARY_DIR/$name.out" "$CANARY_DIR/$name.log" 2>/dev/null >&2
+			start_failed "$name (pid ${pid:-none}) does not answer in $CANARY_NETNS"
+		}
 		log "$name: started as Debian's package does (pid $pid, $pidf)"
-		echo "$name $comm $pid started" >>"$CANARY_DIR/pids"
 	done
 }
 

@@ -6,7 +6,8 @@
 #     bind9-dnsutils (dig, nsupdate), unbound, redis-server (with
 #     redis-tools: redis-cli), pdns-server with pdns-backend-sqlite3 and
 #     sqlite3 (the lab runs its own pdns_server; the deployment guide's
-#     PowerDNS policy test), systemd (systemd-analyze, for its unit drop-in;
+#     PowerDNS policy test), systemd (its unit loader, systemd --test, for the
+#     guide's drop-in merged into Caddy's packaged unit;
 #     Debian has it unless a container image left it out), openssl, iproute2
 #     (ip netns), curl
 #   - moto (moto_server, Route53's API) is Python, not in Debian: checked,
@@ -105,7 +106,7 @@ go_tool() { # name module version
 go_tool pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 go_tool xcaddy github.com/caddyserver/xcaddy/cmd/xcaddy "$XCADDY_VERSION"
 
-for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 systemd-analyze openssl ip curl; do
+for b in named named-checkconf named-checkzone tsig-keygen nsupdate dig unbound unbound-checkconf redis-server redis-cli pdns_server pdnsutil sqlite3 /lib/systemd/systemd setpriv openssl ip curl; do
 	command -v "$b" >/dev/null 2>&1 || { log "missing after install: $b"; exit 1; }
 done
 command -v moto_server >/dev/null 2>&1 ||

@@ -5,28 +5,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
-	"golang.org/x/net/publicsuffix"
-	"golang.org/x/sync/singleflight"
+	"github.com/acme-alias/caddy-dns-alias/internal/netsource"
 )
-
-// ErrOverload marks a refusal for load: too many checks under way, or too
-// many for one registrable domain. It says nothing about the name, so it is
-// never remembered: the next handshake asks again.
-var ErrOverload = errors.New("too many delegation checks")
 
 // Admission remembers whether names may have certificates, so that a flood
 // of TLS handshakes for unknown names does not become a flood of DNS
 // queries. Concurrent questions about one name share one check. The checks
-// under way are bounded in total and per registrable domain: what anonymous
-// clients can make it do is bounded by a constant, not by the flood's size.
+// under way are bounded per client address, per client network, in total
+// and per registrable domain (admission_limits.go): what anonymous clients
+// can make it do is bounded by a constant, not by the flood's size, and
+// one client, or a few, cannot take the checks that others need.
 type Admission struct {
 	// Check decides about one name. It returns how long a yes may be
 	// remembered (e.g. the smallest TTL of the CNAME chain), or an error
-	// that says why not.
+	// that says why not. An error that is no verdict on the name (see
+	// Definite) is not remembered.
 	Check func(ctx context.Context, name string) (time.Duration, error)
 	// MaxTTL caps how long a yes is remembered. Default: 5 minutes.
 	MaxTTL time.Duration
@@ -38,9 +36,21 @@ type Admission struct {
 	// NegativeTTL is how long a no is remembered. Default: 1 minute.
 	NegativeTTL time.Duration
 	// MaxChecks bounds the checks under way at once; a question that
-	// would start one more is refused at once (ErrOverload). Default:
+	// would start one more is refused at once (ErrOverload). Its last
+	// quarter starts only checks for client addresses that have none
+	// under way (unless MaxChecksPerAddress is -1). Default:
 	// DefaultMaxChecks.
 	MaxChecks int
+	// MaxChecksPerAddress bounds, once half of MaxChecks are under way,
+	// the checks under way that the questions of one client address (an
+	// IPv4 address, an IPv6 /64) started; more are refused at once
+	// (ErrOverload). -1 turns the bound off. Default:
+	// DefaultMaxChecksPerAddress.
+	MaxChecksPerAddress int
+	// MaxChecksPerNetwork is the same for a client's wider network (an
+	// IPv4 /24, an IPv6 /48). -1 turns the bound off. Default:
+	// DefaultMaxChecksPerNetwork.
+	MaxChecksPerNetwork int
 	// DomainRate bounds the checks started per minute for the names under
 	// one registrable domain (a burst of as many, then one every
 	// 1/DomainRate minutes); more are refused at once (ErrOverload). -1
@@ -51,38 +61,23 @@ type Admission struct {
 	// CheckTimeout bounds one check. Default: 30 seconds.
 	CheckTimeout time.Duration
 
-	now func() time.Time
-	// calls shares one check among the concurrent questions about a name.
-	calls   singleflight.Group
+	now     func() time.Time
 	mu      sync.Mutex
 	entries map[string]admissionEntry
-	running int               // checks under way
-	buckets map[string]bucket // registrable domain -> its checks' budget
+	// flights are the checks under way, by name: a question about a name
+	// being checked waits for that check, and the lookup of entries and
+	// of flights under one lock leaves no moment where a check's answer is
+	// in neither (a question would start a second check).
+	flights map[string]*flight
+	// held counts the checks under way per client host and network.
+	held    map[netip.Prefix]int
+	buckets map[string]*domainBudget // registrable domain -> its checks' budget
 }
 
-// Defaults of the admission's bounds.
-const (
-	// DefaultMaxChecks: a check that waits on a nameserver that never
-	// answers holds one goroutine and one socket for up to CheckTimeout;
-	// 64 of them stay far below any ulimit -n and a few MiB, while 64
-	// checks of healthy zones (tens of milliseconds each) admit hundreds
-	// of new names a second, more than any CA issues.
-	DefaultMaxChecks = 64
-	// DefaultDomainRate: a customer who points 30 names at the platform
-	// within a minute has them all checked at once; a flood of made-up
-	// names under one domain gets 30 checks a minute, not one per name.
-	DefaultDomainRate = 30
-	// DefaultMinTTL: one check per name per 30 s at most, whatever the
-	// chain's TTLs; a customer who removes the CNAME is refused within
-	// it (a recheck on request forgets the name at once).
-	DefaultMinTTL = 30 * time.Second
-)
-
-// bucket is a registrable domain's budget of checks: tokens refill at
-// DomainRate a minute up to DomainRate.
-type bucket struct {
-	tokens float64
-	at     time.Time
+// flight is one check under way; err is set before done is closed.
+type flight struct {
+	done chan struct{}
+	err  error
 }
 
 type admissionEntry struct {
@@ -91,10 +86,12 @@ type admissionEntry struct {
 }
 
 // Allow returns nil if name may have a certificate, and otherwise the
-// reason it may not. A caller whose ctx ends before the answer is known gets
-// ctx's error; the check itself runs on, and its answer is remembered for
-// the next caller.
-func (a *Admission) Allow(ctx context.Context, name string) error {
+// reason it may not. source is the address of the client that asks (the
+// zero Addr when no client does): a check it starts counts against its
+// address's and network's bounds until it ends. A caller whose ctx ends
+// before the answer is known gets ctx's error; the check itself runs on,
+// and its answer is remembered for the next caller.
+func (a *Admission) Allow(ctx context.Context, name string, source netip.Addr) error {
 	name = Normalize(name)
 	a.mu.Lock()
 	if e, ok := a.entries[name]; ok {
@@ -104,108 +101,48 @@ func (a *Admission) Allow(ctx context.Context, name string) error {
 		}
 		delete(a.entries, name)
 	}
+	f, ok := a.flights[name]
+	if !ok {
+		host, network := netsource.Of(source)
+		if err := a.admitCheck(name, host, network); err != nil {
+			a.mu.Unlock()
+			return err
+		}
+		f = &flight{done: make(chan struct{})}
+		if a.flights == nil {
+			a.flights = make(map[string]*flight)
+		}
+		a.flights[name] = f
+		a.hold(host, network, 1)
+		// The check runs on its own context: waiters with other deadlines
+		// share its result, and one cancelled handshake must neither
+		// cancel it for the others nor cache a no.
+		go a.run(context.WithoutCancel(ctx), name, f, host, network)
+	}
 	a.mu.Unlock()
-	// The check runs on its own context: waiters with other deadlines
-	// share its result, and one cancelled handshake must neither cancel
-	// it for the others nor cache a no.
-	checkCtx := context.WithoutCancel(ctx)
-	ch := a.calls.DoChan(name, func() (any, error) { return nil, a.run(checkCtx, name) })
 	select {
-	case res := <-ch:
-		return res.Err
+	case <-f.done:
+		return f.err
 	case <-ctx.Done():
 		return fmt.Errorf("checking %s: %w", name, ctx.Err())
 	}
 }
 
-// admitCheck decides whether a check for name may start now: refused when
-// MaxChecks are under way, or when name's registrable domain spent its
-// budget. Called with a.mu held.
-func (a *Admission) admitCheck(name string) error {
-	if limit := cmp.Or(a.MaxChecks, DefaultMaxChecks); a.running >= limit {
-		return fmt.Errorf("checking %s: %w: %d under way, the most max_checks allows", name, ErrOverload, limit)
-	}
-	rate := cmp.Or(a.DomainRate, DefaultDomainRate)
-	if rate < 0 {
-		return nil
-	}
-	if a.buckets == nil {
-		a.buckets = make(map[string]bucket)
-	}
-	domain := RegistrableDomain(name)
-	now := a.clock()
-	b, ok := a.buckets[domain]
-	if !ok {
-		a.makeBucketRoom(now, rate)
-		b = bucket{tokens: float64(rate), at: now}
-	}
-	b.tokens = min(float64(rate), b.tokens+now.Sub(b.at).Minutes()*float64(rate))
-	b.at = now
-	if b.tokens < 1 {
-		a.buckets[domain] = b
-		return fmt.Errorf("checking %s: %w: more than %d a minute for names under %s (domain_rate)", name, ErrOverload, rate, domain)
-	}
-	b.tokens--
-	a.buckets[domain] = b
-	return nil
-}
-
-// makeBucketRoom keeps the budgets as bounded as the answers: when there
-// are MaxEntries, those refilled by now are dropped (a full bucket and no
-// bucket are the same), and if none is, the longest unused one. Called
-// with a.mu held.
-func (a *Admission) makeBucketRoom(now time.Time, rate int) {
-	if len(a.buckets) < a.maxEntries() {
-		return
-	}
-	var oldest string
-	for k, b := range a.buckets {
-		if b.tokens+now.Sub(b.at).Minutes()*float64(rate) >= float64(rate) {
-			delete(a.buckets, k)
-		} else if oldest == "" || b.at.Before(a.buckets[oldest].at) {
-			oldest = k
-		}
-	}
-	if len(a.buckets) >= a.maxEntries() {
-		delete(a.buckets, oldest)
-	}
-}
-
-// RegistrableDomain is the domain name under which a registrant creates
-// names at will (eTLD+1 by the public suffix list): the unit that one
-// party's names share a budget under. A name that is a public suffix
-// itself is its own.
-func RegistrableDomain(name string) string {
-	name = Normalize(name)
-	if d, err := publicsuffix.EffectiveTLDPlusOne(name); err == nil {
-		return d
-	}
-	return name
-}
-
-// run admits and performs the check for name (the one call of the questions
-// that share it) and remembers its answer. A refusal for load is not
-// remembered, nor is a check that panics, which is an error.
-func (a *Admission) run(ctx context.Context, name string) (err error) {
-	a.mu.Lock()
-	err = a.admitCheck(name)
-	if err == nil {
-		a.running++
-	}
-	a.mu.Unlock()
-	if err != nil {
-		return err
-	}
+// run performs the check for name (the one of the questions that share
+// it) and remembers its answer if it is a verdict. A check that panics is
+// an error, not remembered.
+func (a *Admission) run(ctx context.Context, name string, f *flight, host, network netip.Prefix) {
 	var ttl time.Duration
+	var err error
 	finished := false
 	defer func() {
 		if !finished {
-			// singleflight's DoChan would re-panic on a goroutine of its
-			// own, taking the process down with one broken check.
+			// A panic on this goroutine would take the process down
+			// with one broken check.
 			err, ttl = fmt.Errorf("checking %s: the check panicked: %v", name, recover()), 0
 		}
 		a.mu.Lock()
-		a.running--
+		a.hold(host, network, -1)
 		if ttl > 0 {
 			a.makeRoom()
 			if a.entries == nil {
@@ -213,18 +150,37 @@ func (a *Admission) run(ctx context.Context, name string) (err error) {
 			}
 			a.entries[name] = admissionEntry{err: err, expires: a.clock().Add(ttl)}
 		}
+		delete(a.flights, name)
+		f.err = err
+		close(f.done)
 		a.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(a.CheckTimeout, 30*time.Second))
 	defer cancel()
 	ttl, err = a.Check(ctx, name)
-	if err == nil {
+	switch {
+	case err == nil:
 		ttl = min(max(ttl, cmp.Or(a.MinTTL, DefaultMinTTL)), a.maxTTL())
-	} else {
+	case Definite(err):
 		ttl = a.negativeTTL()
+	default:
+		ttl = 0
 	}
 	finished = true
-	return err
+}
+
+// Definite reports whether a check's error is a verdict on the name (no
+// CNAME, a CNAME elsewhere, a loop), worth remembering, rather than a
+// failure to reach one: a lookup that failed or timed out, a nameserver
+// that did not answer, a check that ran out of time says nothing about
+// the delegation, and the next handshake asks again.
+func Definite(err error) bool {
+	var transient interface{ Transient() bool }
+	if errors.As(err, &transient) {
+		return !transient.Transient()
+	}
+	return !errors.Is(err, ErrLookup) && !errors.Is(err, ErrNSUnreachable) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
 }
 
 // makeRoom drops expired entries when the cache is full, and if that is not
@@ -263,7 +219,7 @@ func (a *Admission) makeRoom() {
 func (a *Admission) Checking() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.running
+	return len(a.flights)
 }
 
 // Len returns how many answers are remembered.

@@ -10,13 +10,26 @@ import (
 	"github.com/miekg/dns"
 )
 
+// Issuer is what CAA is judged against.
+type Issuer struct {
+	// CAIdentities are the CAA issuer domains of the CA that will be asked
+	// for the certificate, e.g. "letsencrypt.org". Empty: CAA records are
+	// reported, not judged.
+	CAIdentities []string
+	// AccountURIs are the URLs of the ACME accounts at that CA that this
+	// server orders with (RFC 8657's accounturi), the one it will most
+	// likely use first. Empty while it has none: accounturi is then noted,
+	// not judged.
+	AccountURIs []string
+}
+
 // checkCAA finds the CAA record set that applies to the domain (the closest
-// one walking up from the domain, RFC 8659) and judges it for the
-// configured CA identities. CAA is checked on the original name only: the CA
-// never looks at the alias zone's. A wildcard is judged by issuewild when
-// the set has any, by issue otherwise; issuewild never applies to other
-// names. A set with no property of the relevant tag does not restrict
-// issuance.
+// one walking up from the domain, RFC 8659) and judges it for the CA and
+// the ACME account that will ask (RFC 8657). CAA is checked on the
+// original name only: the CA never looks at the alias zone's. A wildcard
+// is judged by issuewild when the set has any, by issue otherwise;
+// issuewild never applies to other names. A set with no property of the
+// relevant tag does not restrict issuance.
 func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 	start := strings.TrimPrefix(rep.Domain, "*.")
 	for name := start; name != ""; name = parent(name) {
@@ -49,10 +62,15 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 			break
 		}
 	}
+	var iss Issuer
+	if c.Issuer != nil {
+		iss = c.Issuer(ctx)
+	}
 	if len(rep.CAA) == 0 {
+		noteBinding(rep, iss, start, "no CAA applies to "+start)
 		return
 	}
-	if len(c.CAIdentities) == 0 {
+	if len(iss.CAIdentities) == 0 {
 		rep.add(errorOf(ErrCAAForbids, "CAA at %s not judged: the CA's identities are unknown (its ACME directory lists no caaIdentities and caa_identities is not set)", rep.CAA[0].Owner), false)
 		return
 	}
@@ -68,8 +86,9 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 		tag = "issuewild"
 	}
 	var issuers []string
-	var methodsBlocked []CAARecord
-	permitted := false
+	var methodsBlocked, accountBlocked []CAARecord
+	// anyAccount: a property lets this CA issue to whichever account asks
+	permitted, anyAccount := false, false
 	for _, rec := range rep.CAA {
 		if rec.Tag != tag {
 			continue
@@ -80,44 +99,92 @@ func (c *Checker) checkCAA(ctx context.Context, rep *Report, wildcard bool) {
 		} else {
 			issuers = append(issuers, issuer)
 		}
-		if !slices.Contains(c.CAIdentities, issuer) {
+		if !slices.Contains(iss.CAIdentities, issuer) {
 			continue
 		}
 		if methods, ok := params["validationmethods"]; ok && !hasMethod(methods, "dns-01") {
 			methodsBlocked = append(methodsBlocked, rec)
 			continue
 		}
-		permitted = true
-		if uri, ok := params["accounturi"]; ok {
-			rep.add(errorOf(ErrCAAAccountURI, "CAA %s at %s allows %s only for the ACME account %s: Caddy must use that account", tag, owner, issuer, uri), false)
+		uri, ok := params["accounturi"]
+		switch {
+		case !ok:
+			permitted, anyAccount = true, true
+		case len(iss.AccountURIs) == 0:
+			permitted = true
+			rep.add(errorOf(ErrCAAAccountURI, "CAA %s at %s allows %s only for the ACME account %s; this server has no account at that CA yet, so it cannot tell whether it is that one: Caddy must use that account", tag, owner, issuer, uri), false)
+		case slices.Contains(iss.AccountURIs, uri):
+			permitted = true
+		default:
+			accountBlocked = append(accountBlocked, rec)
 		}
 	}
 	switch {
 	case len(issuers) == 0 || permitted:
-		return
+		if len(issuers) == 0 || anyAccount {
+			noteBinding(rep, iss, owner, fmt.Sprintf("CAA %s at %s allows this CA from any ACME account", tag, owner))
+		}
 	case len(methodsBlocked) > 0:
 		rec := methodsBlocked[0]
 		issuer, params := parseCAAValue(rec.Value)
-		value := issuer
-		for _, k := range slices.Sorted(maps.Keys(params)) {
-			if k != "validationmethods" {
-				value += "; " + k + "=" + params[k]
-			}
-		}
-		value += "; validationmethods=" + params["validationmethods"] + ",dns-01"
-		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, value)
+		methods := params["validationmethods"]
+		delete(params, "validationmethods")
+		fix := caaRecord(owner, tag, caaValue(issuer, params)+"; validationmethods="+methods+",dns-01")
 		rep.add(errorOf(ErrCAAMethods, "CAA %s %q at %s allows %s only with validationmethods=%s, which excludes dns-01; replace it with: %s",
-			tag, rec.Value, owner, issuer, params["validationmethods"], fix), true)
-		if rep.Fix == "" {
-			rep.Fix = fix
+			tag, rec.Value, owner, issuer, methods, fix), true)
+		rep.setFix(fix)
+	case len(accountBlocked) > 0:
+		var others []string
+		for _, rec := range accountBlocked {
+			_, params := parseCAAValue(rec.Value)
+			others = append(others, params["accounturi"])
 		}
+		issuer, params := parseCAAValue(accountBlocked[0].Value)
+		params["accounturi"] = iss.AccountURIs[0]
+		fix := caaRecord(owner, tag, caaValue(issuer, params))
+		rep.add(errorOf(ErrCAAAccountURI, "CAA %s at %s allows %s only for the ACME accounts %s, not this server's (%s); add: %s",
+			tag, owner, issuer, strings.Join(others, ", "), strings.Join(iss.AccountURIs, ", "), fix), true)
+		rep.setFix(fix)
 	default:
-		fix := fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, c.CAIdentities[0])
+		fix := caaRecord(owner, tag, iss.CAIdentities[0])
 		rep.add(errorOf(ErrCAAForbids, "CAA %s at %s allows only %s, none of %s; add: %s",
-			tag, owner, strings.Join(issuers, ", "), strings.Join(c.CAIdentities, ", "), fix), true)
-		if rep.Fix == "" {
-			rep.Fix = fix
-		}
+			tag, owner, strings.Join(issuers, ", "), strings.Join(iss.CAIdentities, ", "), fix), true)
+		rep.setFix(fix)
+	}
+}
+
+// noteBinding adds, when this server's ACME account is known, a note with
+// the CAA record that would bind issuance for owner to it (RFC 8657): with
+// it, a holder of the validation zone's credential can no longer obtain
+// certificates for the name from an account of its own.
+func noteBinding(rep *Report, iss Issuer, owner, why string) {
+	if len(iss.CAIdentities) == 0 || len(iss.AccountURIs) == 0 {
+		return
+	}
+	record := caaRecord(owner, "issue", caaValue(iss.CAIdentities[0], map[string]string{"accounturi": iss.AccountURIs[0]}))
+	rep.add(errorOf(ErrCAAUnbound, "%s; to bind issuance to this server's ACME account, publish: %s", why, record), false)
+}
+
+// caaRecord is the zone-file line of the CAA property tag with value at
+// owner.
+func caaRecord(owner, tag, value string) string {
+	return fmt.Sprintf("%s. 300 IN CAA 0 %s %q", owner, tag, value)
+}
+
+// caaValue is an issue/issuewild value: issuer, then params sorted, so
+// that a printed record is the same every time.
+func caaValue(issuer string, params map[string]string) string {
+	value := issuer
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		value += "; " + k + "=" + params[k]
+	}
+	return value
+}
+
+// setFix sets the record to publish, unless an earlier finding set one.
+func (r *Report) setFix(fix string) {
+	if r.Fix == "" {
+		r.Fix = fix
 	}
 }
 

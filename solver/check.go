@@ -24,7 +24,8 @@ const (
 	CodeNSNotAsked    = "ns_not_asked"      // a nameserver left out by a bound (note)
 	CodeCAAForbids    = "caa_forbids"       // CAA allows none of the CA identities
 	CodeCAAMethods    = "caa_methods"       // CAA validationmethods excludes dns-01
-	CodeCAAAccountURI = "caa_account_uri"   // CAA binds issuance to an account
+	CodeCAAAccountURI = "caa_account_uri"   // CAA binds issuance to other ACME accounts than this server's (a note while its account is unknown)
+	CodeCAAUnbound    = "caa_unbound"       // CAA does not bind issuance to this server's ACME account (note, with the record that would)
 	CodeCAASkipped    = "caa_not_looked_up" // CAA of a very deep name's middle labels (note)
 	CodeBadTarget     = "bad_target"        // chain ends where no record can be written
 	CodeNoRule        = "no_rule"           // no rule covers the domain
@@ -35,7 +36,7 @@ const (
 // delegation (DelegationError.Code): the states a monitored name can be in
 // besides ok. A transient finding names it when it comes first.
 var BreakingCodes = []string{CodeNoDelegation, CodeWrongTarget, CodeOutsideZones, CodeWildcard, CodeLoop, CodeTooManyHops,
-	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeBadTarget, CodeNoRule, CodeNoPolicy}
+	CodeLookup, CodeDrift, CodeNSUnreachable, CodeCAAForbids, CodeCAAMethods, CodeCAAAccountURI, CodeBadTarget, CodeNoRule, CodeNoPolicy}
 
 // Finding is one problem (or note) of a report, made from the typed error
 // the check found (see kinds).
@@ -204,10 +205,12 @@ func (r *Report) judge() {
 // Checker checks domains' delegations against the mapping.
 type Checker struct {
 	Mapper *Mapper
-	// CAIdentities are the CAA issuer domains of the CA that will be asked
-	// for the certificate, e.g. "letsencrypt.org". Empty: CAA records are
-	// reported, not judged.
-	CAIdentities []string
+	// Issuer returns what CAA is judged against: the CA that will be asked
+	// for the certificate and the ACME account that asks. It is called
+	// only when the CAA part of a check runs (it may read the CA's
+	// directory and Caddy's storage), never for the chain alone, which an
+	// anonymous handshake may cause. nil: CAA is reported, not judged.
+	Issuer func(context.Context) Issuer
 	// NSTimeout bounds each direct query to an authoritative server.
 	NSTimeout time.Duration
 }

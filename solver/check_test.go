@@ -177,6 +177,17 @@ func parseIP(s string) []byte {
 
 // Rules like the plugin's: a static alias, a template, and follow mode, all
 // confined to the alias zone.
+// ourAccount is the ACME account URI a test's server orders with.
+const ourAccount = "https://acme-v02.api.letsencrypt.org/acme/acct/100"
+
+// knownIssuer is a Checker's Issuer for Let's Encrypt and accounts (none:
+// this server has no account yet).
+func knownIssuer(accounts ...string) func(context.Context) Issuer {
+	return func(context.Context) Issuer {
+		return Issuer{CAIdentities: []string{"letsencrypt.org"}, AccountURIs: accounts}
+	}
+}
+
 func staticRule(t *testing.T) *Rule {
 	return mustValidate(t, &Rule{Alias: mustTemplate(t, "_acme-challenge.validation.example.org"),
 		Zones: []string{"validation.example.org"}, Writer: &fakeWriter{}, WriterName: "fake"})
@@ -219,6 +230,9 @@ func TestCheck(t *testing.T) {
 		msgs    []string // each must appear in the findings' messages
 		end     string   // Chain.End, when the chain was resolved
 		hops    int
+		// accounts are this server's ACME account URIs at the CA (none:
+		// not known yet)
+		accounts []string
 	}{
 		{
 			name: "ok static", rule: staticRule,
@@ -533,6 +547,54 @@ func TestCheck(t *testing.T) {
 			end:   staticAlias, hops: 1,
 		},
 		{
+			name: "CAA accounturi names another account", rule: staticRule, accounts: []string{ourAccount},
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname(challenge, staticAlias)
+				d.withCAA(t, `example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/123; validationmethods=dns-01"`)
+			},
+			fatal: []string{CodeCAAAccountURI},
+			fix:   `example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=` + ourAccount + `; validationmethods=dns-01"`,
+			msgs:  []string{"allows letsencrypt.org only for the ACME accounts https://acme-v02.api.letsencrypt.org/acme/acct/123, not this server's (" + ourAccount + ")"},
+			end:   staticAlias, hops: 1,
+		},
+		{
+			name: "CAA accounturi names this server's account", rule: staticRule, accounts: []string{ourAccount},
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname(challenge, staticAlias)
+				d.withCAA(t, `example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=https://acme-v02.api.letsencrypt.org/acme/acct/123"`,
+					`example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=`+ourAccount+`"`)
+			},
+			end: staticAlias, hops: 1,
+		},
+		{
+			name: "CAA accounturi and a property without one: any account may ask", rule: staticRule, accounts: []string{ourAccount},
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname(challenge, staticAlias)
+				d.withCAA(t, `example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=`+ourAccount+`"`, `example.com. 300 IN CAA 0 issue "letsencrypt.org"`)
+			},
+			notes: []string{CodeCAAUnbound},
+			end:   staticAlias, hops: 1,
+		},
+		{
+			name: "CAA accounturi of another CA does not bind this one", rule: staticRule, accounts: []string{ourAccount},
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname(challenge, staticAlias)
+				d.withCAA(t, `example.com. 300 IN CAA 0 issue "sectigo.com; accounturi=https://acme.sectigo.com/acct/1"`, `example.com. 300 IN CAA 0 issue "letsencrypt.org"`)
+			},
+			notes: []string{CodeCAAUnbound},
+			msgs:  []string{`CAA issue at example.com allows this CA from any ACME account; to bind issuance to this server's ACME account, publish: example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=` + ourAccount + `"`},
+			end:   staticAlias, hops: 1,
+		},
+		{
+			name: "no CAA: the record binding this server's account is a note", rule: staticRule, accounts: []string{ourAccount}, domain: "www.example.com",
+			setup: func(t *testing.T, d *checkDNS) {
+				d.rec.cname("_acme-challenge.www.example.com", staticAlias)
+			},
+			notes: []string{CodeCAAUnbound},
+			msgs:  []string{`no CAA applies to www.example.com; to bind issuance to this server's ACME account, publish: www.example.com. 300 IN CAA 0 issue "letsencrypt.org; accounturi=` + ourAccount + `"`},
+			end:   staticAlias, hops: 1,
+		},
+		{
 			name: "no rule covers the domain",
 			rule: func(t *testing.T) *Rule {
 				r := staticRule(t)
@@ -555,7 +617,7 @@ func TestCheck(t *testing.T) {
 			} else {
 				m.Default = rule
 			}
-			c := &Checker{Mapper: m, CAIdentities: []string{"letsencrypt.org"}}
+			c := &Checker{Mapper: m, Issuer: knownIssuer(tc.accounts...)}
 			domain := tc.domain
 			if domain == "" {
 				domain = "example.com"
@@ -632,7 +694,7 @@ func TestCheckReport(t *testing.T) {
 	d.addr["ns2.example.com"] = []string{"192.0.2.2"}
 	d.auth["192.0.2.2:53"] = &fakeAuth{data: d.rec}
 	d.withCAA(t, `example.com. 300 IN CAA 0 issue "letsencrypt.org"`)
-	c := &Checker{Mapper: &Mapper{Resolver: res, Default: templateRule(t)}, CAIdentities: []string{"letsencrypt.org"}}
+	c := &Checker{Mapper: &Mapper{Resolver: res, Default: templateRule(t)}, Issuer: knownIssuer()}
 	_, rep := c.Check(context.Background(), "example.com")
 	if !rep.OK || rep.Err() != nil {
 		t.Fatalf("report fails: %v", rep.Err())
@@ -678,7 +740,7 @@ func TestCheckReport(t *testing.T) {
 func TestCheckChainIsCheap(t *testing.T) {
 	d, res := newCheckDNS(t)
 	d.rec.cname("_acme-challenge.example.com", "_acme-challenge.validation.example.org")
-	c := &Checker{Mapper: &Mapper{Resolver: res, Default: staticRule(t)}, CAIdentities: []string{"letsencrypt.org"}}
+	c := &Checker{Mapper: &Mapper{Resolver: res, Default: staticRule(t)}, Issuer: knownIssuer()}
 	for i := 0; i < 3; i++ {
 		target, rep := c.Verify(context.Background(), "*.example.com", CheckChain)
 		if err := rep.Err(); err != nil {

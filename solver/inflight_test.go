@@ -90,39 +90,103 @@ func TestSweepSparesChallengeInFlight(t *testing.T) {
 	}
 }
 
-// TestPendingEntryLease: the entry stored before the write is leased for
-// the longest possible present, so that another instance's sweep, whatever
-// its maxAge, cannot take it even if a renewal is late; renewals after the
-// write carry the journal's own lease again.
-func TestPendingEntryLease(t *testing.T) {
-	fw := &fakeWriter{}
-	w := &hookWriter{fakeWriter: fw}
-	j := &memJournal{}
-	rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
-	p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j, AuthoritativeWait: 30 * time.Second}
-	if got, want := p.LongestPresent(), retryBudget+30*time.Second; got != want {
-		t.Fatalf("LongestPresent = %s, want %s", got, want)
+// slowWriter is an inner provider whose appends land at once and answer
+// after hold (a slow server, a long retry, or the wait for the
+// authoritative servers after it: the record is there either way).
+type slowWriter struct {
+	*fakeWriter
+	hold time.Duration
+}
+
+func (w *slowWriter) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	out, err := w.fakeWriter.AppendRecords(ctx, zone, recs)
+	select {
+	case <-time.After(w.hold):
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	var pending []JournalEntry
-	w.beforeAppend = func() {
-		pending, _ = j.List(context.Background())
-		sweeperOf(p).Renew(context.Background())
-		renewed, _ := j.List(context.Background())
-		pending = append(pending, renewed...)
-		p.AuthoritativeWait = 0 // skip the wait itself: there is no resolver here
-	}
-	mustAppend(t, p, "example.com.", txt("_acme-challenge", "x"))
-	if len(pending) != 2 {
-		t.Fatalf("journal during the write: %+v", pending)
-	}
-	for _, e := range pending {
-		if e.Lease != retryBudget+30*time.Second {
-			t.Errorf("entry during the write leased for %s, want the longest present %s", e.Lease, retryBudget+30*time.Second)
-		}
-	}
-	sweeperOf(p).Renew(context.Background())
-	if es, _ := j.List(context.Background()); len(es) != 1 || es[0].Lease != 0 {
-		t.Errorf("entry after the write: %+v, want the journal's own lease", es)
+	return out, err
+}
+
+// TestWriteLeaseRenewed: an entry is leased for sweep_after (3 s) from
+// the moment it is stored, a write under way included, and renewed every
+// second while the write goes on. A write that takes nearly its whole
+// retry budget is never swept by another instance sweeping every second
+// (nor would the authoritative wait after it be); a writer killed one
+// minute into the write (its record already at the server) leaves it for
+// no more than sweep_after + the sweep interval. Before, the entry was
+// leased for the longest a write could take (the retry budget plus
+// authoritative_wait) and a kill left the record that long.
+func TestWriteLeaseRenewed(t *testing.T) {
+	const after, interval = 3 * time.Second, time.Second
+	for _, tc := range []struct {
+		name   string
+		killAt time.Duration // 0: never killed
+	}{
+		{"renewed across a long write", 0},
+		{"writer killed a minute into the write", time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fw := &fakeWriter{}
+				w := &slowWriter{fakeWriter: fw, hold: retryBudget - 10*time.Second}
+				j := &memJournal{}
+				rule := mustValidate(t, &Rule{Alias: mustTemplate(t, testStaticAlias), Zones: []string{testAliasZone}, Writer: w, WriterName: "fake"})
+				p := &Provider{Mapper: &Mapper{Default: rule, Resolver: delegatedResolver(t, testAliasZone, testStaticAlias)}, Journal: j}
+				other := NewSweeper(&Provider{Mapper: &Mapper{Default: rule}, Journal: j})
+				// A killed process makes no call any more: its journal
+				// round stops (kill), and its write, blocked at the
+				// server, stays blocked until the test ends (stop).
+				rounds, kill := context.WithCancel(context.Background())
+				writes, stop := context.WithCancel(context.Background())
+				// Every goroutine of the bubble ends before the test does.
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				defer stop()
+				defer kill()
+				// This process's journal round renews every third of
+				// sweep_after.
+				wg.Go(func() {
+					for rounds.Err() == nil {
+						time.Sleep(after / 3)
+						sweeperOf(p).Renew(rounds)
+					}
+				})
+				wrote := make(chan error, 1)
+				wg.Go(func() {
+					_, err := p.AppendRecords(writes, "example.com.", []libdns.Record{txt("_acme-challenge", "slow")})
+					wrote <- err
+				})
+				start := time.Now()
+				for {
+					time.Sleep(interval)
+					if tc.killAt > 0 && time.Since(start) == tc.killAt {
+						kill()
+						break
+					}
+					if n, err := other.Sweep(context.Background(), after); n != 0 || err != nil {
+						t.Fatalf("another instance swept %d (%v) of a write under way %s into it", n, err, time.Since(start))
+					}
+					if es, _ := j.List(context.Background()); len(es) != 1 || es[0].Lease != 0 {
+						t.Fatalf("journal %s into the write: %+v, want one entry with the journal's own lease", time.Since(start), es)
+					}
+					if tc.killAt == 0 && time.Since(start) >= w.hold+time.Second {
+						if err := <-wrote; err != nil {
+							t.Fatal(err)
+						}
+						return
+					}
+				}
+				killed := time.Now()
+				for slices.Contains(fw.values(testStaticAlias), digest("slow")) {
+					if time.Since(killed) > after+interval {
+						t.Fatalf("the killed writer's record is still there %s after the kill, more than sweep_after + sweep_interval", time.Since(killed))
+					}
+					time.Sleep(interval)
+					other.Sweep(context.Background(), after)
+				}
+			})
+		})
 	}
 }
 

@@ -68,10 +68,10 @@ type JournalEntry struct {
 	Lease time.Duration `json:"lease,omitempty"`
 }
 
-// MinSweepAfter is the shortest sweep_after, the lease of a renewed entry:
-// its process renews the entry every third of it, which must leave time for
-// a storage write and for some clock difference between instances. A write
-// under way is covered by LongestPresent instead, however short this is.
+// MinSweepAfter is the shortest sweep_after, the lease of every entry, a
+// write under way included: its process renews the entry every third of
+// it, which must leave time for a storage write and for some clock
+// difference between instances.
 const MinSweepAfter = 3 * time.Second
 
 // lastSeen is when the entry was last known to be in use.

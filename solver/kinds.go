@@ -28,6 +28,7 @@ var kinds = []struct {
 	{ErrCAAForbids, CodeCAAForbids},
 	{ErrCAAMethods, CodeCAAMethods},
 	{ErrCAAAccountURI, CodeCAAAccountURI},
+	{ErrCAAUnbound, CodeCAAUnbound},
 	{ErrCAASkipped, CodeCAASkipped},
 	{ErrLookup, CodeLookup},
 }
@@ -39,7 +40,8 @@ var (
 	ErrNSUnreachable = errors.New("authoritative nameserver unreachable")
 	ErrCAAForbids    = errors.New("CAA forbids the CA")
 	ErrCAAMethods    = errors.New("CAA excludes dns-01")
-	ErrCAAAccountURI = errors.New("CAA binds issuance to an account")
+	ErrCAAAccountURI = errors.New("CAA binds issuance to another ACME account")
+	ErrCAAUnbound    = errors.New("CAA does not bind issuance to this server's ACME account")
 	ErrCAASkipped    = errors.New("CAA of middle labels not looked up")
 )
 

@@ -170,7 +170,7 @@ func (p *Provider) presentTarget(ctx context.Context, target Target, original st
 	domain := target.Domain
 	key := presentedKey{target.Name, rr.Data}
 	entry := JournalEntry{ID: newJournalID(), Domain: domain, Zone: target.Zone, Name: target.Name, Type: "TXT", Value: rr.Data,
-		Writer: target.Rule.WriterName, Written: p.clock(), Lease: p.LongestPresent()}
+		Writer: target.Rule.WriterName, Written: p.clock()}
 	pr := &presentation{target: target, original: original, value: rr.Data, refs: 1, since: entry.Written, journalID: entry.ID, done: make(chan struct{})}
 	existing, shared := p.reg.claim(key, pr, entry.Written)
 	if existing != nil {
@@ -185,11 +185,9 @@ func (p *Provider) presentTarget(ctx context.Context, target Target, original st
 		return nil, err
 	}
 	if p.Journal != nil {
-		// The write is done: the entry's lease drops from the longest
-		// present to sweep_after now, not at the next renewal, so that a
-		// crash right after the write leaves an orphan for no longer than
-		// one after a renewal.
-		entry.Lease, entry.Seen = 0, p.clock()
+		// The write is done: a renewal now, not at the next round, so
+		// that the entry's age counts from the end of a long write.
+		entry.Seen = p.clock()
 		if err := p.putEntry(ctx, pr, entry); err != nil {
 			p.logger().Warn("renewing the challenge journal entry after the write; the next renewal will", zap.String("domain", domain), zap.Error(err))
 		}
@@ -206,15 +204,6 @@ func (p *Provider) presentTarget(ctx context.Context, target Target, original st
 	return aliasRecord(target.Name, rr), nil
 }
 
-// LongestPresent bounds how long a present can take from storing its
-// journal entry to the end of its wait for the authoritative servers: the
-// write's retries (a caller without a deadline gets retryBudget) and
-// AuthoritativeWait. An entry is leased for that long while its write is
-// under way, on top of its renewals, so that no sweep can take it.
-func (p *Provider) LongestPresent() time.Duration {
-	return retryBudget + p.AuthoritativeWait
-}
-
 // write journals entry, writes rr at its target and waits until the alias
 // zone serves it, and, if the name is shared, until the resolvers answer
 // it; a write that fails or does not propagate is undone. It returns what
@@ -227,16 +216,7 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 		}
 	}
 	inner := libdns.TXT{Name: libdns.RelativeName(FQDN(target.Name), FQDN(target.Zone)), TTL: rr.TTL, Text: rr.Data}
-	var written []libdns.Record
-	err := retry(ctx, func(ctx context.Context) error {
-		unlock, err := p.names.lock(ctx, target.Zone, target.Name)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		written, err = target.Rule.Writer.AppendRecords(ctx, FQDN(target.Zone), []libdns.Record{inner})
-		return err
-	})
+	written, err := p.appendWritten(ctx, target, []libdns.Record{inner})
 	if p.Observer != nil {
 		p.Observer.Wrote(err)
 	}
@@ -285,6 +265,23 @@ func (p *Provider) write(ctx context.Context, pr *presentation, entry JournalEnt
 		}
 	}
 	return written, ttl, nil
+}
+
+// appendWritten appends recs at the target through its writer, under the
+// name's lock, retrying transient failures, and returns what the writer
+// wrote.
+func (p *Provider) appendWritten(ctx context.Context, t Target, recs []libdns.Record) ([]libdns.Record, error) {
+	var written []libdns.Record
+	err := retry(ctx, func(ctx context.Context) error {
+		unlock, err := p.names.lock(ctx, t.Zone, t.Name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		written, err = t.Rule.Writer.AppendRecords(ctx, FQDN(t.Zone), recs)
+		return err
+	})
+	return written, err
 }
 
 // mapDomain finds where the challenge of domain is written: Mapper.Resolve,

@@ -17,9 +17,27 @@ import (
 // cleanup, here or on another instance), and withdraws the provider's own
 // records when the process exits (Withdraw).
 type Sweeper struct {
+	// Reach, if set, is the journal storage's reachability: Sweep counts
+	// an entry's age from no earlier than the start of the storage's
+	// current reachable run, and Renew and Restore feed it nothing (the
+	// journal observes its own operations).
+	Reach *Reachability
+	// Siblings, if set, returns the sweepers of every alias provider of
+	// the config, this one among them: an entry that one of them could
+	// have written is that one's to sweep, and no reason to warn here.
+	Siblings func() []*Sweeper
+
 	p      *Provider
 	mu     sync.Mutex
 	warned map[string]bool // journal keys Sweep has warned about
+	// missed is set when a renewal failed: the storage was unreachable
+	// from here, a sweep elsewhere may have taken this process's entries
+	// meanwhile, and Restore must look before the next renewal.
+	missed bool
+	// rewrite holds the journal IDs whose values Restore found swept and
+	// could not write back yet (their entries are stored again). Only
+	// Restore uses it, from the journal's rounds, one call at a time.
+	rewrite map[string]bool
 }
 
 // NewSweeper returns the sweeper of p's journal (p.Journal, which may be
@@ -31,7 +49,11 @@ func NewSweeper(p *Provider) *Sweeper { return &Sweeper{p: p} }
 // wrote them, and then the entries. A process renews the entries of the
 // challenges it presents (Renew), so a challenge in flight, here or on
 // another instance, is never swept however long it takes; only the records
-// of processes that died between present and cleanup are. A stale entry's
+// of processes that died between present and cleanup are. With Reach set,
+// an entry's age counts from no earlier than the moment the storage became
+// reachable (Reachability): after an outage, or right after this process
+// started, nothing is swept by age until the owners have had maxAge of
+// reachable storage to renew in. A stale entry's
 // record is deleted only if no unexpired entry of the listing and no
 // presentation of this process (presented or being deleted) holds the same
 // zone, name and value; otherwise only the entry goes. It returns how many
@@ -46,18 +68,22 @@ func (s *Sweeper) Sweep(ctx context.Context, maxAge time.Duration) (int, error) 
 	if p.Journal == nil {
 		return 0, nil
 	}
-	entries, err := p.Journal.List(ctx)
+	entries, err := s.list(ctx)
 	if err != nil {
-		if other := s.warnUnreadable(err); other != nil {
-			if len(entries) == 0 {
-				return 0, fmt.Errorf("reading the challenge journal: %w", other)
-			}
-			p.logger().Warn("some challenge journal entries could not be read", zap.Error(other))
+		if len(entries) == 0 {
+			return 0, fmt.Errorf("reading the challenge journal: %w", err)
 		}
+		p.logger().Warn("some challenge journal entries could not be read", zap.Error(err))
 	}
 	removed := 0
 	now := p.clock()
-	stale := func(e JournalEntry) bool { return now.Sub(e.lastSeen()) >= max(maxAge, e.Lease) }
+	reachable, err := s.Reach.Since(now)
+	if err != nil {
+		return 0, fmt.Errorf("not sweeping the challenge journal by age: %w", err)
+	}
+	stale := func(e JournalEntry) bool {
+		return now.Sub(later(e.lastSeen(), reachable)) >= max(maxAge, e.Lease)
+	}
 	// The values other challenges hold: the CA hands a restarted process
 	// the same pending authorization, so a live entry may carry an
 	// orphan's zone, name and value, and the orphan's record is then
@@ -70,6 +96,9 @@ func (s *Sweeper) Sweep(ctx context.Context, maxAge time.Duration) (int, error) 
 		}
 	}
 	leave := func(e JournalEntry, err error) {
+		if s.siblingWrites(e) || !s.warnsForConfig() {
+			return
+		}
 		if s.firstWarning(e.Key) {
 			p.logger().Warn("challenge journal entry left alone; if no other instance removes it, look at it and remove it by hand",
 				zap.String("key", e.Key), zap.Error(err))
@@ -129,6 +158,16 @@ func (s *Sweeper) Sweep(ctx context.Context, maxAge time.Duration) (int, error) 
 	return removed, nil
 }
 
+// list lists the journal, logging each unreadable key once
+// (warnUnreadable), and returns the entries with any other failure.
+func (s *Sweeper) list(ctx context.Context) ([]JournalEntry, error) {
+	entries, err := s.p.Journal.List(ctx)
+	if err != nil {
+		err = s.warnUnreadable(err)
+	}
+	return entries, err
+}
+
 // warnUnreadable logs each unreadable journal key in err once and returns
 // the rest of err (a failure to list at all, say), or nil.
 func (s *Sweeper) warnUnreadable(err error) error {
@@ -140,7 +179,7 @@ func (s *Sweeper) warnUnreadable(err error) error {
 			rest = append(rest, e)
 			continue
 		}
-		if s.firstWarning(u.Key) {
+		if s.warnsForConfig() && s.firstWarning(u.Key) {
 			p.logger().Warn("challenge journal entry is unreadable and left alone; look at it and remove it by hand",
 				zap.String("key", u.Key), zap.Error(u.Err))
 		}
@@ -162,35 +201,75 @@ func flatten(err error) []error {
 
 // Renew marks the journal entries of the challenges this process presents
 // as still in use, so that no sweep (here or on another instance) takes
-// them for orphans. Call it more often than the sweeps' maxAge.
+// them for orphans. Call it more often than the sweeps' maxAge. A write
+// under way is renewed like any other challenge: its entry carries the
+// journal's short lease (sweep_after), never the longest a write could
+// take, so that a process killed mid-write leaves its records for no more
+// than sweep_after and a sweep interval. A failed renewal is remembered:
+// call Restore, not Renew, until it succeeds.
 func (s *Sweeper) Renew(ctx context.Context) error {
 	p := s.p
 	if p.Journal == nil {
 		return nil
 	}
-	type renewal struct {
-		pr *presentation
-		e  JournalEntry
-	}
-	var entries []renewal
-	for _, pr := range p.reg.inFlight() {
-		e := JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
-			Name: pr.target.Name, Type: "TXT", Value: pr.value, Writer: pr.target.Rule.WriterName, Written: pr.since}
-		if !pr.finished() {
-			e.Lease = p.LongestPresent()
-		}
-		entries = append(entries, renewal{pr, e})
-	}
 	var errs []error
-	for _, r := range entries {
+	for _, pr := range p.reg.inFlight() {
 		// A cleanup finishing meanwhile has forgotten the entry, and
 		// putEntry does not write it back.
-		r.e.Seen = p.clock()
-		if err := p.putEntry(ctx, r.pr, r.e); err != nil {
+		if err := p.putEntry(ctx, pr, s.entryOf(pr)); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err != nil && ctx.Err() == nil {
+		s.mu.Lock()
+		s.missed = true
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// entryOf is pr's journal entry, renewed now.
+func (s *Sweeper) entryOf(pr *presentation) JournalEntry {
+	return JournalEntry{ID: pr.journalID, Domain: pr.target.Domain, Zone: pr.target.Zone,
+		Name: pr.target.Name, Type: "TXT", Value: pr.value, Writer: pr.target.Rule.WriterName,
+		Written: pr.since, Seen: s.p.clock()}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// warnsForConfig reports whether this sweeper is the one of the config
+// (the first of Siblings) that warns about the entries it leaves alone:
+// every sweeper of the config leaves the same ones alone.
+func (s *Sweeper) warnsForConfig() bool {
+	if s.Siblings == nil {
+		return true
+	}
+	all := s.Siblings()
+	return len(all) == 0 || all[0] == s
+}
+
+// siblingWrites reports whether another alias provider of the config could
+// have written e: its sweep, not this one, removes it.
+func (s *Sweeper) siblingWrites(e JournalEntry) bool {
+	if s.Siblings == nil {
+		return false
+	}
+	for _, o := range s.Siblings() {
+		if o == s {
+			continue
+		}
+		if _, err := o.entryWriter(e); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Withdraw deletes every challenge record this provider presents, for a

@@ -73,8 +73,8 @@ func labChecker(t *testing.T, mode string, maxHops int) *solver.Checker {
 		t.Fatal(err)
 	}
 	return &solver.Checker{
-		Mapper:       &solver.Mapper{Resolver: res, Default: rule, MaxHops: maxHops},
-		CAIdentities: []string{"letsencrypt.org"},
+		Mapper: &solver.Mapper{Resolver: res, Default: rule, MaxHops: maxHops},
+		Issuer: func(context.Context) solver.Issuer { return solver.Issuer{CAIdentities: []string{"letsencrypt.org"}} },
 	}
 }
 

@@ -666,15 +666,7 @@ func TestClusterRedisRestart(t *testing.T) {
 		return ll.Msg == "waiting on internal rate limiter" && isLate(ll)
 	})
 	ctx := testCtx(t, 4*time.Minute)
-	t.Cleanup(func() {
-		// up again whatever happens (a no-op when it is)
-		if _, err := lab.Up(context.Background()); err != nil {
-			t.Errorf("restarting redis: %v", err)
-		}
-	})
-	if err := l.StopRedis(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stopRedis(t, ctx, l)
 	stopped := time.Now()
 	if ll, ok := a.pollLine(0, func(ll logLine) bool { return ll.Msg == "done waiting on internal rate limiter" && isLate(ll) }); ok && ll.TS.Before(stopped) {
 		t.Fatalf("the rate limiter let %s go before redis was down; the scenario did not happen", late)

@@ -426,13 +426,9 @@ func TestEndpointKillSwept(t *testing.T) {
 	waitJournalEmpty(t, storage, 5*time.Second)
 }
 
-// TestEndpointClusterRedis: three Caddy instances on one Redis storage
-// serve the same accounts: an account registered through one of them
-// (POST /register, from an allowed network) is stored without its key and
-// serves lego through another, and a renewal through the third.
-func TestEndpointClusterRedis(t *testing.T) {
-	l := requireLab(t)
-	cl := startCluster(t, l, "", endpointSite("{$CLUSTER_HTTP_PORT}", "register 127.0.0.0/8"))
+// endpointBases returns the base URL of each node's endpoint (a cluster of
+// endpointSite on {$CLUSTER_HTTP_PORT}), once its /health answers.
+func (cl *cluster) endpointBases() []string {
 	var bases []string
 	for _, c := range cl.nodes {
 		for _, e := range c.env {
@@ -440,8 +436,19 @@ func TestEndpointClusterRedis(t *testing.T) {
 				bases = append(bases, "http://127.0.0.1:"+port)
 			}
 		}
-		waitHealth(t, c, bases[len(bases)-1])
+		waitHealth(cl.t, c, bases[len(bases)-1])
 	}
+	return bases
+}
+
+// TestEndpointClusterRedis: three Caddy instances on one Redis storage
+// serve the same accounts: an account registered through one of them
+// (POST /register, from an allowed network) is stored without its key and
+// serves lego through another, and a renewal through the third.
+func TestEndpointClusterRedis(t *testing.T) {
+	l := requireLab(t)
+	cl := startCluster(t, l, "", endpointSite("{$CLUSTER_HTTP_PORT}", "register 127.0.0.0/8"))
+	bases := cl.endpointBases()
 	resp, err := http.Post(bases[0]+"/register", "application/json", strings.NewReader(`{"allowfrom":["127.0.0.0/8"]}`))
 	if err != nil {
 		t.Fatal(err)

@@ -100,8 +100,9 @@ func breakDelegation(t *testing.T, c gateCase, wasDelegated bool) {
 	}
 }
 
-// gateSite is one follow-mode site for names, judging CAA against
-// pebble.example (Pebble's directory lists no caaIdentities).
+// gateSite is one follow-mode site for names. CAA is judged against the
+// identity Pebble's directory lists (pebble.letsencrypt.org), ahead of the
+// caa_identities given here.
 func gateSite(names []string, tlsExtra string) string {
 	return fmt.Sprintf(`%s {
 	tls {

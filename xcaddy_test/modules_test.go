@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,10 @@ import (
 	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
 )
 
-// TestListModules: the xcaddy-built binary has every module of this plugin,
-// the three DNS providers and the Redis storage it was built with.
+// TestListModules: the xcaddy-built binary (lab/build-caddy.sh, which adds
+// the acme-dns endpoint's package next to the plugin) has every module of
+// this plugin and of the endpoint, the three DNS providers and the Redis
+// storage it was built with.
 func TestListModules(t *testing.T) {
 	requireLab(t)
 	out, err := exec.Command(caddyBin, "list-modules").CombinedOutput()
@@ -35,6 +38,8 @@ func TestListModules(t *testing.T) {
 	want := []string{
 		"dns.providers.alias",
 		"admin.api.dns_alias",
+		"http.handlers.acme_dns_server",
+		"admin.api.acme_dns_server",
 		"dns.providers.rfc2136",
 		"dns.providers.cloudflare",
 		"dns.providers.route53",
@@ -51,16 +56,21 @@ func TestListModules(t *testing.T) {
 }
 
 // pluginModuleIDs returns the module IDs in the caddy.ModuleInfo literals of
-// the plugin's Go files (the repository root, not tests).
+// the plugin's Go files (the repository root and the acme-dns endpoint's
+// package, not tests).
 func pluginModuleIDs(t *testing.T) []string {
 	t.Helper()
 	root, err := lab.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := filepath.Glob(filepath.Join(root, "*.go"))
-	if err != nil {
-		t.Fatal(err)
+	var files []string
+	for _, dir := range []string{root, filepath.Join(root, "acmednsserver")} {
+		fs, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
 	}
 	re := regexp.MustCompile(`(?m)^\s*ID:\s*"([a-z0-9_.]+)"`)
 	var ids []string
@@ -77,7 +87,7 @@ func pluginModuleIDs(t *testing.T) []string {
 		}
 	}
 	if len(ids) == 0 {
-		t.Fatalf("no caddy.ModuleInfo ID found in %s/*.go", root)
+		t.Fatalf("no caddy.ModuleInfo ID found in %s/*.go and acmednsserver/*.go", root)
 	}
 	return ids
 }
@@ -224,8 +234,10 @@ func containsValue(v, want any) bool {
 // TestReadmeBuild runs every command of the ```sh blocks of README's
 // "Building Caddy with the plugin" section as it stands, in a fresh
 // directory, with the checkout for /path/to/caddy-dns-alias and the
-// repository's root for the relative lab/ path, and checks that what each
-// built is Caddy with the plugin and the rfc2136 provider.
+// repository's root for the relative lab/ path, in an environment that
+// exempts no module from Go's checksum database, and checks that what each
+// built is Caddy with the plugin, the acme-dns endpoint and the rfc2136
+// provider.
 func TestReadmeBuild(t *testing.T) {
 	requireLab(t)
 	root, err := lab.RepoRoot()
@@ -255,8 +267,18 @@ func TestReadmeBuild(t *testing.T) {
 			}
 			ctx := testCtx(t, 15*time.Minute)
 			start := time.Now()
+			for _, v := range checksumExemptions {
+				if strings.Contains(c, v) {
+					t.Errorf("README's build command sets %s, which turns off checksum verification: %s", v, c)
+				}
+			}
 			cmd := exec.CommandContext(ctx, "bash", "-c", line)
 			cmd.Dir = dir
+			// as a user's shell has it: nothing exempt from Go's checksum
+			// database, whatever this test's environment says
+			cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+				return slices.ContainsFunc(checksumExemptions, func(v string) bool { return strings.HasPrefix(kv, v+"=") })
+			})
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("README's build command failed: %v\n$ %s\n%s", err, c, out)
@@ -266,7 +288,7 @@ func TestReadmeBuild(t *testing.T) {
 			if err != nil {
 				t.Fatalf("caddy list-modules: %v\n%s", err, mods)
 			}
-			want := []string{"dns.providers.alias", "dns.providers.rfc2136"}
+			want := []string{"dns.providers.alias", "http.handlers.acme_dns_server", "dns.providers.rfc2136"}
 			// a DNS provider added with --with is in the build too
 			for _, m := range regexp.MustCompile(`--with github\.com/caddy-dns/([a-z0-9]+)`).FindAllStringSubmatch(c, -1) {
 				want = append(want, "dns.providers."+m[1])
@@ -279,6 +301,10 @@ func TestReadmeBuild(t *testing.T) {
 		})
 	}
 }
+
+// checksumExemptions are the Go settings that exempt modules from the
+// checksum database (GOFLAGS could say -insecure).
+var checksumExemptions = []string{"GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOINSECURE", "GOSUMDB", "GOFLAGS"}
 
 // TestDocsNamedConf: every ```named block of README.md and docs/ (BIND
 // configuration, e.g. the deployment guide's TXT-only update-policy) is
@@ -305,49 +331,5 @@ func TestDocsNamedConf(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("README.md and docs/ have no ```named block; the deployment guide's update-policy is one")
-	}
-}
-
-// TestDocsSystemdDropIn: the deployment guide's drop-in for Caddy's unit
-// (the ```ini block that names its path under caddy.service.d) loads in
-// systemd-analyze verify without a warning, beside a stand-in for the unit
-// Caddy's Debian package installs, and passes the secrets file.
-func TestDocsSystemdDropIn(t *testing.T) {
-	requireLab(t)
-	doc, err := readme.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, b := range doc.Blocks() {
-		first, _, _ := strings.Cut(b.Text, "\n")
-		name, ok := strings.CutPrefix(first, "# /etc/systemd/system/caddy.service.d/")
-		if b.Lang != "ini" || !ok {
-			continue
-		}
-		n++
-		dir := t.TempDir()
-		unit := "[Unit]\nDescription=Caddy (stand-in)\n\n[Service]\nType=notify\nUser=root\nExecStart=/bin/true\n"
-		if err := os.WriteFile(filepath.Join(dir, "caddy.service"), []byte(unit), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Join(dir, "caddy.service.d"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "caddy.service.d", name), []byte(b.Text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("systemd-analyze", "verify", "./caddy.service")
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		if err != nil || len(bytes.TrimSpace(out)) > 0 {
-			t.Errorf("%s: systemd-analyze verify: %v\n%s", b, err, out)
-		}
-		if !strings.Contains(b.Text, "\nEnvironmentFile=") {
-			t.Errorf("%s: the drop-in sets no EnvironmentFile", b)
-		}
-	}
-	if n == 0 {
-		t.Error("the docs have no ```ini drop-in for caddy.service")
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
-	"github.com/libdns/rfc2136"
 	"github.com/miekg/dns"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+	"github.com/acme-alias/caddy-dns-alias/internal/dnsupdate"
 )
 
 func start(t *testing.T) *dnstest.Server {
@@ -154,9 +154,9 @@ func TestAddRemove(t *testing.T) {
 	}
 }
 
-func provider(srv *dnstest.Server) *rfc2136.Provider {
+func provider(srv *dnstest.Server) *dnsupdate.Provider {
 	k := srv.Key()
-	return &rfc2136.Provider{KeyName: k.Name, Key: k.Secret, KeyAlg: dnstest.KeyAlgorithm, Server: srv.Addr()}
+	return &dnsupdate.Provider{KeyName: k.Name, Key: k.Secret, KeyAlg: dnstest.KeyAlgorithm, Server: srv.Addr()}
 }
 
 func TestUpdateWithRFC2136Provider(t *testing.T) {
@@ -305,7 +305,7 @@ func TestUpdateRefused(t *testing.T) {
 		})
 	}
 
-	t.Run("through libdns/rfc2136", func(t *testing.T) {
+	t.Run("through an RFC 2136 client", func(t *testing.T) {
 		srv := start(t)
 		p := provider(srv)
 		_, err := p.AppendRecords(context.Background(), "example.com.", []libdns.Record{libdns.TXT{Name: "_acme-challenge", Text: "x"}})

@@ -91,9 +91,10 @@ order"). "retryAfter default" is Pebble's sample config (authz 3 s, order
 		}
 	}
 	r.writeTargets(&b)
-	// -cluster's and -soak's sections stay.
+	// -cluster's, -soak's and -attack's sections stay.
 	b.WriteString(sectionIn(r.path, clusterHeading))
 	b.WriteString(sectionIn(r.path, soakHeading))
+	b.WriteString(sectionIn(r.path, attackHeading))
 	return os.WriteFile(r.path, []byte(b.String()), 0o644)
 }
 

@@ -71,7 +71,6 @@ type soak struct {
 	b                        *bench
 	flood, ns, monitor       []string
 	out                      string
-	silentAddr               string
 	silentPackets            atomic.Int64
 	nsTargets                sync.Map // challenge name -> CNAME target
 	nsPackets, nsStubPackets atomic.Int64
@@ -111,10 +110,17 @@ func unboundControl(l *lab.Lab, args ...string) {
 	}
 }
 
-// startSilent opens the nameserver that never answers, a UDP socket that
-// counts what reaches it, and makes Unbound send it every question about
-// the TLD "silent".
+// startSilent opens the nameserver that never answers for the TLD
+// "silent" (silentNameserver).
 func (s *soak) startSilent() func() {
+	return silentNameserver(s.b.l, "silent", &s.silentPackets)
+}
+
+// silentNameserver opens a nameserver that never answers, a UDP socket on
+// loopback that counts in packets what reaches it, and makes Unbound send
+// it every question about the TLD tld. It returns the function that
+// undoes both.
+func silentNameserver(l *lab.Lab, tld string, packets *atomic.Int64) func() {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -125,13 +131,12 @@ func (s *soak) startSilent() func() {
 			if _, _, err := pc.ReadFrom(buf); err != nil {
 				return
 			}
-			s.silentPackets.Add(1)
+			packets.Add(1)
 		}
 	}()
 	port := pc.LocalAddr().(*net.UDPAddr).Port
-	s.silentAddr = fmt.Sprintf("127.0.0.1@%d", port)
-	unboundControl(s.b.l, "stub_add", "silent", s.silentAddr)
-	return func() { unboundControl(s.b.l, "stub_remove", "silent"); pc.Close() }
+	unboundControl(l, "stub_add", tld, fmt.Sprintf("127.0.0.1@%d", port))
+	return func() { unboundControl(l, "stub_remove", tld); pc.Close() }
 }
 
 // sample is what the harness reads of Caddy's process.
@@ -681,12 +686,5 @@ after the reloads. Stock Caddy has no monitor to compare.
 	for _, r := range s.monitor {
 		b.WriteString(r + "\n")
 	}
-	data, _ := os.ReadFile(s.out)
-	rest := strings.TrimRight(withoutSection(string(data), soakHeading), "\n")
-	if rest != "" {
-		rest += "\n\n"
-	}
-	if err := os.WriteFile(s.out, []byte(rest+b.String()), 0o644); err != nil {
-		log.Fatal(err)
-	}
+	putSection(s.out, soakHeading, b.String())
 }

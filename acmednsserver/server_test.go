@@ -1,4 +1,4 @@
-package acmednsapi
+package acmednsserver
 
 import (
 	"context"

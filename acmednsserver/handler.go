@@ -1,4 +1,4 @@
-package alias
+package acmednsserver
 
 import (
 	"context"
@@ -15,15 +15,15 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/certmagic"
-	"github.com/libdns/libdns"
 
-	"github.com/acme-alias/caddy-dns-alias/acmednsapi"
+	alias "github.com/acme-alias/caddy-dns-alias"
+	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
 func init() {
-	caddy.RegisterModule(ACMEDNSServer{})
-	httpcaddyfile.RegisterHandlerDirective("acme_dns_server", parseACMEDNSServer)
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("acme_dns_server", parseHandler)
 	// After the auth directives (basic_auth, forward_auth) and the
 	// routing ones (handle, route), before the terminal ones (respond,
 	// reverse_proxy, file_server): the handler answers its own paths and
@@ -31,12 +31,12 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("acme_dns_server", httpcaddyfile.Before, "respond")
 }
 
-// ACMEDNSServer serves the acme-dns HTTP API (POST /update, GET /health)
+// Handler serves the acme-dns HTTP API (POST /update, GET /health)
 // for ACME clients that are not Caddy, and writes each account's values at
 // <subdomain>.<zone> through an inner DNS provider, with the alias
 // provider's confinement, journal and sweep. Other paths go to the next
 // handler.
-type ACMEDNSServer struct {
+type Handler struct {
 	// The alias zone; account subdomain s writes at s.<zone>. The
 	// domains' owners publish _acme-challenge.<domain> CNAME s.<zone>.
 	Zone string `json:"zone,omitempty"`
@@ -45,11 +45,11 @@ type ACMEDNSServer struct {
 	ProviderRaw json.RawMessage `json:"provider,omitempty" caddy:"namespace=dns.providers inline_key=name"`
 
 	// The accounts.
-	Accounts []ACMEDNSServerAccount `json:"accounts,omitempty"`
+	Accounts []HandlerAccount `json:"accounts,omitempty"`
 
 	// POST /register, off unless set: new accounts, kept in Caddy's
 	// storage so that every instance of a cluster serves them.
-	Register *ACMEDNSServerRegister `json:"register,omitempty"`
+	Register *HandlerRegister `json:"register,omitempty"`
 
 	// Serve lego's httpreq API too: POST /present and /cleanup with the
 	// account's user name and key as basic auth, for clients that clean
@@ -64,13 +64,12 @@ type ACMEDNSServer struct {
 	PrivateNameservers bool           `json:"private_nameservers,omitempty"`
 	AuthoritativeWait  caddy.Duration `json:"authoritative_wait,omitempty"`
 
-	writer *Provider
-	server *acmednsapi.Server
+	server *Server
 	zone   string
 }
 
-// ACMEDNSServerAccount is one acme-dns account.
-type ACMEDNSServerAccount struct {
+// HandlerAccount is one acme-dns account.
+type HandlerAccount struct {
 	Username string `json:"username,omitempty"`
 	// The bcrypt hash of the account's key (X-Api-Key), e.g. from
 	// `caddy hash-password`; placeholders such as {env.*} are expanded.
@@ -81,25 +80,25 @@ type ACMEDNSServerAccount struct {
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
-// ACMEDNSServerRegister turns POST /register on.
-type ACMEDNSServerRegister struct {
+// HandlerRegister turns POST /register on.
+type HandlerRegister struct {
 	// The networks (CIDR) or addresses registrations may come from; at
 	// least one.
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
-func (ACMEDNSServer) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.acme_dns_server",
-		New: func() caddy.Module { return new(ACMEDNSServer) },
+		New: func() caddy.Module { return new(Handler) },
 	}
 }
 
-// Provision builds the writer (an alias provider confined to the zone,
+// Provision builds the writer (alias.NewZoneWriter: confined to the zone,
 // registered with the dns_alias app for its journal, sweeps and metrics)
 // and the API server over it.
-func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	zone := solver.Normalize(repl.ReplaceKnown(h.Zone, ""))
 	if zone == "" {
@@ -108,37 +107,38 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 	if h.ProviderRaw == nil {
 		return fmt.Errorf("acme_dns_server: provider: the DNS provider that writes into %s is required", zone)
 	}
-	accounts := make([]acmednsapi.Account, len(h.Accounts))
+	accounts := make([]Account, len(h.Accounts))
 	for i, a := range h.Accounts {
-		allow, err := acmednsapi.ParseAllowFrom(a.AllowFrom)
+		allow, err := ParseAllowFrom(a.AllowFrom)
 		if err != nil {
 			return fmt.Errorf("acme_dns_server: accounts[%d].allow_from: %w", i, err)
 		}
-		accounts[i] = acmednsapi.Account{Username: a.Username, KeyHash: repl.ReplaceKnown(a.KeyHash, ""),
+		accounts[i] = Account{Username: a.Username, KeyHash: repl.ReplaceKnown(a.KeyHash, ""),
 			Subdomain: repl.ReplaceKnown(a.Subdomain, ""), AllowFrom: allow}
 	}
-	// Follow mode with the one zone: the rule that confines every write
-	// to the zone, and by which the journal's sweep (here or on another
-	// instance with the same config) knows the entries as this writer's.
-	h.writer = &Provider{ProviderRaw: h.ProviderRaw, Zones: []string{zone}, Follow: true,
-		Resolvers: h.Resolvers, PrivateNameservers: h.PrivateNameservers, AuthoritativeWait: h.AuthoritativeWait}
-	if err := h.writer.Provision(ctx); err != nil {
+	writer, err := alias.NewZoneWriter(ctx, h, alias.ZoneWriterConfig{Zone: zone, ProviderRaw: h.ProviderRaw,
+		Resolvers: h.Resolvers, PrivateNameservers: h.PrivateNameservers, AuthoritativeWait: h.AuthoritativeWait})
+	if err != nil {
 		return fmt.Errorf("acme_dns_server: %w", err)
 	}
-	var register *acmednsapi.Register
+	updates, err := registerUpdates(ctx)
+	if err != nil {
+		return fmt.Errorf("acme_dns_server: registering metrics: %w", err)
+	}
+	var register *Register
 	if h.Register != nil {
-		allow, err := acmednsapi.ParseAllowFrom(h.Register.AllowFrom)
+		allow, err := ParseAllowFrom(h.Register.AllowFrom)
 		if err != nil {
 			return fmt.Errorf("acme_dns_server: register.allow_from: %w", err)
 		}
-		register = &acmednsapi.Register{AllowFrom: allow, Store: accountStore{ctx.Storage(), zone}}
+		register = &Register{AllowFrom: allow, Store: accountStore{ctx.Storage(), zone}}
 	}
-	server, err := acmednsapi.New(acmednsapi.Config{
+	server, err := New(Config{
 		Zone:     zone,
 		Accounts: accounts,
-		Records:  aliasRecords{h.writer},
+		Records:  writer,
 		Logger:   ctx.Logger(),
-		Observer: h.writer.app.metrics,
+		Observer: updates,
 		ClientIP: clientIP,
 		Register: register,
 		HTTPReq:  h.HTTPReq,
@@ -148,7 +148,6 @@ func (h *ACMEDNSServer) Provision(ctx caddy.Context) error {
 	}
 	h.server = server
 	h.zone = zone
-	h.writer.app.modules.addEndpoint(h)
 	return nil
 }
 
@@ -160,7 +159,7 @@ func clientIP(r *http.Request) (netip.Addr, error) {
 	return a.Unmap(), err
 }
 
-func (h *ACMEDNSServer) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if !h.server.Handles(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
@@ -168,24 +167,9 @@ func (h *ACMEDNSServer) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	return nil
 }
 
-// aliasRecords adapts the alias provider's writer to the API server's one
-// way to DNS: the single place that knows both.
-type aliasRecords struct{ p *Provider }
-
-func (r aliasRecords) Present(ctx context.Context, name, value string) error {
-	r.p.app.ops.Add(1)
-	defer r.p.app.ops.Done()
-	return r.p.writer.PresentAt(ctx, name, value)
-}
-
-func (r aliasRecords) Remove(ctx context.Context, name, value string) error {
-	_, err := r.p.DeleteRecords(ctx, solver.FQDN(name), []libdns.Record{libdns.TXT{Name: solver.FQDN(name), Text: value}})
-	return err
-}
-
 // accountStore keeps registered accounts in Caddy's storage, one key per
 // account below the zone's prefix. User names reach it only in the shape
-// registration makes them (acmednsapi checks), so a key never leaves the
+// registration makes them (the server checks), so a key never leaves the
 // prefix.
 type accountStore struct {
 	storage certmagic.Storage
@@ -205,26 +189,26 @@ func (s accountStore) key(user string) string {
 	return path.Join("dns_alias", "acme_dns", s.zone, "accounts", user+".json")
 }
 
-func (s accountStore) Load(ctx context.Context, user string) (acmednsapi.Account, bool, error) {
+func (s accountStore) Load(ctx context.Context, user string) (Account, bool, error) {
 	data, err := s.storage.Load(ctx, s.key(user))
 	if errors.Is(err, fs.ErrNotExist) {
-		return acmednsapi.Account{}, false, nil
+		return Account{}, false, nil
 	}
 	if err != nil {
-		return acmednsapi.Account{}, false, fmt.Errorf("loading %s from storage %s: %w", s.key(user), storageName(s.storage), err)
+		return Account{}, false, fmt.Errorf("loading %s from storage %s: %w", s.key(user), caddyconf.StorageName(s.storage), err)
 	}
 	var sa storedAccount
 	if err := json.Unmarshal(data, &sa); err != nil {
-		return acmednsapi.Account{}, false, fmt.Errorf("account %s in storage: %w", s.key(user), err)
+		return Account{}, false, fmt.Errorf("account %s in storage: %w", s.key(user), err)
 	}
-	allow, err := acmednsapi.ParseAllowFrom(sa.AllowFrom)
+	allow, err := ParseAllowFrom(sa.AllowFrom)
 	if err != nil {
-		return acmednsapi.Account{}, false, fmt.Errorf("account %s in storage: allow_from: %w", s.key(user), err)
+		return Account{}, false, fmt.Errorf("account %s in storage: allow_from: %w", s.key(user), err)
 	}
-	return acmednsapi.Account{Username: sa.Username, KeyHash: sa.KeyHash, Subdomain: sa.Subdomain, AllowFrom: allow}, true, nil
+	return Account{Username: sa.Username, KeyHash: sa.KeyHash, Subdomain: sa.Subdomain, AllowFrom: allow}, true, nil
 }
 
-func (s accountStore) Save(ctx context.Context, a acmednsapi.Account) error {
+func (s accountStore) Save(ctx context.Context, a Account) error {
 	sa := storedAccount{Username: a.Username, KeyHash: a.KeyHash, Subdomain: a.Subdomain}
 	for _, p := range a.AllowFrom {
 		sa.AllowFrom = append(sa.AllowFrom, p.String())
@@ -234,12 +218,12 @@ func (s accountStore) Save(ctx context.Context, a acmednsapi.Account) error {
 		return err
 	}
 	if err := s.storage.Store(ctx, s.key(a.Username), data); err != nil {
-		return fmt.Errorf("storing %s in storage %s: %w", s.key(a.Username), storageName(s.storage), err)
+		return fmt.Errorf("storing %s in storage %s: %w", s.key(a.Username), caddyconf.StorageName(s.storage), err)
 	}
 	return nil
 }
 
-// parseACMEDNSServer sets up the handler from the Caddyfile. Syntax:
+// parseHandler sets up the handler from the Caddyfile. Syntax:
 //
 //	acme_dns_server [<matcher>] {
 //	    zone     <alias zone>
@@ -251,13 +235,13 @@ func (s accountStore) Save(ctx context.Context, a acmednsapi.Account) error {
 //	    private_nameservers
 //	    authoritative_wait <duration | -1>
 //	}
-func parseACMEDNSServer(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	s := new(ACMEDNSServer)
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(Handler)
 	return s, s.UnmarshalCaddyfile(h.Dispenser)
 }
 
 // UnmarshalCaddyfile reads the acme_dns_server directive's block.
-func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
 	if d.NextArg() {
 		return d.ArgErr()
@@ -270,17 +254,17 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "provider":
-			h.ProviderRaw, err = unmarshalInner(d)
+			h.ProviderRaw, err = caddyconf.InnerProvider(d)
 		case "account":
 			args := d.RemainingArgs()
 			if len(args) < 3 {
 				return d.Errf("account: want <username> <key hash> <subdomain> [<allow_from...>], got %d arguments", len(args))
 			}
-			h.Accounts = append(h.Accounts, ACMEDNSServerAccount{Username: args[0], KeyHash: args[1], Subdomain: args[2], AllowFrom: args[3:]})
+			h.Accounts = append(h.Accounts, HandlerAccount{Username: args[0], KeyHash: args[1], Subdomain: args[2], AllowFrom: args[3:]})
 		case "register":
 			var nets []string
-			nets, err = atLeastOneArg(d)
-			h.Register = &ACMEDNSServerRegister{AllowFrom: nets}
+			nets, err = caddyconf.AtLeastOneArg(d)
+			h.Register = &HandlerRegister{AllowFrom: nets}
 		case "httpreq":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -288,7 +272,7 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.HTTPReq = true
 		case "resolvers":
 			var rs []string
-			rs, err = atLeastOneArg(d)
+			rs, err = caddyconf.AtLeastOneArg(d)
 			h.Resolvers = append(h.Resolvers, rs...)
 		case "private_nameservers":
 			if d.NextArg() {
@@ -296,7 +280,7 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.PrivateNameservers = true
 		case "authoritative_wait":
-			h.AuthoritativeWait, err = durationArg(d, field, true)
+			h.AuthoritativeWait, err = caddyconf.DurationArg(d, field, true)
 		default:
 			err = d.Errf("unrecognized acme_dns_server option '%s'", field)
 		}
@@ -309,7 +293,7 @@ func (h *ACMEDNSServer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards.
 var (
-	_ caddy.Provisioner           = (*ACMEDNSServer)(nil)
-	_ caddyhttp.MiddlewareHandler = (*ACMEDNSServer)(nil)
-	_ caddyfile.Unmarshaler       = (*ACMEDNSServer)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )

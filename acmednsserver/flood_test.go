@@ -1,4 +1,4 @@
-package acmednsapi
+package acmednsserver
 
 import (
 	"fmt"
@@ -88,7 +88,7 @@ func flood(t testing.TB, s *Server, clients, perClient int) {
 }
 
 // BenchmarkFlood: the flood of TestFloodBounded with real key checks, per
-// request (go test -bench Flood ./acmednsapi).
+// request (go test -bench Flood ./acmednsserver).
 func BenchmarkFlood(b *testing.B) {
 	s, _, _, _ := testServer(b, Limits{})
 	s.logger = zap.NewNop()

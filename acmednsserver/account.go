@@ -1,11 +1,20 @@
-// Package acmednsapi serves the acme-dns HTTP API (POST /update with
-// X-Api-User and X-Api-Key, GET /health) for ACME clients that are not
-// Caddy, writing each account's TXT values at its own name in an alias zone
-// through a Records port. It holds the protocol: accounts and their key
+// Package acmednsserver is the acme-dns endpoint: the Caddy HTTP handler
+// http.handlers.acme_dns_server (Caddyfile directive acme_dns_server), its
+// admin route and metrics, and the acme-dns HTTP API it serves (POST
+// /update with X-Api-User and X-Api-Key, GET /health, optionally POST
+// /register and lego's httpreq) for ACME clients that are not Caddy. Each
+// account's TXT values are written at its own name in an alias zone
+// through the plugin's zone writer (alias.NewZoneWriter).
+//
+// It is a package of its own, registered only in builds that import it
+// (xcaddy build --with github.com/acme-alias/caddy-dns-alias/acmednsserver):
+// it takes credentials from the network and has its own threat model. The
+// plugin's other packages do not import it.
+//
+// The API server (Server) holds the protocol: accounts and their key
 // check, the shape of a value, the two newest values per account, and the
-// bounds on what a request may cost. It imports no Caddy code; the Caddy
-// handler module adapts the alias provider's writer to Records.
-package acmednsapi
+// bounds on what a request may cost. It reaches DNS only through Records.
+package acmednsserver
 
 import (
 	"fmt"
