@@ -22,14 +22,16 @@ type Limits struct {
 	SourceRate  float64
 	SourceBurst int
 	// Failed key checks per second a source may cause, and their burst;
-	// default one every 10 s, burst 3. A source without one left is
+	// default one every 30 s, burst 2. A source without one left is
 	// refused before its key is checked, unless the key is one its
 	// account verified before (which costs no key check): a wrong-key
-	// flood from one source costs a bcrypt check every 10 s.
+	// flood from one source costs a bcrypt check every 30 s.
 	SourceFailedRate  float64
 	SourceFailedBurst int
 	// The same for a source's network (an IPv4 /24, an IPv6 /48), which
-	// its sources share; default one every 2 s, burst 10.
+	// its sources share; default one every 10 s, burst 4: a flood from
+	// every address of a network costs a cost-14 check (1-1.5 s of a
+	// core) every 10 s.
 	NetworkFailedRate  float64
 	NetworkFailedBurst int
 	// Sources is how many sources (and, apart, how many networks) are
@@ -66,10 +68,10 @@ func (l Limits) withDefaults() Limits {
 	defInt(&l.AccountBurst, 10)
 	def(&l.SourceRate, 5)
 	defInt(&l.SourceBurst, 20)
-	def(&l.SourceFailedRate, 0.1)
-	defInt(&l.SourceFailedBurst, 3)
-	def(&l.NetworkFailedRate, 0.5)
-	defInt(&l.NetworkFailedBurst, 10)
+	def(&l.SourceFailedRate, 1.0/30)
+	defInt(&l.SourceFailedBurst, 2)
+	def(&l.NetworkFailedRate, 0.1)
+	defInt(&l.NetworkFailedBurst, 4)
 	defInt(&l.Sources, 4096)
 	defInt(&l.ConcurrentKeyChecks, 4)
 	defInt(&l.KeyCheckQueue, 64)
