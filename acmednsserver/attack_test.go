@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -251,6 +252,33 @@ func TestFailedChecksLimited(t *testing.T) {
 		time.Sleep(30 * time.Second) // the source's next failed check
 		if w := update(s, "192.0.2.1", "mallory", "guess", body("a1", digest("x"))); w.Code != 401 {
 			t.Fatalf("30 s later: %d", w.Code)
+		}
+	})
+}
+
+// TestQueuedChecksWithinFailedLimit: requests of one network queued
+// behind its running check are checked only while the network has failed
+// checks left when their turn comes, so a queue cannot overdraw them.
+func TestQueuedChecksWithinFailedLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _, _, _ := testServer(t, Limits{NetworkFailedBurst: 2})
+		var compares atomic.Int64
+		s.auth.compare = func(hash []byte, key string) error {
+			compares.Add(1)
+			time.Sleep(time.Second)
+			return compareBcrypt(hash, key)
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 4)
+		for i := range codes {
+			wg.Go(func() {
+				codes[i] = update(s, fmt.Sprintf("192.0.2.%d", 1+i), "mallory", "guess", body("a1", digest("x"))).Code
+			})
+			synctest.Wait()
+		}
+		wg.Wait()
+		if want := []int{401, 401, 429, 429}; !slices.Equal(codes, want) || compares.Load() != 2 {
+			t.Fatalf("codes %v after %d checks, want %v after 2", codes, compares.Load(), want)
 		}
 	})
 }

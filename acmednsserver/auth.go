@@ -105,13 +105,16 @@ func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr
 		return a, s.admit(a, src)
 	}
 	if !s.sources.mayFail(src) {
-		return nil, &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the failed key checks of the source or its network"}
+		return nil, overFailed
 	}
 	release, ok := s.auth.checks.acquire(ctx, src)
 	if !ok {
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "no key check slot free in time"}
 	}
 	defer release()
+	if !s.sources.mayFail(src) { // spent by the checks it waited behind
+		return nil, overFailed
+	}
 	a, err := s.lookup(ctx, user)
 	if err != nil {
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
@@ -130,6 +133,10 @@ func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr
 	a.verified.Store(&mac)
 	return a, s.admit(a, src)
 }
+
+// overFailed refuses a source or network whose failed key checks are
+// spent.
+var overFailed = &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the failed key checks of the source or its network"}
 
 func forbidden(why string) *refusal {
 	return &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, why}

@@ -35,9 +35,10 @@ type Limits struct {
 	NetworkFailedRate  float64
 	NetworkFailedBurst int
 	// Sources is how many sources (and, apart, how many networks) are
-	// tracked at once; default 4096 (about 200 bytes each: under a MiB
-	// both). When it is full, a new one takes the place of the one seen
-	// longest ago, in O(1): a new source is never shut out.
+	// tracked at once; default 4096 (about 300 bytes a source, 200 a
+	// network: under 2 MiB both). When it is full, a new one takes the
+	// place of the one seen longest ago, in O(1): a new source is never
+	// shut out.
 	Sources int
 	// ConcurrentKeyChecks is how many bcrypt comparisons run at once;
 	// default 4. One network has at most one of them (or waiting for

@@ -37,7 +37,7 @@ const (
 	Written      Outcome = "written"
 	RefusedAuth  Outcome = "refused_auth"  // unknown user, wrong key, subdomain or source
 	RefusedValue Outcome = "refused_value" // not a DNS-01 digest, malformed request
-	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate, or the key checks are busy
+	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate or failed key checks, or no key check slot in time
 	Failed       Outcome = "failed"        // the write failed
 	Registered   Outcome = "registered"    // a new account (POST /register)
 	Removed      Outcome = "removed"       // a value removed (httpreq's /cleanup)
