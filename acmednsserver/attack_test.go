@@ -151,7 +151,7 @@ func TestKeyCheckSlots(t *testing.T) {
 				defer holders.Wait()
 				for _, src := range tc.held {
 					holders.Go(func() {
-						release, ok := s.auth.checks.acquire(t.Context(), netip.MustParseAddr(src))
+						release, ok := s.auth.checks.acquire(t.Context(), netip.MustParseAddr(src), false)
 						if ok {
 							time.Sleep(2 * time.Second)
 							release()
@@ -178,7 +178,7 @@ func TestNetworksTakeTurns(t *testing.T) {
 		var order []string
 		var mu sync.Mutex
 		check := func(src string) {
-			release, ok := k.acquire(t.Context(), netip.MustParseAddr(src))
+			release, ok := k.acquire(t.Context(), netip.MustParseAddr(src), false)
 			if !ok {
 				t.Errorf("%s: no slot", src)
 				return
@@ -202,6 +202,40 @@ func TestNetworksTakeTurns(t *testing.T) {
 		}
 		if len(k.networks) != 0 || len(k.turns) != 0 || k.queued != 0 || k.free != 1 {
 			t.Fatalf("left: %d networks, %d turns, %d queued, %d free", len(k.networks), len(k.turns), k.queued, k.free)
+		}
+	})
+}
+
+// TestSuspectsWaitForClean: a check of a network that failed lately does
+// not start while a check of another runs, so that a client's first check
+// has the core it runs on to itself; with none, it starts at once.
+func TestSuspectsWaitForClean(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		k := newKeyChecks(Limits{}.withDefaults())
+		started := map[string]time.Duration{}
+		var mu sync.Mutex
+		begin := time.Now()
+		check := func(name, src string, suspect bool, d time.Duration) {
+			release, ok := k.acquire(t.Context(), netip.MustParseAddr(src), suspect)
+			if !ok {
+				t.Errorf("%s: no slot", name)
+				return
+			}
+			mu.Lock()
+			started[name] = time.Since(begin)
+			mu.Unlock()
+			time.Sleep(d)
+			release()
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { check("attacker 1", "2001:db8:a::1", true, time.Second) })   // 0-1 s
+		wg.Go(func() { check("attacker 2", "2001:db8:a:1::1", true, time.Second) }) // waits for its network, then for the client
+		time.Sleep(500 * time.Millisecond)
+		wg.Go(func() { check("client", "192.0.2.1", false, 2*time.Second) }) // 0.5-2.5 s
+		wg.Wait()
+		want := map[string]time.Duration{"attacker 1": 0, "client": 500 * time.Millisecond, "attacker 2": 2500 * time.Millisecond}
+		if fmt.Sprint(started) != fmt.Sprint(want) {
+			t.Fatalf("started %v, want %v", started, want)
 		}
 	})
 }
@@ -346,7 +380,7 @@ func TestRefusalTimeTellsNoUser(t *testing.T) {
 		{"free", func(*Server, *sync.WaitGroup) {}, 401},
 		{"slots taken", func(s *Server, holders *sync.WaitGroup) {
 			holders.Go(func() {
-				release, _ := s.auth.checks.acquire(t.Context(), netip.MustParseAddr("198.51.100.1"))
+				release, _ := s.auth.checks.acquire(t.Context(), netip.MustParseAddr("198.51.100.1"), false)
 				time.Sleep(time.Minute)
 				release()
 			})

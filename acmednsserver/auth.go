@@ -104,15 +104,16 @@ func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr
 	if a := s.inMemory(user); a != nil && a.verifiedBefore(mac) {
 		return a, s.admit(a, src)
 	}
-	if !s.sources.mayFail(src) {
+	left, suspect := s.sources.failedChecks(src)
+	if !left {
 		return nil, overFailed
 	}
-	release, ok := s.auth.checks.acquire(ctx, src)
+	release, ok := s.auth.checks.acquire(ctx, src, suspect)
 	if !ok {
 		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "no key check slot free in time"}
 	}
 	defer release()
-	if !s.sources.mayFail(src) { // spent by the checks it waited behind
+	if left, _ := s.sources.failedChecks(src); !left { // spent by the checks it waited behind
 		return nil, overFailed
 	}
 	a, err := s.lookup(ctx, user)

@@ -16,6 +16,11 @@ import (
 // delays another network's first check by at most one turn. A request that
 // finds no slot waits, in a bounded queue and for a bounded time, instead
 // of being refused at once.
+//
+// A suspect request (its source or network failed a check lately) starts
+// only while no other check runs or waits: the core a cost-14 check
+// takes is then not shared with an attacker's next guess, and a client's
+// first update takes what one check takes.
 type keyChecks struct {
 	wait       time.Duration
 	maxQueued  int
@@ -23,6 +28,7 @@ type keyChecks struct {
 	mu         sync.Mutex
 	free       int
 	queued     int
+	clean      int // running checks that are not suspect
 	// networks with a check running or waiting; turns are those whose
 	// turn is still to come (none running, some waiting), in order.
 	networks map[netip.Prefix]*networkChecks
@@ -31,8 +37,15 @@ type keyChecks struct {
 
 // networkChecks is one network's place at the key checks.
 type networkChecks struct {
-	running bool
-	queue   []chan struct{} // closed when the slot is granted
+	running, runningClean bool
+	queue                 []*checkWaiter
+}
+
+// checkWaiter is a request waiting for a slot; granted is closed when it
+// gets one.
+type checkWaiter struct {
+	granted chan struct{}
+	suspect bool
 }
 
 // maxQueuedPerNetwork bounds one network's waiting requests: an ACME
@@ -47,8 +60,8 @@ func newKeyChecks(l Limits) *keyChecks {
 
 // acquire waits for a key check slot for src, at most k.wait or until ctx
 // ends, and returns the function that gives it back; ok is false if none
-// came.
-func (k *keyChecks) acquire(ctx context.Context, src netip.Addr) (release func(), ok bool) {
+// came. suspect marks a source or network that failed a check lately.
+func (k *keyChecks) acquire(ctx context.Context, src netip.Addr, suspect bool) (release func(), ok bool) {
 	network := networkKey(src)
 	k.mu.Lock()
 	n := k.networks[network]
@@ -56,9 +69,8 @@ func (k *keyChecks) acquire(ctx context.Context, src netip.Addr) (release func()
 		n = &networkChecks{}
 		k.networks[network] = n
 	}
-	if !n.running && len(n.queue) == 0 && k.free > 0 {
-		n.running = true
-		k.free--
+	if !n.running && len(n.queue) == 0 && k.free > 0 && (!suspect || k.clean == 0 && k.cleanTurn() < 0) {
+		k.start(n, suspect)
 		k.mu.Unlock()
 		return func() { k.release(network) }, true
 	}
@@ -67,8 +79,8 @@ func (k *keyChecks) acquire(ctx context.Context, src netip.Addr) (release func()
 		k.mu.Unlock()
 		return nil, false
 	}
-	granted := make(chan struct{})
-	n.queue = append(n.queue, granted)
+	w := &checkWaiter{granted: make(chan struct{}), suspect: suspect}
+	n.queue = append(n.queue, w)
 	k.queued++
 	if !n.running && len(n.queue) == 1 {
 		k.turns = append(k.turns, network)
@@ -78,7 +90,7 @@ func (k *keyChecks) acquire(ctx context.Context, src netip.Addr) (release func()
 	timer := time.NewTimer(k.wait)
 	defer timer.Stop()
 	select {
-	case <-granted:
+	case <-w.granted:
 		return func() { k.release(network) }, true
 	case <-timer.C:
 	case <-ctx.Done():
@@ -86,37 +98,62 @@ func (k *keyChecks) acquire(ctx context.Context, src netip.Addr) (release func()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	select {
-	case <-granted: // granted as the wait ended: use it
+	case <-w.granted: // granted as the wait ended: use it
 		return func() { k.release(network) }, true
 	default:
 	}
-	n.queue = slices.DeleteFunc(n.queue, func(c chan struct{}) bool { return c == granted })
+	n.queue = slices.DeleteFunc(n.queue, func(o *checkWaiter) bool { return o == w })
 	k.queued--
 	k.forgetIdle(network, n)
 	return nil, false
 }
 
+// start runs a check of n. k.mu is held.
+func (k *keyChecks) start(n *networkChecks, suspect bool) {
+	n.running, n.runningClean = true, !suspect
+	k.free--
+	if !suspect {
+		k.clean++
+	}
+}
+
+// cleanTurn is the index of the first network in turns whose next request
+// is not suspect, or -1. k.mu is held.
+func (k *keyChecks) cleanTurn() int {
+	return slices.IndexFunc(k.turns, func(p netip.Prefix) bool { return !k.networks[p].queue[0].suspect })
+}
+
 // release gives back network's slot: the network's next request, if any,
-// waits for its turn behind the others.
+// waits for its turn behind the others. Free slots go to the networks
+// waiting in turn, those whose next request is not suspect first.
 func (k *keyChecks) release(network netip.Prefix) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	n := k.networks[network]
-	n.running = false
+	if n.runningClean {
+		k.clean--
+	}
+	n.running, n.runningClean = false, false
 	k.free++
 	if len(n.queue) > 0 {
 		k.turns = append(k.turns, network)
 	}
 	k.forgetIdle(network, n)
 	for k.free > 0 && len(k.turns) > 0 {
-		next := k.networks[k.turns[0]]
-		k.turns = k.turns[1:]
-		granted := next.queue[0]
+		i := k.cleanTurn()
+		if i < 0 {
+			if k.clean > 0 {
+				break
+			}
+			i = 0
+		}
+		next := k.networks[k.turns[i]]
+		k.turns = slices.Delete(k.turns, i, i+1)
+		w := next.queue[0]
 		next.queue = next.queue[1:]
 		k.queued--
-		next.running = true
-		k.free--
-		close(granted)
+		k.start(next, w.suspect)
+		close(w.granted)
 	}
 }
 

@@ -143,12 +143,16 @@ func (s *sourceLimits) allow(src netip.Addr) bool {
 	return s.source(src).requests.allow()
 }
 
-// mayFail reports whether src and its network have a failed key check
-// left.
-func (s *sourceLimits) mayFail(src netip.Addr) bool {
+// failedChecks reports whether src and its network have a failed key
+// check left, and whether either failed one lately (its bucket is not
+// full).
+func (s *sourceLimits) failedChecks(src netip.Addr) (left, lately bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.source(src).failed.hasToken() && s.network(src).hasToken()
+	source, network := s.source(src).failed, s.network(src)
+	left = source.hasToken() && network.hasToken()
+	lately = source.TokensAt(source.now()) < float64(source.Burst()) || network.TokensAt(network.now()) < float64(network.Burst())
+	return left, lately
 }
 
 // failed counts a failed key check against src and its network.

@@ -111,7 +111,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "invalid_allowfrom_cidr", fmt.Sprintf("allowfrom: %v", err), RefusedValue)
 		return
 	}
-	release, ok := s.auth.checks.acquire(r.Context(), src) // hashing costs what a key check does
+	release, ok := s.auth.checks.acquire(r.Context(), src, false) // hashing costs what a key check does
 	if !ok {
 		refuse(http.StatusServiceUnavailable, "busy", "no key check slot free in time", RefusedRate)
 		return
