@@ -7,6 +7,7 @@
 //	               [-tables issue,providers,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //	cd xcaddy_test && go run ./bench -cluster 60,100 ...   (cluster.go)
 //	cd xcaddy_test && go run ./bench -soak 2000,10000      (soak.go)
+//	cd xcaddy_test && go run ./bench -attack               (attack_endpoint.go)
 //
 // It needs root and runs inside the lab's network namespace, as the tests
 // do: build both binaries outside (the builds need the module proxy), then
@@ -94,6 +95,7 @@ func main() {
 	which := flag.String("tables", "", "comma-separated tables to run: "+tableIDs()+" (default: all)")
 	clusterNs := flag.String("cluster", "", "instead: the scale-out on Redis (cluster.go) for these numbers of names, e.g. 60,100")
 	soakNs := flag.String("soak", "", "instead: the soak tables (soak.go) for these flood and storage sizes, e.g. 2000,10000")
+	attack := flag.Bool("attack", false, "instead: what legitimate clients get with and without attacks (attack_endpoint.go)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if *out == "" {
@@ -139,6 +141,11 @@ func main() {
 	b.caddy, cleanups = bin, append(cleanups, c)
 	if *clusterNs != "" {
 		runCluster(bin, *clusterNs, *reps, *pebbles, *out)
+		return
+	}
+	if *attack {
+		b.l = labWith("0")
+		putAttackSection(*out, endpointAttack(b))
 		return
 	}
 	if *soakNs != "" {
@@ -301,4 +308,27 @@ func ratio(a, stock time.Duration, isStock bool) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f", float64(a)/float64(stock))
+}
+
+// putAttackSection writes part under the attack section's heading in the
+// file at path, replacing that section or adding it at the end.
+func putAttackSection(path, part string) {
+	const heading = "## Under attack: what legitimate clients get"
+	data, _ := os.ReadFile(path)
+	text := string(data)
+	if i := strings.Index(text, heading); i >= 0 {
+		rest := text[i+len(heading):]
+		end := len(rest)
+		if j := strings.Index(rest, "\n## "); j >= 0 {
+			end = j + 1
+		}
+		text = text[:i] + rest[end:]
+	}
+	section := fmt.Sprintf("%s\n\nProduced by `cd xcaddy_test && go run ./bench %s` (as root, see README.md, Benchmarks) on %s.\n\n%s",
+		heading, strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02"), strings.TrimSpace(part)+"\n")
+	text = strings.TrimRight(text, "\n") + "\n\n" + section
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("wrote the %q section of %s", heading, path)
 }
