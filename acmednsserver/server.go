@@ -357,8 +357,9 @@ func (s *Server) trim(ctx context.Context, a *account) {
 	}
 }
 
-// Accounts lists the configured accounts and the registered ones used
-// since the config was loaded, without their key hashes, by user name.
+// Accounts lists the configured accounts and the registered ones kept in
+// memory (whose key checked out since the config was loaded, at most
+// maxCachedRegistered), without their key hashes, by user name.
 func (s *Server) Accounts() []AccountInfo {
 	s.mu.Lock()
 	all := make([]*account, 0, len(s.accounts)+s.registered.len())
