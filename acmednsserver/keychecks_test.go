@@ -114,8 +114,10 @@ func TestSuspectsWaitForClean(t *testing.T) {
 			release()
 		}
 		var wg sync.WaitGroup
-		wg.Go(func() { check("attacker 1", "2001:db8:a::1", true, time.Second) })   // 0-1 s
+		wg.Go(func() { check("attacker 1", "2001:db8:a::1", true, time.Second) }) // 0-1 s
+		synctest.Wait()
 		wg.Go(func() { check("attacker 2", "2001:db8:a:1::1", true, time.Second) }) // waits for its network, then for the client
+		synctest.Wait()
 		time.Sleep(500 * time.Millisecond)
 		wg.Go(func() { check("client", "192.0.2.1", false, 2*time.Second) }) // 0.5-2.5 s
 		wg.Wait()
