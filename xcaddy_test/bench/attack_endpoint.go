@@ -12,6 +12,7 @@ package main
 // the legitimate clients' are in /48s of their own.
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -25,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -140,7 +142,18 @@ func endpointRow(b *bench, clients []*endpointClient, sources []string) []string
 	}
 }
 `, port, b.l.AliasZone, b.l.RFC2136Provider(), strings.Join(accounts, "\n\t\t"), b.l.Resolver))
-	defer proc.stop()
+	defer func() {
+		proc.stop()
+		// Values may outlive the Caddy that wrote them: none is left for
+		// the next row or table.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, c := range clients {
+			if err := b.l.RemoveRRset(ctx, b.l.AliasZone, c.user+"."+b.l.AliasZone, dns.TypeTXT); err != nil {
+				log.Printf("warning: clearing the values of %s: %v", c.user, err)
+			}
+		}
+	}()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
 	waitEndpoint(proc, base)
