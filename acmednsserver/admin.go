@@ -48,8 +48,8 @@ type endpointAccounts struct {
 }
 
 // handleAccounts lists the running config's acme-dns endpoints' accounts:
-// the configured ones and the registered ones used since the config
-// loaded.
+// the configured ones and the registered ones kept in memory (whose key
+// checked out since the config loaded).
 func (AdminAPI) handleAccounts(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}

@@ -13,21 +13,20 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestFloodBounded: 16,384 requests from as many sources, 32 at once, cost
-// the server bounded memory (the source table stays within its 4096
-// entries) and no goroutine of its own; every one is refused and none
-// writes. The key check slots are held meanwhile, as a flood holds them
-// (TestKeyChecksBounded; BenchmarkFlood measures the flood with real
-// checks): the race detector makes bcrypt slow enough that real checks
-// would take this test a minute.
+// the server bounded memory (the source and network tables stay within
+// their 4096 entries) and no goroutine of its own; every one is refused and
+// none writes. Key checks fail without bcrypt's time (BenchmarkFlood
+// measures the flood with real checks, TestLegitimateUpdatesUnderAttack
+// with their time): the race detector makes bcrypt slow enough that real
+// checks would take this test a minute.
 func TestFloodBounded(t *testing.T) {
 	s, recs, _, obs := testServer(t, Limits{})
-	s.logger = zap.NewNop() // the test's observed log would keep every line
-	for range cap(s.verifying) {
-		s.verifying <- struct{}{}
-	}
+	s.refusals = newRefusalLog(zap.NewNop()) // the test's observed log would keep every line
+	s.auth.compare = func([]byte, string) error { return bcrypt.ErrMismatchedHashAndPassword }
 	flood(t, s, 32, 512)
 	t.Logf("outcomes %v", obs.got)
 	if recs.writes != 0 {
@@ -60,7 +59,7 @@ func flood(t testing.TB, s *Server, clients, perClient int) {
 				if w.Code != http.StatusOK {
 					refused.Add(1)
 				}
-				if n := int64(len(s.verifying)); n > maxChecks.Load() {
+				if n := int64(s.auth.checks.running()); n > maxChecks.Load() {
 					maxChecks.Store(n)
 				}
 			}
@@ -70,15 +69,17 @@ func flood(t testing.TB, s *Server, clients, perClient int) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("%d requests: %d refused, heap grown %d KiB, %d sources tracked, at most %d key checks at once",
-		clients*perClient, refused.Load(), grown>>10, s.sources.tracked(), maxChecks.Load())
+	sources, networks := s.sources.tracked()
+	t.Logf("%d requests: %d refused, heap grown %d KiB, %d sources and %d networks tracked, at most %d key checks at once",
+		clients*perClient, refused.Load(), grown>>10, sources, networks, maxChecks.Load())
 	if refused.Load() != int64(clients*perClient) {
 		t.Fatalf("%d refused of %d", refused.Load(), clients*perClient)
 	}
-	if s.sources.tracked() > 4096 || maxChecks.Load() > 4 {
-		t.Fatalf("%d sources tracked, %d key checks at once", s.sources.tracked(), maxChecks.Load())
+	if sources > 4096 || networks > 4096 || maxChecks.Load() > 4 {
+		t.Fatalf("%d sources and %d networks tracked, %d key checks at once", sources, networks, maxChecks.Load())
 	}
-	// 4096 buckets of about 100 bytes, and the map: well under 2 MiB.
+	// 4096 sources' two buckets and the networks', their lists and maps:
+	// well under 2 MiB.
 	if grown > 2<<20 {
 		t.Errorf("the heap grew by %d KiB under the flood", grown>>10)
 	}
@@ -91,7 +92,7 @@ func flood(t testing.TB, s *Server, clients, perClient int) {
 // request (go test -bench Flood ./acmednsserver).
 func BenchmarkFlood(b *testing.B) {
 	s, _, _, _ := testServer(b, Limits{})
-	s.logger = zap.NewNop()
+	s.refusals = newRefusalLog(zap.NewNop())
 	b.ResetTimer()
 	flood(b, s, 32, b.N/32+1)
 }

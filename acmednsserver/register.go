@@ -45,9 +45,10 @@ func (r *Register) cost() int {
 	return r.Cost
 }
 
-// maxCachedRegistered bounds the registered accounts kept in memory after
-// their first use (each a few hundred bytes: about 2 MiB at most); past
-// it, further registered accounts are refused until the next config load.
+// maxCachedRegistered bounds the registered accounts kept in memory (each
+// a few hundred bytes: about 2 MiB at most). Only an account whose key
+// checked out is kept; past the bound, the one used least recently gives
+// way (and is read from the store again when it is next used).
 const maxCachedRegistered = 10_000
 
 // registeredLabel is the metrics label of every registered account: their
@@ -84,7 +85,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	src, err := s.clientIP(r)
 	refuse := func(status int, code, reason string, o Outcome) {
 		s.observe(registeredLabel, o)
-		s.logger.Info("acme-dns registration refused", zap.Stringer("source", src), zap.String("reason", reason))
+		s.refusals.refused("acme-dns registration refused", reason, src)
 		reply(w, status, code)
 	}
 	switch {
@@ -111,13 +112,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "invalid_allowfrom_cidr", fmt.Sprintf("allowfrom: %v", err), RefusedValue)
 		return
 	}
-	select {
-	case s.verifying <- struct{}{}: // hashing costs what a key check does
-		defer func() { <-s.verifying }()
-	default:
-		refuse(http.StatusServiceUnavailable, "busy", "every key check slot is taken", RefusedRate)
+	release, ok := s.auth.checks.acquire(r.Context(), src, false) // hashing costs what a key check does
+	if !ok {
+		refuse(http.StatusServiceUnavailable, "busy", "no key check slot free in time", RefusedRate)
 		return
 	}
+	defer release()
 	key := randomKey()
 	hash, err := bcrypt.GenerateFromPassword([]byte(key), s.reg.cost())
 	if err != nil {
@@ -169,21 +169,27 @@ func randomKey() string {
 	return string(b)
 }
 
-// lookup returns the account of user: configured, or registered (from
-// memory, else from the store), or nil. An account's two newest values
-// are kept in memory with it, so a registered account, once used, stays.
-func (s *Server) lookup(ctx context.Context, user string) (*account, error) {
+// inMemory returns the account of user if it is configured or a
+// registered one kept in memory, or nil.
+func (s *Server) inMemory(user string) *account {
 	if a := s.accounts[user]; a != nil {
+		return a
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, _ := s.registered.get(user)
+	return a
+}
+
+// lookup returns the account of user: configured, or registered (from
+// memory, else from the store), or nil. A registered account read from the
+// store is kept in memory only once its key checks out (remember).
+func (s *Server) lookup(ctx context.Context, user string) (*account, error) {
+	if a := s.inMemory(user); a != nil {
 		return a, nil
 	}
 	if s.reg == nil || !registeredName.MatchString(user) {
 		return nil, nil
-	}
-	s.mu.Lock()
-	a := s.registered[user]
-	s.mu.Unlock()
-	if a != nil {
-		return a, nil
 	}
 	stored, ok, err := s.reg.Store.Load(ctx, user)
 	if err != nil || !ok {
@@ -192,15 +198,21 @@ func (s *Server) lookup(ctx context.Context, user string) (*account, error) {
 	if err := stored.validate(s.zone); err != nil || stored.Username != user || !registeredName.MatchString(stored.Subdomain) {
 		return nil, fmt.Errorf("stored account %s refused: %v", user, err)
 	}
-	a = s.newAccount(stored, true)
+	return s.newAccount(stored, true), nil
+}
+
+// remember keeps a registered account whose key checked out in memory, with
+// the two newest values it will hold, and returns the one kept (another
+// request's, if that was first).
+func (s *Server) remember(a *account) *account {
+	if a.label != registeredLabel {
+		return a
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cached := s.registered[user]; cached != nil {
-		return cached, nil // another request was first
+	if kept, ok := s.registered.get(a.Username); ok {
+		return kept
 	}
-	if len(s.registered) >= maxCachedRegistered {
-		return nil, fmt.Errorf("more than %d registered accounts in use since the config was loaded", maxCachedRegistered)
-	}
-	s.registered[user] = a
-	return a, nil
+	s.registered.add(a.Username, a)
+	return a
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -53,7 +54,7 @@ const (
 	Written      Outcome = "written"
 	RefusedAuth  Outcome = "refused_auth"  // unknown user, wrong key, subdomain or source
 	RefusedValue Outcome = "refused_value" // not a DNS-01 digest, malformed request
-	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate, or the key checks are busy
+	RefusedRate  Outcome = "refused_rate"  // over the account's or the source's rate or failed key checks, or no key check slot in time
 	Failed       Outcome = "failed"        // the write failed
 	Registered   Outcome = "registered"    // a new account (POST /register)
 	Removed      Outcome = "removed"       // a value removed (httpreq's /cleanup)
@@ -103,18 +104,13 @@ type Server struct {
 	httpreq  bool
 	limits   Limits
 	rules    ValueRules
-	// registered holds the registered accounts used since the config
-	// was loaded, by user name (at most maxCachedRegistered).
+	auth     *keyAuth
+	refusals *refusalLog
+	// registered holds the registered accounts whose key checked out
+	// since the config was loaded, the least recently used giving way
+	// past maxCachedRegistered.
 	mu         sync.Mutex
-	registered map[string]*account
-	// unknownUserHash is compared against when no account has the user
-	// name given, so that a refusal costs a key check whether or not the
-	// user exists.
-	unknownUserHash []byte
-	// verifying holds a token per bcrypt comparison under way. A
-	// comparison at bcrypt's default cost takes about 50-100 ms of one
-	// core: unbounded, a flood of wrong keys would take every core.
-	verifying chan struct{}
+	registered *lru[string, *account]
 }
 
 // account is an Account and the values it holds, oldest first.
@@ -128,6 +124,9 @@ type account struct {
 	// they were read from the journal (Records.Held).
 	values []heldValue
 	loaded bool
+	// verified is the MAC of the key the account's last key check
+	// accepted (keyAuth.mac).
+	verified atomic.Pointer[[]byte]
 }
 
 // maxBody bounds an update's body: {"subdomain":"<36>","txt":"<43>"} is
@@ -153,12 +152,11 @@ func New(cfg Config) (*Server, error) {
 		observer:   cfg.Observer,
 		clientIP:   cfg.ClientIP,
 		sources:    newSourceLimits(limits),
-		verifying:  make(chan struct{}, limits.ConcurrentKeyChecks),
 		reg:        cfg.Register,
 		httpreq:    cfg.HTTPReq,
 		limits:     limits,
 		rules:      cfg.Values.withDefaults(),
-		registered: make(map[string]*account),
+		registered: newLRU[string, *account](maxCachedRegistered),
 	}
 	if err := s.rules.validate(); err != nil {
 		return nil, err
@@ -169,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
+	s.refusals = newRefusalLog(s.logger)
 	if s.clientIP == nil {
 		s.clientIP = remoteAddr
 	}
@@ -186,28 +185,33 @@ func New(cfg Config) (*Server, error) {
 		subdomains[a.Subdomain] = a.Username
 		s.accounts[a.Username] = s.newAccount(a, false)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(randomKey()), s.highestCost())
+	lowest, highest := s.costs()
+	auth, err := newKeyAuth(zone, lowest, highest, limits)
 	if err != nil {
-		return nil, fmt.Errorf("zone %s: hashing the unknown user's key: %w", zone, err)
+		return nil, err
 	}
-	s.unknownUserHash = hash
+	s.auth = auth
 	return s, nil
 }
 
-// highestCost is the bcrypt cost of the most expensive key check an
-// existing user costs: an unknown user's check costs the same, so that its
-// answer's time does not tell that no such user exists.
-func (s *Server) highestCost() int {
-	highest := bcrypt.MinCost
+// costs are the lowest and highest bcrypt costs of the configured accounts
+// and of registration. An unknown user's check costs the highest, so that
+// its answer's time does not tell that no such user exists, and so does a
+// failed check of a cheaper account (keyAuth.padding).
+func (s *Server) costs() (lowest, highest int) {
+	lowest, highest = bcrypt.MaxCost, bcrypt.MinCost
+	add := func(c int) {
+		lowest, highest = min(lowest, c), max(highest, c)
+	}
 	if s.reg != nil {
-		highest = s.reg.cost()
+		add(s.reg.cost())
 	}
 	for _, a := range s.accounts {
-		if c, _ := bcrypt.Cost([]byte(a.KeyHash)); c > highest {
-			highest = c
+		if c, err := bcrypt.Cost([]byte(a.KeyHash)); err == nil {
+			add(c)
 		}
 	}
-	return highest
+	return min(lowest, highest), highest
 }
 
 func (s *Server) newAccount(a Account, registered bool) *account {
@@ -263,8 +267,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op, user, key str
 		s.observe(label, ref.outcome)
 		// The key is never logged; the user name is logged only if an
 		// account has it (a key pasted into the user field stays out).
-		s.logger.Info("acme-dns update refused", zap.String("op", op), zap.String("account", name), zap.Stringer("source", src),
-			zap.String("reason", ref.reason))
+		s.refusals.refused("acme-dns update refused", ref.reason, src, zap.String("op", op), zap.String("account", name))
 		reply(w, ref.status, ref.code)
 		return
 	}
@@ -282,48 +285,6 @@ func (s *Server) observe(account string, o Outcome) {
 	if s.observer != nil {
 		s.observer.Updated(account, o)
 	}
-}
-
-// authorize finds the account of user and checks key and source, after the
-// source's rate; every refusal tells the client only "forbidden".
-func (s *Server) authorize(ctx context.Context, user, key string, src netip.Addr, srcErr error) (*account, *refusal) {
-	if srcErr != nil {
-		return nil, &refusal{http.StatusBadRequest, "bad_source", RefusedAuth, fmt.Sprintf("no source address: %v", srcErr)}
-	}
-	if !s.sources.allow(src) {
-		return nil, &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the source's rate"}
-	}
-	select {
-	case s.verifying <- struct{}{}:
-		defer func() { <-s.verifying }()
-	default:
-		return nil, &refusal{http.StatusServiceUnavailable, "busy", RefusedRate, "every key check slot is taken"}
-	}
-	a, err := s.lookup(ctx, user)
-	if err != nil {
-		return nil, &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("looking up account %q: %v", user, err)}
-	}
-	hash := s.unknownUserHash
-	if a != nil {
-		hash = []byte(a.KeyHash)
-	}
-	// bcrypt compares in constant time; the unknown user's hash spends
-	// the same time on the highest cost.
-	keyOK := bcrypt.CompareHashAndPassword(hash, []byte(key)) == nil
-	forbidden := func(why string) *refusal {
-		return &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, why}
-	}
-	switch {
-	case a == nil:
-		return nil, forbidden("no such account")
-	case !keyOK:
-		return a, forbidden("wrong key")
-	case !a.allowed(src):
-		return a, forbidden("source not in the account's allow_from")
-	case !a.limit.allow():
-		return a, &refusal{http.StatusTooManyRequests, "too_many_requests", RefusedRate, "over the account's rate"}
-	}
-	return a, nil
 }
 
 // write checks the update's body and writes its value at the account's

@@ -263,7 +263,7 @@ func TestUnknownUserCostsTheHighestCost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := bcrypt.Cost(s.unknownUserHash); err != nil || got != tc.want {
+			if got, err := bcrypt.Cost(s.auth.unknownUserHash); err != nil || got != tc.want {
 				t.Fatalf("unknown user's cost %d (%v), want %d", got, err, tc.want)
 			}
 		})
@@ -324,38 +324,4 @@ func TestRateLimits(t *testing.T) {
 			}
 		})
 	})
-}
-
-// TestSourceLimitsBounded: a flood from more sources than are tracked
-// keeps the table at its bound; idle sources make room, busy ones do not.
-func TestSourceLimitsBounded(t *testing.T) {
-	now := time.Unix(0, 0)
-	l := newSourceLimits(Limits{Sources: 100}.withDefaults())
-	l.now = func() time.Time { return now }
-	refused := 0
-	for i := range 2_000 {
-		if !l.allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})) {
-			refused++
-		}
-	}
-	if l.tracked() != 100 || refused != 2_000-100 {
-		t.Fatalf("tracked %d, refused %d", l.tracked(), refused)
-	}
-	// Once their buckets are full again, the first sources give way.
-	now = now.Add(time.Minute)
-	if !l.allow(netip.MustParseAddr("192.0.2.7")) || l.tracked() != 1 {
-		t.Fatalf("after a minute: tracked %d", l.tracked())
-	}
-}
-
-// TestKeyChecksBounded: with every key check slot taken, an update is
-// refused at once, not queued.
-func TestKeyChecksBounded(t *testing.T) {
-	s, recs, _, obs := testServer(t, Limits{ConcurrentKeyChecks: 1})
-	s.verifying <- struct{}{}
-	w := update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest("x")))
-	<-s.verifying
-	if w.Code != http.StatusServiceUnavailable || recs.writes != 0 || obs.got["/refused_rate"] != 1 {
-		t.Fatalf("status %d, writes %d, outcomes %v", w.Code, recs.writes, obs.got)
-	}
 }

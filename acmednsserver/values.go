@@ -220,12 +220,9 @@ func (s *Server) Tend(ctx context.Context) time.Duration {
 func (s *Server) known() []*account {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	all := make([]*account, 0, len(s.accounts)+len(s.registered))
+	all := make([]*account, 0, len(s.accounts)+s.registered.len())
 	for _, a := range s.accounts {
 		all = append(all, a)
 	}
-	for _, a := range s.registered {
-		all = append(all, a)
-	}
-	return all
+	return append(all, s.registered.values()...)
 }

@@ -26,7 +26,7 @@ const attackHeading = "## Under attack: what legitimate clients get"
 
 // attackParts are the subsections of the attack section, in order; each
 // returns its markdown, from its "###" heading on.
-var attackParts = []func(b *bench) string{onDemandAttack}
+var attackParts = []func(b *bench) string{onDemandAttack, endpointAttack}
 
 // runAttacks measures every part on the lab (Pebble without retryAfter)
 // and writes the section after each.

@@ -261,17 +261,7 @@ func endpointObtain(b *bench, names []string) result {
 }
 `, port, b.l.AliasZone, b.l.RFC2136Provider(), endpointUser, hash, endpointUser, b.l.Resolver))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get(base + "/health"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) || !c.running() {
-			log.Fatalf("the acme-dns endpoint does not answer; Caddy's log:\n%s", c.log.String())
-		}
-	}
+	waitEndpoint(c, base)
 	r := legoObtain(b.l, b.lego, names, func(dir string) (string, []string) {
 		accounts := map[string]map[string]string{names[0]: {"username": endpointUser, "password": endpointKey,
 			"subdomain": endpointUser, "fulldomain": endpointUser + "." + b.l.AliasZone, "server_url": base}}
@@ -290,4 +280,20 @@ func endpointObtain(b *bench, names []string) result {
 		}
 	})
 	return r
+}
+
+// waitEndpoint waits until the acme-dns endpoint of c at base answers
+// /health with 200.
+func waitEndpoint(c *caddyProc, base string) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get(base + "/health"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) || !c.running() {
+			log.Fatalf("the acme-dns endpoint does not answer; Caddy's log:\n%s", c.log.String())
+		}
+	}
 }

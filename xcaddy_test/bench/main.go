@@ -7,7 +7,7 @@
 //	               [-tables issue,providers,lego,ondemand,flood] [-setups PART,...] [-out BENCHMARKS.md] [-append]
 //	cd xcaddy_test && go run ./bench -cluster 60,100 ...   (cluster.go)
 //	cd xcaddy_test && go run ./bench -soak 2000,10000      (soak.go)
-//	cd xcaddy_test && go run ./bench -attack               (attack.go)
+//	cd xcaddy_test && go run ./bench -attack               (attack.go, attack_ondemand.go, attack_endpoint.go)
 //
 // It needs root and runs inside the lab's network namespace, as the tests
 // do: build both binaries outside (the builds need the module proxy), then
@@ -95,7 +95,7 @@ func main() {
 	which := flag.String("tables", "", "comma-separated tables to run: "+tableIDs()+" (default: all)")
 	clusterNs := flag.String("cluster", "", "instead: the scale-out on Redis (cluster.go) for these numbers of names, e.g. 60,100")
 	soakNs := flag.String("soak", "", "instead: the soak tables (soak.go) for these flood and storage sizes, e.g. 2000,10000")
-	attack := flag.Bool("attack", false, "instead: what legitimate clients get with and without attacks (attack.go)")
+	attack := flag.Bool("attack", false, "instead: what legitimate clients get with and without attacks (attack.go, attack_ondemand.go, attack_endpoint.go)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if *out == "" {
