@@ -61,24 +61,24 @@ func (w *ZoneWriter) Owner() caddy.Module { return w.owner }
 func (w *ZoneWriter) Hold(ctx context.Context, name, value string, lease time.Duration) (served bool, err error) {
 	w.p.app.ops.Add(1)
 	defer w.p.app.ops.Done()
-	return w.p.writer.Hold(ctx, name, value, lease)
+	return w.p.writer.Held().Hold(ctx, name, value, lease)
 }
 
 // Unhold removes the held value at name, record and journal entry.
 func (w *ZoneWriter) Unhold(ctx context.Context, name, value string) error {
 	w.p.app.ops.Add(1)
 	defer w.p.app.ops.Done()
-	return w.p.writer.Unhold(ctx, name, value)
+	return w.p.writer.Held().Unhold(ctx, name, value)
 }
 
 // Holding lists the held values of the writer's zone from the journal.
 func (w *ZoneWriter) Holding(ctx context.Context) ([]solver.JournalEntry, error) {
-	return w.p.writer.Holding(ctx)
+	return w.p.writer.Held().Holding(ctx)
 }
 
 // Rehold renews the lease of the held value at name, written at written.
 func (w *ZoneWriter) Rehold(ctx context.Context, name, value string, written time.Time, lease time.Duration) error {
-	return w.p.writer.Rehold(ctx, name, value, written, lease)
+	return w.p.writer.Held().Rehold(ctx, name, value, written, lease)
 }
 
 // ZoneTender is a zone writer's owner that tends the values it holds in

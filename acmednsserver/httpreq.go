@@ -27,7 +27,7 @@ func (s *Server) httpReq(w http.ResponseWriter, r *http.Request, op string) {
 			return "", ref
 		}
 		if op == "present" {
-			return s.put(r.Context(), a, value)
+			return s.values.put(r.Context(), a, value)
 		}
 		return value, s.drop(r, a, value)
 	}
@@ -63,7 +63,7 @@ func httpReqValue(r *http.Request, a *account) (string, *refusal) {
 func (s *Server) drop(r *http.Request, a *account, value string) *refusal {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s.load(r.Context(), a)
+	s.values.load(r.Context(), a)
 	i := slices.IndexFunc(a.values, func(v heldValue) bool { return v.value == value })
 	if i < 0 {
 		return nil

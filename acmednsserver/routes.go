@@ -6,13 +6,17 @@ import (
 	"strings"
 )
 
+// routes are the API routes a server answers: acme-dns's, and the optional
+// ones its config turns on.
+type routes struct{ register, httpreq bool }
+
 // route is the clean path of an API route the server answers, or "".
-func (s *Server) route(p string) string {
+func (s routes) route(p string) string {
 	switch p {
 	case "/update", "/health":
 		return p
 	case "/register":
-		if s.reg != nil {
+		if s.register {
 			return p
 		}
 	case "/present", "/cleanup":
@@ -29,7 +33,7 @@ func (s *Server) route(p string) string {
 // //update, and a path with a trailing slash, repeated slashes, dot
 // segments or another case than the route's is redirected to the route.
 // "" if p is a route or no route's variant.
-func (s *Server) redirect(p string) string {
+func (s routes) redirect(p string) string {
 	if s.route(p) != "" || p == "/" {
 		return ""
 	}
@@ -40,7 +44,7 @@ func (s *Server) redirect(p string) string {
 // Handles reports whether the server answers path (a route, or a variant
 // it redirects to one); the handler passes other requests on.
 func (s *Server) Handles(path string) bool {
-	return s.route(path) != "" || s.redirect(path) != ""
+	return s.routes.route(path) != "" || s.routes.redirect(path) != ""
 }
 
 // ServeHTTP answers /update, /health and, if on, /register, /present and
@@ -48,7 +52,7 @@ func (s *Server) Handles(path string) bool {
 // as acme-dns does: 301 for GET, 307 (same method, same body) otherwise.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p, method := r.URL.Path, r.Method
-	if to := s.redirect(p); to != "" && method != http.MethodConnect {
+	if to := s.routes.redirect(p); to != "" && method != http.MethodConnect {
 		code := http.StatusMovedPermanently
 		if method != http.MethodGet {
 			code = http.StatusTemporaryRedirect
@@ -67,7 +71,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.register(w, r)
 	case (p == "/present" || p == "/cleanup") && method == http.MethodPost && s.httpreq:
 		s.httpReq(w, r, strings.TrimPrefix(p, "/"))
-	case s.route(p) != "":
+	case s.routes.route(p) != "":
 		allow := "POST"
 		if p == "/health" {
 			allow = "GET, HEAD"

@@ -103,7 +103,8 @@ type Server struct {
 	reg      *Register
 	httpreq  bool
 	limits   Limits
-	rules    ValueRules
+	values   valueKeeper
+	routes   routes
 	auth     *keyAuth
 	refusals *refusalLog
 	// registered holds the registered accounts whose key checked out
@@ -155,11 +156,7 @@ func New(cfg Config) (*Server, error) {
 		reg:        cfg.Register,
 		httpreq:    cfg.HTTPReq,
 		limits:     limits,
-		rules:      cfg.Values.withDefaults(),
 		registered: newLRU[string, *account](maxCachedRegistered),
-	}
-	if err := s.rules.validate(); err != nil {
-		return nil, err
 	}
 	if s.reg != nil && (len(s.reg.AllowFrom) == 0 || s.reg.Store == nil) {
 		return nil, errors.New("register: allow_from: at least one network may register (an open registration would let anyone take names in the zone)")
@@ -168,6 +165,11 @@ func New(cfg Config) (*Server, error) {
 		s.logger = zap.NewNop()
 	}
 	s.refusals = newRefusalLog(s.logger)
+	s.routes = routes{register: s.reg != nil, httpreq: s.httpreq}
+	s.values = valueKeeper{records: cfg.Records, rules: cfg.Values.withDefaults(), logger: s.logger}
+	if err := s.values.rules.validate(); err != nil {
+		return nil, err
+	}
 	if s.clientIP == nil {
 		s.clientIP = remoteAddr
 	}
@@ -303,7 +305,7 @@ func (s *Server) write(r *http.Request, a *account) (string, *refusal) {
 	if body.Subdomain != a.Subdomain {
 		return "", &refusal{http.StatusUnauthorized, "forbidden", RefusedAuth, fmt.Sprintf("subdomain %q is not the account's", body.Subdomain)}
 	}
-	return s.put(r.Context(), a, body.TXT)
+	return s.values.put(r.Context(), a, body.TXT)
 }
 
 // Accounts lists the configured accounts and the registered ones used

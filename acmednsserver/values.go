@@ -68,6 +68,14 @@ func (r ValueRules) validate() error {
 	return nil
 }
 
+// valueKeeper applies the value rules to an account's values, through the
+// zone's Records.
+type valueKeeper struct {
+	records Records
+	rules   ValueRules
+	logger  *zap.Logger
+}
+
 // heldValue is one of an account's values and when it was written, and
 // when its lease was last renewed.
 type heldValue struct {
@@ -79,13 +87,13 @@ type heldValue struct {
 // this server: a restart, a reload or another instance wrote them. a.mu is
 // held. A journal that cannot be read leaves the account as it is (the
 // next use or the next round tries again).
-func (s *Server) load(ctx context.Context, a *account) {
+func (k *valueKeeper) load(ctx context.Context, a *account) {
 	if a.loaded {
 		return
 	}
-	held, err := s.records.Held(ctx)
+	held, err := k.records.Held(ctx)
 	if err != nil {
-		s.logger.Warn("reading an acme-dns account's values from the journal; the next update tries again",
+		k.logger.Warn("reading an acme-dns account's values from the journal; the next update tries again",
 			zap.String("account", a.Username), zap.String("name", a.name), zap.Error(err))
 		return
 	}
@@ -113,39 +121,39 @@ func merge(mine []heldValue, held []Held, name string, since time.Time) []heldVa
 // put writes value at the account's name, within the update's time
 // bound: values past their lifetime go first, then the oldest while the
 // account holds its maximum.
-func (s *Server) put(ctx context.Context, a *account, value string) (string, *refusal) {
+func (k *valueKeeper) put(ctx context.Context, a *account, value string) (string, *refusal) {
 	if err := solver.ValidDigest(value); err != nil {
 		return "", &refusal{http.StatusBadRequest, "bad_txt", RefusedValue, err.Error()}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.rules.UpdateTimeout)
+	ctx, cancel := context.WithTimeout(ctx, k.rules.UpdateTimeout)
 	defer cancel()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s.load(ctx, a)
+	k.load(ctx, a)
 	now := time.Now()
 	if i := slices.IndexFunc(a.values, func(v heldValue) bool { return v.value == value }); i >= 0 {
 		// Written already: it becomes the newest again, for a new
 		// lifetime.
 		v := heldValue{value, now, now}
-		if err := s.records.Keep(ctx, Held{a.name, value, now, now}, s.rules.Lifetime); err != nil {
+		if err := k.records.Keep(ctx, Held{a.name, value, now, now}, k.rules.Lifetime); err != nil {
 			return "", &refusal{http.StatusInternalServerError, "write_failed", Failed, err.Error()}
 		}
 		a.values = append(slices.Delete(a.values, i, i+1), v)
 		return value, nil
 	}
-	s.expire(ctx, a, now)
-	for len(a.values) >= s.rules.MaxValues {
-		if !s.removeOldest(ctx, a) {
+	k.expire(ctx, a, now)
+	for len(a.values) >= k.rules.MaxValues {
+		if !k.removeOldest(ctx, a) {
 			return "", &refusal{http.StatusServiceUnavailable, "busy", Failed, fmt.Sprintf("the account holds %d values, its maximum, and removing the oldest failed", len(a.values))}
 		}
 	}
-	served, err := s.records.Present(ctx, a.name, value, s.rules.Lifetime)
+	served, err := k.records.Present(ctx, a.name, value, k.rules.Lifetime)
 	if err != nil {
 		return "", &refusal{http.StatusInternalServerError, "write_failed", Failed, err.Error()}
 	}
 	if !served {
-		s.logger.Info("acme-dns value written, not yet served by every authoritative server within the update's time bound; the client's propagation check waits for the rest",
-			zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", value), zap.Duration("update_timeout", s.rules.UpdateTimeout))
+		k.logger.Info("acme-dns value written, not yet served by every authoritative server within the update's time bound; the client's propagation check waits for the rest",
+			zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", value), zap.Duration("update_timeout", k.rules.UpdateTimeout))
 	}
 	a.values = append(a.values, heldValue{value, now, now})
 	return value, nil
@@ -154,19 +162,19 @@ func (s *Server) put(ctx context.Context, a *account, value string) (string, *re
 // expire removes the account's values older than the lifetime, oldest
 // first, but never its two newest; a failure stops it (the value stays,
 // and the next update or round tries again). a.mu is held.
-func (s *Server) expire(ctx context.Context, a *account, now time.Time) {
-	for len(a.values) > keep && now.Sub(a.values[0].written) >= s.rules.Lifetime {
-		if !s.removeOldest(ctx, a) {
+func (k *valueKeeper) expire(ctx context.Context, a *account, now time.Time) {
+	for len(a.values) > keep && now.Sub(a.values[0].written) >= k.rules.Lifetime {
+		if !k.removeOldest(ctx, a) {
 			return
 		}
 	}
 }
 
 // removeOldest removes the account's oldest value; a.mu is held.
-func (s *Server) removeOldest(ctx context.Context, a *account) bool {
+func (k *valueKeeper) removeOldest(ctx context.Context, a *account) bool {
 	v := a.values[0]
-	if err := s.records.Remove(ctx, a.name, v.value); err != nil {
-		s.logger.Warn("removing an acme-dns account's oldest value failed; the next update tries again",
+	if err := k.records.Remove(ctx, a.name, v.value); err != nil {
+		k.logger.Warn("removing an acme-dns account's oldest value failed; the next update tries again",
 			zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", v.value), zap.Error(err))
 		return false
 	}
@@ -184,9 +192,9 @@ func (s *Server) removeOldest(ctx context.Context, a *account) bool {
 // the config) is left to its lease: the sweep removes it a lifetime after
 // its last renewal. It returns when the next round is due.
 func (s *Server) Tend(ctx context.Context) time.Duration {
-	next := min(max(s.rules.Lifetime/4, time.Second), time.Minute)
+	next := min(max(s.values.rules.Lifetime/4, time.Second), time.Minute)
 	listedAt := time.Now()
-	held, err := s.records.Held(ctx)
+	held, err := s.values.records.Held(ctx)
 	if err != nil {
 		s.logger.Warn("reading the acme-dns values from the journal; the next round tries again", zap.String("zone", s.zone), zap.Error(err))
 		return next
@@ -195,15 +203,15 @@ func (s *Server) Tend(ctx context.Context) time.Duration {
 		a.mu.Lock()
 		a.values, a.loaded = merge(a.values, held, a.name, listedAt), true
 		now := time.Now()
-		s.expire(ctx, a, now)
-		for len(a.values) > s.rules.MaxValues && s.removeOldest(ctx, a) {
+		s.values.expire(ctx, a, now)
+		for len(a.values) > s.values.rules.MaxValues && s.values.removeOldest(ctx, a) {
 		}
 		for i := max(len(a.values)-keep, 0); i < len(a.values); i++ {
 			v := &a.values[i]
-			if now.Sub(v.seen) < s.rules.Lifetime/2 {
+			if now.Sub(v.seen) < s.values.rules.Lifetime/2 {
 				continue
 			}
-			if err := s.records.Keep(ctx, Held{a.name, v.value, v.written, v.seen}, s.rules.Lifetime); err != nil {
+			if err := s.values.records.Keep(ctx, Held{a.name, v.value, v.written, v.seen}, s.values.rules.Lifetime); err != nil {
 				s.logger.Warn("renewing an acme-dns account's value; the next round tries again",
 					zap.String("account", a.Username), zap.String("name", a.name), zap.String("value", v.value), zap.Error(err))
 				continue

@@ -21,6 +21,12 @@ import (
 // another instance on the same storage) finds them with Holding, and
 // the sweep removes them once nobody renews them (Rehold) within the lease.
 
+// HeldValues are the held values of a Provider's zones.
+type HeldValues struct{ p *Provider }
+
+// Held returns p's held values.
+func (p *Provider) Held() HeldValues { return HeldValues{p} }
+
 // heldIDPrefix marks the journal IDs of held values.
 const heldIDPrefix = "held-"
 
@@ -32,9 +38,10 @@ func heldID(name, value string) string {
 }
 
 // nameTarget checks a write of value at name, an alias name the caller
-// was told (Hold), and returns its place in the default rule's
+// was told (Hold, PresentAt), and returns its place in the default rule's
 // zones.
-func (p *Provider) nameTarget(name, value string) (Target, error) {
+func (h HeldValues) target(name, value string) (Target, error) {
+	p := h.p
 	name = Normalize(name)
 	rule := p.Mapper.Default
 	if rule == nil || len(rule.Zones) == 0 {
@@ -60,8 +67,9 @@ func (p *Provider) nameTarget(name, value string) (Target, error) {
 // whether every server answered it in time (a caller answering a client
 // with a deadline of its own lets the client's propagation check finish
 // the wait). A write that failed is removed again, journal entry and all.
-func (p *Provider) Hold(ctx context.Context, name, value string, lease time.Duration) (served bool, err error) {
-	t, err := p.nameTarget(name, value)
+func (h HeldValues) Hold(ctx context.Context, name, value string, lease time.Duration) (served bool, err error) {
+	p := h.p
+	t, err := h.target(name, value)
 	if err != nil {
 		return false, err
 	}
@@ -92,7 +100,7 @@ func (p *Provider) Hold(ctx context.Context, name, value string, lease time.Dura
 		// its own; if that fails too, the entry stays for the sweep.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if uerr := p.Unhold(uctx, t.Name, value); uerr != nil {
+		if uerr := h.Unhold(uctx, t.Name, value); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return false, err
@@ -118,8 +126,9 @@ func (p *Provider) Hold(ctx context.Context, name, value string, lease time.Dura
 // Unhold removes the held value at name: its journal entry first (so that
 // no sweep acts on it again), then the record, whose entry comes back if
 // the delete fails.
-func (p *Provider) Unhold(ctx context.Context, name, value string) error {
-	t, err := p.nameTarget(name, value)
+func (h HeldValues) Unhold(ctx context.Context, name, value string) error {
+	p := h.p
+	t, err := h.target(name, value)
 	if err != nil {
 		return err
 	}
@@ -154,7 +163,8 @@ func (p *Provider) Unhold(ctx context.Context, name, value string) error {
 // journal: what this process, the one before it, or another instance on
 // the same storage holds. Entries that fail ValidateEntry, or whose ID
 // does not match their name and value, are left out.
-func (p *Provider) Holding(ctx context.Context) ([]JournalEntry, error) {
+func (h HeldValues) Holding(ctx context.Context) ([]JournalEntry, error) {
+	p := h.p
 	if p.Journal == nil || p.Mapper.Default == nil {
 		return nil, nil
 	}
@@ -175,8 +185,9 @@ func (p *Provider) Holding(ctx context.Context) ([]JournalEntry, error) {
 
 // Rehold renews the lease of the held value at name, written at written,
 // for lease from now, so that no sweep takes it.
-func (p *Provider) Rehold(ctx context.Context, name, value string, written time.Time, lease time.Duration) error {
-	t, err := p.nameTarget(name, value)
+func (h HeldValues) Rehold(ctx context.Context, name, value string, written time.Time, lease time.Duration) error {
+	p := h.p
+	t, err := h.target(name, value)
 	if err != nil || p.Journal == nil {
 		return err
 	}
@@ -190,7 +201,7 @@ func (p *Provider) Rehold(ctx context.Context, name, value string, written time.
 // outage (Restore). DeleteRecords with the same name and value removes it.
 // Unlike Hold, the value does not outlive the process that wrote it.
 func (p *Provider) PresentAt(ctx context.Context, name, value string) error {
-	t, err := p.nameTarget(name, value)
+	t, err := p.Held().target(name, value)
 	if err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func TestHoldSilentNameserver(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	name := "acct1." + testAliasZone
-	served, err := p.Hold(ctx, name, digest("v"), time.Hour)
+	served, err := p.Held().Hold(ctx, name, digest("v"), time.Hour)
 	took := time.Since(start)
 	if err != nil || served {
 		t.Fatalf("Hold = served %v, %v; want written, not served by every server", served, err)

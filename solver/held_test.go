@@ -31,7 +31,7 @@ func TestHold(t *testing.T) {
 			w, j := &fakeWriter{}, &memJournal{}
 			p, _ := followProvider(t, newFakeDNS(), w)
 			p.Journal = j
-			served, err := p.Hold(context.Background(), tc.name, tc.value, time.Hour)
+			served, err := p.Held().Hold(context.Background(), tc.name, tc.value, time.Hour)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Hold: %v, want an error containing %q", err, tc.wantErr)
@@ -54,7 +54,7 @@ func TestHold(t *testing.T) {
 			// Another process on the same journal knows it.
 			other, clk := followProvider(t, newFakeDNS(), w)
 			other.Journal = j
-			held, err := other.Holding(context.Background())
+			held, err := other.Held().Holding(context.Background())
 			if err != nil || len(held) != 1 || held[0].Name != name || held[0].Zone != testAliasZone || held[0].Value != tc.value || held[0].Lease != time.Hour {
 				t.Fatalf("Holding: %+v, %v", held, err)
 			}
@@ -76,11 +76,11 @@ func TestHold(t *testing.T) {
 		p.Journal = j
 		name := "acct1." + testAliasZone
 		for _, l := range []string{"a", "b"} {
-			if _, err := p.Hold(context.Background(), name, digest(l), time.Hour); err != nil {
+			if _, err := p.Held().Hold(context.Background(), name, digest(l), time.Hour); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := p.Unhold(context.Background(), name, digest("a")); err != nil {
+		if err := p.Held().Unhold(context.Background(), name, digest("a")); err != nil {
 			t.Fatal(err)
 		}
 		if got := w.values(name); !slices.Equal(got, []string{digest("b")}) {
@@ -88,14 +88,14 @@ func TestHold(t *testing.T) {
 		}
 		written := clk.Now()
 		clk.Advance(50 * time.Minute)
-		if err := p.Rehold(context.Background(), name, digest("b"), written, time.Hour); err != nil {
+		if err := p.Held().Rehold(context.Background(), name, digest("b"), written, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(50 * time.Minute)
 		if n, _ := NewSweeper(p).Sweep(context.Background(), time.Minute); n != 0 {
 			t.Fatalf("a renewed value was swept")
 		}
-		held, _ := p.Holding(context.Background())
+		held, _ := p.Held().Holding(context.Background())
 		if len(held) != 1 || !held[0].Written.Equal(written) {
 			t.Fatalf("held after renewal: %+v; want b, written when it was", held)
 		}
@@ -121,7 +121,7 @@ func TestHoldSilentServer(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		start := time.Now()
-		served, err := p.Hold(ctx, "_acme-challenge.example.com.validation.example.org", digest("v"), time.Hour)
+		served, err := p.Held().Hold(ctx, "_acme-challenge.example.com.validation.example.org", digest("v"), time.Hour)
 		if err != nil || served {
 			t.Fatalf("Hold = served %v, %v; want written, not served", served, err)
 		}
