@@ -143,9 +143,12 @@ func systemdTestDump(t *testing.T, dir string) (string, []string) {
 		// systemd refuses --test as root. And `ip netns exec` (the lab's
 		// namespace) mounts a /sys of its own without the cgroup file
 		// system, without which the loader does not start: mount one in
-		// a private mount namespace, for this command alone.
+		// a private mount namespace, for this command alone. The loader
+		// also creates /run/systemd, which exists only where systemd
+		// booted the machine (not in a container, nor on a machine as
+		// lab/fresh-machine.sh shows it): it gets a /run of its own.
 		args = append([]string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-			`mount -t cgroup2 none /sys/fs/cgroup && exec "$@"`, "sh",
+			`mount -t cgroup2 none /sys/fs/cgroup && mount -t tmpfs -o mode=1777 none /run && exec "$@"`, "sh",
 			"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)
 	}
 	cmd := exec.CommandContext(testCtx(t, time.Minute), args[0], args[1:]...)

@@ -6,6 +6,7 @@ package xcaddy_test
 // _acme-challenge.<domain> CNAME <subdomain>.validation.example.org.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/acme-alias/caddy-dns-alias/xcaddy_test/internal/lab"
@@ -41,7 +43,23 @@ func newEndpointAccount(t *testing.T) endpointAccount {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return endpointAccount{user: randomLabel(t, "user-"), key: key, hash: string(hash), sub: randomLabel(t, "acct-")}
+	a := endpointAccount{user: randomLabel(t, "user-"), key: key, hash: string(hash), sub: randomLabel(t, "acct-")}
+	a.clearValuesAtCleanup(t)
+	return a
+}
+
+// clearValuesAtCleanup removes the account's values from the alias zone
+// when the test ends (after the Caddy it started, which leaves them: an
+// endpoint's values outlive Caddy), as an operator retiring the account
+// would, so that the next tests find the zone clean.
+func (a endpointAccount) clearValuesAtCleanup(t *testing.T) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := theLab.RemoveRRset(ctx, aliasZone, a.fullDomain()+".", dns.TypeTXT); err != nil {
+			t.Errorf("clearing the values of %s: %v", a.fullDomain(), err)
+		}
+	})
 }
 
 // fullDomain is where the account's values live.
@@ -428,6 +446,7 @@ func TestEndpointClusterRedis(t *testing.T) {
 		t.Fatalf("the stored account (%v, %v): %s", ok, err, stored)
 	}
 	a := endpointAccount{user: reg.Username, key: reg.Password, sub: reg.Subdomain}
+	a.clearValuesAtCleanup(t)
 	domain := randomLabel(t, "epc-") + ".example.com"
 	a.delegate(t, domain)
 	obtain(t, bases[1], a, domain)
