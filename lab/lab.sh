@@ -131,6 +131,15 @@ ALIAS_ZONE2=alias2.example
 ADDR_PDNS=127.0.0.5
 PDNS_ZONE=pdns.example
 PDNS_API_PORT=8081
+# An alias zone with two nameservers: ns1, BIND A, and ns2 at
+# $ADDR_SILENT, where no server of the lab listens; a test binds a
+# nameserver there that reads every query and answers none (the acme-dns
+# endpoint's bounded /update). Unbound's stub zone names BIND A only, so
+# that Pebble and clients resolve it at once.
+ADDR_SILENT=127.0.0.6
+SILENT_NS_ZONE=silentns.example
+# the loopback addresses up adds (labelled) and down removes
+LAB_ADDRS=("$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS" "$ADDR_PDNS" "$ADDR_SILENT")
 # moto's Route53 API (no DNS): a hosted zone named like the alias zone, so
 # that a challenge written there passes the delegation check that BIND's
 # copy answers, and is then never served (see start_moto).
@@ -142,7 +151,7 @@ ROUTE53_ZONE=$ALIAS_ZONE
 # PowerDNS and a hosted zone in moto. Nothing delegates to it.
 CONFORMANCE_ZONE=libdnstest.example
 # Zones served by each authoritative server. drift.example is on both.
-ZONES_A=(example.com example.net example.org hop.example notours.example validation.example.org drift.example)
+ZONES_A=(example.com example.net example.org hop.example notours.example validation.example.org drift.example "$SILENT_NS_ZONE")
 ZONES_B=(alias2.example drift.example)
 # The top-level domains above the lab's zones, served by A as a registry
 # would (SOA, NS, a delegation with glue for each lab zone below): without
@@ -150,7 +159,7 @@ ZONES_B=(alias2.example drift.example)
 # reach, and the CA-side CAA lookup of "com" ends in SERVFAIL.
 TLDS=(com net org example)
 # Zones the caddy keys may write (TXT only).
-declare -A ALIAS_KEY=([validation.example.org]=caddy-key [alias2.example]=caddy-key-2)
+declare -A ALIAS_KEY=([validation.example.org]=caddy-key [alias2.example]=caddy-key-2 [$SILENT_NS_ZONE]=caddy-key)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -348,6 +357,7 @@ zone_ns_specs() { # ZONE -> NS specs
 	case $1 in
 	drift.example) echo "ns1=$ADDR_A ns2=$ADDR_B" ;;
 	alias2.example) echo "ns1=$ADDR_B" ;;
+	"$SILENT_NS_ZONE") echo "ns1=$ADDR_A ns2=$ADDR_SILENT" ;;
 	"$PDNS_ZONE") echo "ns1=$ADDR_PDNS" ;;
 	*) echo "ns1=$ADDR_A" ;;
 	esac
@@ -928,6 +938,8 @@ PEBBLE_CA_PEM=$LAB_DIR/pebble/ca.pem
 PEBBLE_LOG=$LAB_DIR/pebble/pebble.log
 ALIAS_ZONE=$ALIAS_ZONE
 ALIAS_ZONE2=$ALIAS_ZONE2
+SILENT_NS_ZONE=$SILENT_NS_ZONE
+SILENT_NS_ADDR=$ADDR_SILENT:53
 ACMEDNS_ADDR=$ADDR_ACMEDNS:53
 ACMEDNS_ZONE=$ACMEDNS_ZONE
 CADDY_KEY_NAME=caddy-key
@@ -992,7 +1004,7 @@ check_all() { # quiet health check; prints what fails
 }
 
 cmd_up() {
-	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3, adds loopback addresses 127.0.0.2-4)"
+	[ "$(id -u)" = 0 ] || die "must run as root (binds port 53 on 127.0.0.2/3/5, adds loopback addresses ${LAB_ADDRS[*]})"
 	# up installs nothing and touches no system service: that is
 	# lab/install.sh's job (test.sh and demo.sh run it first).
 	tools_present || die "tools missing: run lab/install.sh as root first"
@@ -1002,7 +1014,7 @@ cmd_up() {
 
 	# loopback addresses (labelled, see our_addr)
 	local a
-	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS" "$ADDR_PDNS"; do
+	for a in "${LAB_ADDRS[@]}"; do
 		if ! has_addr "$a"; then
 			log "adding $a/32 to lo"
 			ip addr add "$a/32" dev lo label "$ADDR_LABEL"
@@ -1074,7 +1086,7 @@ cmd_down() {
 		fi
 	fi
 	local a
-	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS" "$ADDR_PDNS"; do
+	for a in "${LAB_ADDRS[@]}"; do
 		if our_addr "$a"; then
 			log "removing $a/32 from lo"
 			ip addr del "$a/32" dev lo || true
@@ -1103,7 +1115,7 @@ cmd_status() {
 	st pdns "$LAB_DIR/pdns/pdns_server.pid" pdns_server
 	if [ -n "$(find_moto)" ]; then st moto "$LAB_DIR/moto/moto.pid" moto_server; else printf '%-10s moto_server not installed\n' moto; fi
 	local a
-	for a in "$ADDR_A" "$ADDR_B" "$ADDR_ACMEDNS" "$ADDR_PDNS"; do
+	for a in "${LAB_ADDRS[@]}"; do
 		if our_addr "$a"; then
 			printf '%-10s on lo (added by the lab)\n' "$a"
 		elif has_addr "$a"; then

@@ -29,9 +29,10 @@ import (
 )
 
 // endpointAccount is an acme-dns account of the endpoint, with its key in
-// the clear (the client's side) and its bcrypt hash (the server's).
+// the clear (the client's side) and its bcrypt hash (the server's), in
+// the endpoint's zone.
 type endpointAccount struct {
-	user, key, hash, sub string
+	user, key, hash, sub, zone string
 }
 
 func newEndpointAccount(t *testing.T) endpointAccount {
@@ -43,7 +44,7 @@ func newEndpointAccount(t *testing.T) endpointAccount {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := endpointAccount{user: randomLabel(t, "user-"), key: key, hash: string(hash), sub: randomLabel(t, "acct-")}
+	a := endpointAccount{user: randomLabel(t, "user-"), key: key, hash: string(hash), sub: randomLabel(t, "acct-"), zone: aliasZone}
 	a.clearValuesAtCleanup(t)
 	return a
 }
@@ -56,14 +57,14 @@ func (a endpointAccount) clearValuesAtCleanup(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := theLab.RemoveRRset(ctx, aliasZone, a.fullDomain()+".", dns.TypeTXT); err != nil {
+		if err := theLab.RemoveRRset(ctx, a.zone, a.fullDomain()+".", dns.TypeTXT); err != nil {
 			t.Errorf("clearing the values of %s: %v", a.fullDomain(), err)
 		}
 	})
 }
 
 // fullDomain is where the account's values live.
-func (a endpointAccount) fullDomain() string { return a.sub + "." + aliasZone }
+func (a endpointAccount) fullDomain() string { return a.sub + "." + a.zone }
 
 // delegate publishes the CNAME each domain's owner publishes for the
 // account.
@@ -78,6 +79,12 @@ func (a endpointAccount) delegate(t *testing.T, domains ...string) {
 // 127.0.0.1 (a number or a placeholder) for accounts, written by RFC 2136
 // into the lab's alias zone; extra goes into the handler's block.
 func endpointSite(port, extra string, accounts ...endpointAccount) string {
+	return endpointSiteIn(aliasZone, port, extra, accounts...)
+}
+
+// endpointSiteIn is endpointSite for an endpoint whose accounts write in
+// zone, one of the lab's zones the caddy key writes.
+func endpointSiteIn(zone, port, extra string, accounts ...endpointAccount) string {
 	lines := []string{extra}
 	for _, a := range accounts {
 		lines = append(lines, fmt.Sprintf("account %s %s %s 127.0.0.0/8", a.user, a.hash, a.sub))
@@ -92,7 +99,7 @@ func endpointSite(port, extra string, accounts ...endpointAccount) string {
 	}
 	respond "not an acme-dns path" 404
 }
-`, port, aliasZone, rfc2136(), strings.Join(lines, "\n\t\t"), theLab.Resolver)
+`, port, zone, rfc2136(), strings.Join(lines, "\n\t\t"), theLab.Resolver)
 }
 
 // startEndpoint starts a Caddy serving the endpoint on storage ("" for its
@@ -445,7 +452,7 @@ func TestEndpointClusterRedis(t *testing.T) {
 	if err != nil || !ok || strings.Contains(string(stored), reg.Password) || !strings.Contains(string(stored), `"key_hash":"$2a$`) {
 		t.Fatalf("the stored account (%v, %v): %s", ok, err, stored)
 	}
-	a := endpointAccount{user: reg.Username, key: reg.Password, sub: reg.Subdomain}
+	a := endpointAccount{user: reg.Username, key: reg.Password, sub: reg.Subdomain, zone: aliasZone}
 	a.clearValuesAtCleanup(t)
 	domain := randomLabel(t, "epc-") + ".example.com"
 	a.delegate(t, domain)

@@ -6,11 +6,7 @@ package xcaddy_test
 // wait for the authoritative servers.
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -141,20 +137,10 @@ func TestClusterRedisOutageEndpoint(t *testing.T) {
 	a := newEndpointAccount(t)
 	cl := startCluster(t, l, "", endpointSite("{$CLUSTER_HTTP_PORT}", "", a))
 	bases := cl.endpointBases()
-	sum := sha256.Sum256([]byte(randomLabel(t, "value-")))
-	value := base64.RawURLEncoding.EncodeToString(sum[:]) // a digest's shape
-	body, _ := json.Marshal(map[string]string{"subdomain": a.sub, "txt": value})
-	req, _ := http.NewRequest(http.MethodPost, bases[0]+"/update", bytes.NewReader(body))
-	req.Header.Set("X-Api-User", a.user)
-	req.Header.Set("X-Api-Key", a.key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reply, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !slices.Contains(aliasTXT(t, a.fullDomain()), value) {
-		t.Fatalf("update: %d %s; %s holds %q", resp.StatusCode, reply, a.fullDomain(), aliasTXT(t, a.fullDomain()))
+	value := randomDigest(t)
+	code, reply := postUpdate(t, bases[0], a, value)
+	if code != http.StatusOK || !slices.Contains(aliasTXT(t, a.fullDomain()), value) {
+		t.Fatalf("update: %d %s; %s holds %q", code, reply, a.fullDomain(), aliasTXT(t, a.fullDomain()))
 	}
 	back := stopRedisFor(t, l, redisOutage)
 	t.Logf("redis down for %s with %s %q written", redisOutage, a.fullDomain(), value)

@@ -116,27 +116,17 @@ func (s *soak) startSilent() func() {
 	return silentNameserver(s.b.l, "silent", &s.silentPackets)
 }
 
-// silentNameserver opens a nameserver that never answers, a UDP socket on
-// loopback that counts in packets what reaches it, and makes Unbound send
-// it every question about the TLD tld. It returns the function that
-// undoes both.
+// silentNameserver opens a nameserver that never answers on loopback
+// (lab.ServeSilently), counting in packets what reaches it, and makes
+// Unbound send it every question about the TLD tld. It returns the
+// function that undoes both.
 func silentNameserver(l *lab.Lab, tld string, packets *atomic.Int64) func() {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	addr, stop, err := lab.ServeSilently("127.0.0.1:0", packets)
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-			packets.Add(1)
-		}
-	}()
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	unboundControl(l, "stub_add", tld, fmt.Sprintf("127.0.0.1@%d", port))
-	return func() { unboundControl(l, "stub_remove", tld); pc.Close() }
+	unboundControl(l, "stub_add", tld, fmt.Sprintf("127.0.0.1@%d", addr.Port))
+	return func() { unboundControl(l, "stub_remove", tld); stop() }
 }
 
 // sample is what the harness reads of Caddy's process.

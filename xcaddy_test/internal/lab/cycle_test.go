@@ -26,7 +26,7 @@ func TestUpDownCycles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var addrs []string
-	for _, hp := range []string{l.AuthA, l.AuthB, l.Env["ACMEDNS_ADDR"], l.Env["PDNS_ADDR"]} {
+	for _, hp := range []string{l.AuthA, l.AuthB, l.Env["ACMEDNS_ADDR"], l.Env["PDNS_ADDR"], l.SilentNSAddr} {
 		host, _, err := net.SplitHostPort(hp)
 		if err != nil {
 			t.Fatalf("lab.env: %q: %v", hp, err)

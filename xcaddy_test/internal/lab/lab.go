@@ -60,6 +60,13 @@ type Lab struct {
 	AdminKey    Key // lab-admin: may update every zone
 	// Env holds every line of lab.env.
 	Env map[string]string
+
+	// SilentNSZone (silentns.example) is an alias zone writable by
+	// CaddyKey (TXT only) with two nameservers: AuthA and SilentNSAddr
+	// ("127.0.0.6:53"), where nothing of the lab listens: a test binds
+	// a nameserver there that never answers (ServeSilently).
+	SilentNSZone string
+	SilentNSAddr string
 }
 
 // Dir returns the lab's state directory: $LAB_DIR, or else the checkout's
@@ -113,9 +120,12 @@ func LoadFile(path string) (*Lab, error) {
 		CaddyKey2:   Key{env["CADDY_KEY2_NAME"], env["CADDY_KEY2_SECRET"], env["CADDY_KEY2_ALG"], env["CADDY_KEY2_FILE"]},
 		AdminKey:    Key{env["ADMIN_KEY_NAME"], env["ADMIN_KEY_SECRET"], env["ADMIN_KEY_ALG"], env["ADMIN_KEY_FILE"]},
 		Env:         env,
+
+		SilentNSZone: env["SILENT_NS_ZONE"],
+		SilentNSAddr: env["SILENT_NS_ADDR"],
 	}
 	for _, k := range []string{"LAB_DIR", "LAB_NETNS", "AUTH_A", "AUTH_B", "RESOLVER", "REDIS_ADDR", "PEBBLE_DIR", "PEBBLE_MGMT",
-		"PEBBLE_CA_PEM", "ALIAS_ZONE", "ALIAS_ZONE2", "CADDY_KEY_SECRET", "CADDY_KEY2_SECRET", "ADMIN_KEY_SECRET"} {
+		"PEBBLE_CA_PEM", "ALIAS_ZONE", "ALIAS_ZONE2", "SILENT_NS_ZONE", "SILENT_NS_ADDR", "CADDY_KEY_SECRET", "CADDY_KEY2_SECRET", "ADMIN_KEY_SECRET"} {
 		if env[k] == "" {
 			return nil, fmt.Errorf("lab: %s: %s missing", path, k)
 		}
