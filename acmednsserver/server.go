@@ -112,6 +112,8 @@ type Server struct {
 	// past maxCachedRegistered.
 	mu         sync.Mutex
 	registered *lru[string, *account]
+	// tending holds a token for the Tend round under way.
+	tending chan struct{}
 }
 
 // account is an Account and the values it holds, oldest first.
@@ -157,6 +159,7 @@ func New(cfg Config) (*Server, error) {
 		httpreq:    cfg.HTTPReq,
 		limits:     limits,
 		registered: newLRU[string, *account](maxCachedRegistered),
+		tending:    make(chan struct{}, 1),
 	}
 	if s.reg != nil && (len(s.reg.AllowFrom) == 0 || s.reg.Store == nil) {
 		return nil, errors.New("register: allow_from: at least one network may register (an open registration would let anyone take names in the zone)")

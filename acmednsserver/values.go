@@ -192,7 +192,16 @@ func (k *valueKeeper) removeOldest(ctx context.Context, a *account) bool {
 // the config) is left to its lease: the sweep removes it a lifetime after
 // its last renewal. It returns when the next round is due.
 func (s *Server) Tend(ctx context.Context) time.Duration {
+	// A round acts on its own listing of the journal: two at once (the
+	// app's loop and another caller) would each remove what the other
+	// already did.
 	next := min(max(s.values.rules.Lifetime/4, time.Second), time.Minute)
+	select {
+	case s.tending <- struct{}{}:
+		defer func() { <-s.tending }()
+	case <-ctx.Done():
+		return next
+	}
 	listedAt := time.Now()
 	held, err := s.values.records.Held(ctx)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,7 +15,7 @@ import (
 
 // valuesServer is a server with account alice over recs and the given
 // rules.
-func valuesServer(t *testing.T, recs *fakeRecords, rules ValueRules) *Server {
+func valuesServer(t *testing.T, recs Records, rules ValueRules) *Server {
 	t.Helper()
 	s, err := New(Config{Zone: zone, Accounts: []Account{{Username: "alice", KeyHash: hash(t, "alice-key"), Subdomain: "a1"}},
 		Records: recs, Logger: zap.NewNop(), Limits: Limits{AccountBurst: 1000}, Values: rules})
@@ -181,4 +182,65 @@ func TestUpdateNotYetServed(t *testing.T) {
 	if w.Code != 200 || !slices.Equal(recs.at("a1."+zone), labels("1")) {
 		t.Fatalf("status %d %s", w.Code, w.Body)
 	}
+}
+
+// slowListing holds the first listing of the journal after hold is set
+// until hold is closed, and counts removes.
+type slowListing struct {
+	*fakeRecords
+	mu      sync.Mutex
+	hold    chan struct{}
+	removes int
+}
+
+func (r *slowListing) Held(ctx context.Context) ([]Held, error) {
+	held, err := r.fakeRecords.Held(ctx)
+	r.mu.Lock()
+	h := r.hold
+	r.hold = nil
+	r.mu.Unlock()
+	if h != nil {
+		<-h
+	}
+	return held, err
+}
+
+func (r *slowListing) Remove(ctx context.Context, name, value string) error {
+	r.mu.Lock()
+	r.removes++
+	r.mu.Unlock()
+	return r.fakeRecords.Remove(ctx, name, value)
+}
+
+// TestTendRoundsOneAtATime: two rounds at once (the app's loop and a
+// reload's first round) act one after the other, each on its own listing
+// of the journal, so a value past its lifetime is removed once, not again
+// by the round that listed it before the other removed it.
+func TestTendRoundsOneAtATime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		recs := &slowListing{fakeRecords: &fakeRecords{}}
+		s := valuesServer(t, recs, ValueRules{Lifetime: time.Hour})
+		for _, l := range []string{"1", "2", "3"} {
+			if code := update(s, "192.0.2.1", "alice", "alice-key", body("a1", digest(l))).Code; code != 200 {
+				t.Fatalf("update %s: %d", l, code)
+			}
+		}
+		time.Sleep(61 * time.Minute)
+		release := make(chan struct{})
+		recs.hold = release
+		done := make(chan struct{})
+		go func() { s.Tend(context.Background()); done <- struct{}{} }()
+		synctest.Wait() // the first round holds its listing
+		go func() { s.Tend(context.Background()); done <- struct{}{} }()
+		synctest.Wait()
+		close(release)
+		<-done
+		<-done
+		if recs.removes != 1 {
+			t.Fatalf("%d removes of the expired value, want 1", recs.removes)
+		}
+		if got := recs.at("a1." + zone); !slices.Equal(got, labels("2", "3")) {
+			t.Fatalf("after both rounds: %v, want the two newest", got)
+		}
+	})
 }
