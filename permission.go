@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/acme-alias/caddy-dns-alias/internal/caddyconf"
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -79,7 +80,7 @@ type Permission struct {
 	also      caddytls.OnDemandPermission
 	logger    *zap.Logger
 	app       *App
-	refusals  *refusalLog
+	refusals  *refusallog.Log
 }
 
 // CaddyModule returns the Caddy module information.
@@ -93,7 +94,7 @@ func (Permission) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the cache and the optional ask endpoint.
 func (p *Permission) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	p.refusals = newRefusalLog(p.logger)
+	p.refusals = refusallog.New(p.logger)
 	var err error
 	if p.app, err = appFrom(ctx); err != nil {
 		return fmt.Errorf("loading the dns_alias app: %w", err)
@@ -184,7 +185,7 @@ func (p *Permission) CertificateAllowed(ctx context.Context, name string) error 
 	if err := p.admission.Allow(ctx, name, client); err != nil {
 		if o := (*solver.OverloadError)(nil); errors.As(err, &o) {
 			p.app.metrics.permissionOverload.Inc()
-			p.refusals.write(zap.WarnLevel, o.Limit, "on-demand certificate refused for load; the next handshake asks again",
+			p.refusals.Write(zap.WarnLevel, o.Limit, "on-demand certificate refused for load; the next handshake asks again",
 				zap.String("name", name), clientField(client), zap.String("limit", o.Limit), zap.Error(err))
 		}
 		return fmt.Errorf("%s: %w: %w", name, caddytls.ErrPermissionDenied, err)

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -116,21 +117,21 @@ func TestPermissionTimeoutNotRemembered(t *testing.T) {
 }
 
 // TestRefusalLogSampled: zap's sampler lets one line per reason through
-// per refusalLogEvery; the next line of the reason carries how many were
+// per refusallog.Tick; the next line of the reason carries how many were
 // held back, and another reason is not held back by the first.
 func TestRefusalLogSampled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		core, logs := observer.New(zap.InfoLevel)
-		r := newRefusalLog(zap.New(core))
+		r := refusallog.New(zap.New(core))
 		var wg sync.WaitGroup
 		for range 100 {
-			wg.Go(func() { r.write(zapcore.WarnLevel, solver.LimitPerAddress, "refused for load") })
+			wg.Go(func() { r.Write(zapcore.WarnLevel, solver.LimitPerAddress, "refused for load") })
 		}
 		wg.Wait()
-		r.write(zapcore.WarnLevel, solver.LimitDomainRate, "refused for load")
-		r.write(zapcore.WarnLevel, solver.LimitMaxChecks, "refused")
-		time.Sleep(refusalLogEvery)
-		r.write(zapcore.WarnLevel, solver.LimitPerAddress, "refused for load")
+		r.Write(zapcore.WarnLevel, solver.LimitDomainRate, "refused for load")
+		r.Write(zapcore.WarnLevel, solver.LimitMaxChecks, "refused")
+		time.Sleep(refusallog.Tick)
+		r.Write(zapcore.WarnLevel, solver.LimitPerAddress, "refused for load")
 		var got []string
 		for _, e := range logs.All() {
 			got = append(got, fmt.Sprintf("%s %v", e.Message, e.ContextMap()["not_logged_since_last"]))

@@ -23,6 +23,7 @@ import (
 
 	"github.com/acme-alias/caddy-dns-alias/internal/configwalk"
 	"github.com/acme-alias/caddy-dns-alias/internal/dnstest"
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -454,13 +455,13 @@ func TestPermissionAsksNoNameserver(t *testing.T) {
 
 // TestPermissionOverload: with every check slot taken, handshakes for other
 // names are refused at once with ErrPermissionDenied, counted, and logged
-// once per refusalLogEvery with the count of the lines held back; the
+// once per refusallog.Tick with the count of the lines held back; the
 // refusal is not remembered, so the next handshake after the load passed is
 // checked and admitted.
 func TestPermissionOverload(t *testing.T) {
 	l := startPermLab(t, `{"max_checks":1}`)
 	core, logs := observer.New(zap.WarnLevel)
-	l.perm.refusals = newRefusalLog(zap.New(core))
+	l.perm.refusals = refusallog.New(zap.New(core))
 	release := make(chan struct{})
 	check := l.perm.admission.Check
 	l.perm.admission.Check = func(ctx context.Context, name string) (time.Duration, error) {
@@ -485,7 +486,7 @@ func TestPermissionOverload(t *testing.T) {
 		t.Errorf("permission_overload_total grew by %v, want 100", n)
 	}
 	if n := logs.FilterMessageSnippet("refused for load").Len(); n != 1 {
-		t.Errorf("%d log lines for 100 refusals within %s, want 1", n, refusalLogEvery)
+		t.Errorf("%d log lines for 100 refusals within %s, want 1", n, refusallog.Tick)
 	}
 	close(release)
 	<-stuck

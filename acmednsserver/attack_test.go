@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 )
 
 // slowChecks makes every key comparison of s take d of synctest's time, as
@@ -58,7 +60,7 @@ func TestLegitimateUpdatesUnderAttack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s, _, _, obs := testServer(t, Limits{})
-				s.refusals = newRefusalLog(zap.NewNop())
+				s.refusals = refusallog.New(zap.NewNop())
 				slowChecks(s, 1250*time.Millisecond)
 				// alice updated before the attack; bob's first update
 				// comes during it.
@@ -335,7 +337,7 @@ func TestRefusalsLogSampled(t *testing.T) {
 			update(s, "192.0.2.1", "alice", "", body("a1", digest("x"))) // over the source's failed checks after 2
 		}
 		update(s, "198.51.100.1", "alice", "", body("a1", digest("x")))
-		time.Sleep(refusalTick)
+		time.Sleep(refusallog.Tick)
 		update(s, "192.0.2.1", "alice", "", body("a1", digest("x")))
 		var lines []string
 		for _, e := range logs.FilterMessage("acme-dns update refused").All() {

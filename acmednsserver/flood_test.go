@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 )
 
 // TestFloodBounded: 16,384 requests from as many sources, 32 at once, cost
@@ -25,7 +27,7 @@ import (
 // checks would take this test a minute.
 func TestFloodBounded(t *testing.T) {
 	s, recs, _, obs := testServer(t, Limits{})
-	s.refusals = newRefusalLog(zap.NewNop()) // the test's observed log would keep every line
+	s.refusals = refusallog.New(zap.NewNop()) // the test's observed log would keep every line
 	s.auth.compare = func([]byte, string) error { return bcrypt.ErrMismatchedHashAndPassword }
 	flood(t, s, 32, 512)
 	t.Logf("outcomes %v", obs.got)
@@ -92,7 +94,7 @@ func flood(t testing.TB, s *Server, clients, perClient int) {
 // request (go test -bench Flood ./acmednsserver).
 func BenchmarkFlood(b *testing.B) {
 	s, _, _, _ := testServer(b, Limits{})
-	s.refusals = newRefusalLog(zap.NewNop())
+	s.refusals = refusallog.New(zap.NewNop())
 	b.ResetTimer()
 	flood(b, s, 32, b.N/32+1)
 }

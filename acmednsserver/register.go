@@ -85,7 +85,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	src, err := s.clientIP(r)
 	refuse := func(status int, code, reason string, o Outcome) {
 		s.observe(registeredLabel, o)
-		s.refusals.refused("acme-dns registration refused", reason, src)
+		s.refusals.Write(zap.InfoLevel, reason+" "+src.String(), "acme-dns registration refused", zap.Stringer("source", src), zap.String("reason", reason))
 		reply(w, status, code)
 	}
 	switch {

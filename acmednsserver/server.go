@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/acme-alias/caddy-dns-alias/internal/refusallog"
 	"github.com/acme-alias/caddy-dns-alias/solver"
 )
 
@@ -106,7 +107,7 @@ type Server struct {
 	values   valueKeeper
 	routes   routes
 	auth     *keyAuth
-	refusals *refusalLog
+	refusals *refusallog.Log
 	// registered holds the registered accounts whose key checked out
 	// since the config was loaded, the least recently used giving way
 	// past maxCachedRegistered.
@@ -167,7 +168,7 @@ func New(cfg Config) (*Server, error) {
 	if s.logger == nil {
 		s.logger = zap.NewNop()
 	}
-	s.refusals = newRefusalLog(s.logger)
+	s.refusals = refusallog.New(s.logger)
 	s.routes = routes{register: s.reg != nil, httpreq: s.httpreq}
 	s.values = valueKeeper{records: cfg.Records, rules: cfg.Values.withDefaults(), logger: s.logger}
 	if err := s.values.rules.validate(); err != nil {
@@ -272,7 +273,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, op, user, key str
 		s.observe(label, ref.outcome)
 		// The key is never logged; the user name is logged only if an
 		// account has it (a key pasted into the user field stays out).
-		s.refusals.refused("acme-dns update refused", ref.reason, src, zap.String("op", op), zap.String("account", name))
+		s.refusals.Write(zap.InfoLevel, ref.reason+" "+src.String(), "acme-dns update refused",
+			zap.String("op", op), zap.String("account", name), zap.Stringer("source", src), zap.String("reason", ref.reason))
 		reply(w, ref.status, ref.code)
 		return
 	}
